@@ -1,0 +1,47 @@
+// kernels/backend.hpp: what a compute backend can do. The CPU backend is the reference; a CUDA backend
+// (issue 4) implements the same interface and is checked against it.
+//
+// Contract for every method:
+//  - inputs are row-major 2-D weights in their file dtype (F32/F16/BF16);
+//  - results are deterministic: the same inputs give the same bits whatever the thread count;
+//  - failures (NaN/Inf in a weight, a CUDA error) throw quantflow::Error naming the tensor given in `name`.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "kernels/quant_types.hpp"
+
+namespace quantflow {
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    // "cpu", "cuda:0".
+    virtual std::string name() const = 0;
+    // Round-to-nearest quantization (spec 5.1 / 5.2): per-scale-block amax, scale, clamp, round.
+    // An all-zero weight gives zero codes and every scale 1.0 (the reference's rule).
+    virtual QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) = 0;
+    // y = (W - dequant(q)) * x, y has w.rows entries, x has w.cols (the bias-correction product, spec 5.4).
+    // Each row is summed in a fixed order, so y is bit-stable across thread counts.
+    virtual void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x,
+                               std::span<float> y) = 0;
+};
+
+enum class DeviceKind { Auto, Cpu, Cuda };
+
+struct DeviceChoice {
+    DeviceKind kind = DeviceKind::Auto;
+    int cuda_index = 0;
+};
+
+// Parses "auto", "cpu", "cuda", "cuda:N"; throws Error(kUsage) otherwise.
+DeviceChoice parse_device(std::string_view text);
+
+// Builds the backend the choice names. Auto takes CUDA when this build has it and a device is present,
+// else the CPU. `why` receives one line saying which backend was picked and why.
+std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& why);
+
+}  // namespace quantflow

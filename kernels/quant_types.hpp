@@ -1,0 +1,58 @@
+// kernels/quant_types.hpp: the vocabulary of quantized tensors shared by every layer above kernels/.
+//
+// A weight is a row-major matrix [rows = out_features M, cols = in_features N]. A QuantizedTensor holds
+// one byte code per element (e4m3 bits or int8) and float32 scales in the layout of its format:
+//   Fp8Tensor, Int8Tensor  1 scale                       Fp8Row  M scales      Int8Row  M scales ([M,1])
+//   Fp8Block  M x N/bs     (1 x bs groups per row)       Int8Lode M x N/bs  (1 x bs groups per row)
+//   Fp8Block2d, Int8Block  M/bs x N/bs (bs x bs tiles, row-major by (out-block, in-block))
+// Scales are what the file stores: dequantized value = code * scale.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "kernels/dtype.hpp"
+
+namespace quantflow {
+
+enum class QuantFormat : std::uint8_t {
+    Fp8Tensor, Fp8Row, Fp8Block, Fp8Block2d,
+    Int8Block, Int8Lode, Int8Tensor, Int8Row
+};
+
+struct QuantSpec {
+    QuantFormat format = QuantFormat::Fp8Tensor;
+    std::int64_t block_size = 64;  // used by the block formats only
+};
+
+bool is_fp8(QuantFormat format);
+// Whether [rows, cols] can be stored in this format (block sizes must divide the blocked dimensions).
+bool format_fits(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
+// Number of scales and their grid (scale_rows x scale_cols) for a [rows, cols] weight.
+std::int64_t scale_rows(const QuantSpec& spec, std::int64_t rows);
+std::int64_t scale_cols(const QuantSpec& spec, std::int64_t cols);
+// Rows and columns of the weight covered by one scale.
+std::int64_t scale_block_rows(const QuantSpec& spec, std::int64_t rows);
+std::int64_t scale_block_cols(const QuantSpec& spec, std::int64_t cols);
+// "fp8 tensor", "int8 block 64", ... for plans and messages.
+std::string_view format_label(QuantFormat format);
+
+// A read-only view of a 2-D weight in its file dtype (F32, F16 or BF16), row-major, contiguous.
+struct TensorView {
+    const std::byte* data = nullptr;
+    DType dtype = DType::F32;
+    std::int64_t rows = 0;
+    std::int64_t cols = 0;
+};
+
+struct QuantizedTensor {
+    QuantSpec spec;
+    std::int64_t rows = 0;
+    std::int64_t cols = 0;
+    std::vector<std::uint8_t> codes;  // rows*cols bytes: e4m3 bits or int8 two's complement
+    std::vector<float> scales;        // scale_rows x scale_cols, row-major
+};
+
+}  // namespace quantflow

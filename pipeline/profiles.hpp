@@ -1,0 +1,42 @@
+// pipeline/profiles.hpp: model filter profiles and hardware profiles, read from JSON with simdjson.
+//
+// The shipped profiles (profiles/models/*.json, profiles/hardware/*.json) are compiled into the binary,
+// so a bundled quantflow needs no data directory; a user's own file is given by path (anything containing
+// '/' or ending in ".json"). Unknown keys, wrong types and bad sizes throw Error naming the file and key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stages/filter.hpp"
+
+namespace quantflow {
+
+struct HardwareProfile {
+    std::string name;
+    std::string device = "auto";            // "cpu", "cuda", "auto"
+    std::uint64_t memory_budget = 1ull << 30;  // bytes of tensors in flight (input + work + output)
+    int tensors_in_flight = 4;              // concurrency of the compute stage
+    int cpu_threads = 0;                    // 0 = all cores
+    int gpu_streams = 2;
+    std::uint64_t pinned_slab = 256ull << 20;
+    int pinned_slabs = 4;
+    std::uint64_t reader_chunk = 64ull << 20;  // pass-through tensors are copied in chunks of this size
+    int concurrent_files = 1;               // batch mode
+};
+
+// By name ("wan") from the embedded set, or from a path.
+ModelProfile load_model_profile(std::string_view name_or_path);
+HardwareProfile load_hardware_profile(std::string_view name_or_path);
+// Names of the embedded profiles, sorted.
+std::vector<std::string> model_profile_names();
+std::vector<std::string> hardware_profile_names();
+
+// "256MiB", "6GiB", "1.5GB", "4096", "64KiB" -> bytes. Throws Error naming `what` on a bad size.
+std::uint64_t parse_size(std::string_view text, std::string_view what);
+// 268435456 -> "256 MiB", 1500000000 -> "1.40 GiB".
+std::string format_size(std::uint64_t bytes);
+
+}  // namespace quantflow

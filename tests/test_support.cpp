@@ -1,0 +1,115 @@
+#include "tests/test_support.hpp"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+
+#include "kernels/numerics.hpp"
+
+namespace qftest {
+namespace fs = std::filesystem;
+
+std::string temp_dir(std::string_view name) {
+    const fs::path dir = fs::path(QF_TEST_TMP) / std::string(name);
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    return dir.string();
+}
+
+void write_raw_file(const std::string& path, std::string_view header_json, const std::vector<std::byte>& data) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    const std::uint64_t n = header_json.size();
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
+    out.write(reinterpret_cast<const char*>(len), 8);
+    out.write(header_json.data(), static_cast<std::streamsize>(header_json.size()));
+    out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+    if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+void write_safetensors(const std::string& path, const std::vector<RawTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+    std::string json = "{";
+    if (!metadata.empty()) {
+        json += "\"__metadata__\":{";
+        bool first = true;
+        for (const auto& [k, v] : metadata) {
+            json += (first ? "\"" : ",\"") + k + "\":\"" + v + "\"";
+            first = false;
+        }
+        json += "}";
+    }
+    std::vector<std::byte> data;
+    for (const auto& t : tensors) {
+        if (json.size() > 1) json += ",";
+        json += "\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[";
+        for (std::size_t i = 0; i < t.shape.size(); ++i) json += (i ? "," : "") + std::to_string(t.shape[i]);
+        json += "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
+                std::to_string(data.size() + t.data.size()) + "]}";
+        data.insert(data.end(), t.data.begin(), t.data.end());
+    }
+    json += "}";
+    while ((json.size() + 8) % 8 != 0) json += ' ';
+    write_raw_file(path, json, data);
+}
+
+std::vector<std::byte> read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read " + path);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::byte> out(bytes.size());
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+    return out;
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+bool file_exists(const std::string& path) { return fs::exists(path); }
+
+namespace {
+template <typename Encode>
+std::vector<std::byte> random_values(std::size_t count, std::uint64_t seed, float scale, std::size_t width,
+                                     Encode encode) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, scale);
+    std::vector<std::byte> out(count * width);
+    for (std::size_t i = 0; i < count; ++i) encode(normal(rng), out.data() + i * width);
+    return out;
+}
+}  // namespace
+
+std::vector<std::byte> random_bf16(std::size_t count, std::uint64_t seed, float scale) {
+    return random_values(count, seed, scale, 2, [](float v, std::byte* p) {
+        const std::uint16_t h = quantflow::f32_to_bf16(v);
+        std::memcpy(p, &h, 2);
+    });
+}
+
+std::vector<std::byte> random_f32(std::size_t count, std::uint64_t seed, float scale) {
+    return random_values(count, seed, scale, 4, [](float v, std::byte* p) { std::memcpy(p, &v, 4); });
+}
+
+int run_command(const std::string& command, std::string& output) {
+    output.clear();
+    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+    if (!pipe) throw std::runtime_error("popen failed for " + command);
+    char buffer[4096];
+    std::size_t n;
+    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+    const int status = pclose(pipe);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace qftest
