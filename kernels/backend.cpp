@@ -1,1 +1,36 @@
-// placeholder: being written
+// The one place that knows whether this build has a CUDA backend (STYLE.md convention 1).
+#include "kernels/backend.hpp"
+
+#include <charconv>
+#include <string>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/error.hpp"
+
+namespace quantflow {
+
+DeviceChoice parse_device(std::string_view text) {
+    if (text == "auto") return {DeviceKind::Auto, 0};
+    if (text == "cpu") return {DeviceKind::Cpu, 0};
+    if (text == "cuda") return {DeviceKind::Cuda, 0};
+    if (text.substr(0, 5) == "cuda:") {
+        int index = -1;
+        const auto digits = text.substr(5);
+        const auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+        if (ec == std::errc() && ptr == digits.data() + digits.size() && index >= 0) return {DeviceKind::Cuda, index};
+    }
+    throw Error("--device '" + std::string(text) + "' is not one of auto, cpu, cuda, cuda:N", ExitCode::kUsage);
+}
+
+std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& why) {
+    switch (device.kind) {
+        case DeviceKind::Cuda:
+            throw Error("--device cuda: this quantflow build has no CUDA backend (use --device cpu or auto)",
+                        ExitCode::kUsage);
+        case DeviceKind::Cpu: why = "device: cpu (requested with --device cpu)"; break;
+        case DeviceKind::Auto: why = "device: cpu (this build has no CUDA backend)"; break;
+    }
+    return make_cpu_backend();
+}
+
+}  // namespace quantflow

@@ -1,1 +1,126 @@
-// placeholder: being written
+#include "pipeline/graph.hpp"
+
+#include <oneapi/tbb/flow_graph.h>
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <thread>
+
+#include "kernels/error.hpp"
+#include "pipeline/byte_budget.hpp"
+#include "stages/bias_corrector.hpp"
+#include "stages/optimizer.hpp"
+#include "stages/reader.hpp"
+#include "stages/writer.hpp"
+
+namespace quantflow {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+void check_interrupt() {
+    if (g_interrupted.load(std::memory_order_relaxed)) throw Interrupted();
+}
+
+// Everything the node bodies share for one run.
+struct RunContext {
+    const Plan& plan;
+    const MappedFile& input;
+    OutputFile& out;
+    Backend& backend;
+    ByteBudget budget;
+    CalibrationMeans means;
+    Progress& progress;
+};
+
+const TensorInfo& job_tensor(const RunContext& ctx, const TensorJob& job) { return ctx.plan.input.tensors[job.plan->input]; }
+
+void quantize_body(RunContext& ctx, TensorJob& job) {
+    check_interrupt();
+    if (job.plan->action != Action::Quantize) return;
+    quantize_layer(job, job_tensor(ctx, job).name, weight_view(ctx.input, ctx.plan.input, job.plan->input), ctx.backend);
+}
+
+void correct_body(RunContext& ctx, TensorJob& job) {
+    if (job.plan->action != Action::Quantize || job.plan->bias_input == kNoTensor) return;
+    const auto bias_index = job.plan->bias_input;
+    correct_bias(job, weight_view(ctx.input, ctx.plan.input, job.plan->input), tensor_data(ctx.input, ctx.plan.input, bias_index),
+                 ctx.plan.input.tensors[bias_index].dtype, ctx.backend, ctx.means);
+}
+
+void write_body(RunContext& ctx, TensorJob& job) {
+    write_job(job, ctx.plan.layout, ctx.plan.input, ctx.input, ctx.out);
+    release_job(job, ctx.input, ctx.plan.input);
+    const std::uint64_t consumed = job.plan->action == Action::Copy ? job.chunk_end - job.chunk_begin : job_tensor(ctx, job).bytes();
+    job.quant = {};  // free codes and scales before the budget says they are gone
+    job.bias = {};
+    ctx.budget.release(job.budget_bytes);
+    ctx.progress.advance(consumed, job_tensor(ctx, job).name);
+}
+
+// A body that fails wakes the reader before the exception cancels the graph.
+template <typename Body>
+auto guarded(RunContext& ctx, Body body) {
+    return [&ctx, body](JobPtr job) {
+        try {
+            body(ctx, *job);
+        } catch (...) {
+            ctx.budget.cancel();
+            throw;
+        }
+        return job;
+    };
+}
+
+}  // namespace
+
+void request_interrupt() noexcept { g_interrupted.store(true, std::memory_order_relaxed); }
+bool interrupt_requested() noexcept { return g_interrupted.load(std::memory_order_relaxed); }
+
+RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& out, Backend& backend,
+                        const RunSettings& settings, Progress& progress) {
+    using namespace oneapi::tbb::flow;
+    const auto start = std::chrono::steady_clock::now();
+    RunContext ctx{plan, input, out, backend, ByteBudget(settings.memory_budget),
+                   CalibrationMeans(settings.seed, settings.calib_samples), progress};
+    std::vector<TensorJob> jobs = make_jobs(plan.layers, plan.input, settings.reader_chunk);
+    write_header_and_constants(plan.layout, out);
+
+    const std::size_t n = static_cast<std::size_t>(std::max(1, settings.concurrency));
+    graph g;
+    function_node<JobPtr, JobPtr> quantize(g, n, guarded(ctx, quantize_body));
+    function_node<JobPtr, JobPtr> correct(g, n, guarded(ctx, correct_body));
+    function_node<JobPtr, JobPtr> write(g, n, guarded(ctx, write_body));
+    make_edge(quantize, correct);
+    make_edge(correct, write);
+
+    std::exception_ptr reader_error;
+    g.reserve_wait();  // keeps wait_for_all() open while the reader thread still feeds the graph
+    std::thread reader([&] {
+        try {
+            for (auto& job : jobs) {
+                if (g_interrupted.load() || !ctx.budget.acquire(job.budget_bytes)) break;
+                prefetch_job(job, input, plan.input);
+                quantize.try_put(std::make_shared<TensorJob>(std::move(job)));
+            }
+        } catch (...) {
+            reader_error = std::current_exception();
+        }
+        g.release_wait();
+    });
+    try {
+        g.wait_for_all();
+    } catch (...) {
+        ctx.budget.cancel();
+        reader.join();
+        throw;
+    }
+    reader.join();
+    if (reader_error) std::rethrow_exception(reader_error);
+    check_interrupt();
+    progress.finish();
+    return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.budget.peak(), jobs.size()};
+}
+
+}  // namespace quantflow

@@ -1,1 +1,281 @@
-// placeholder: being written
+#include "pipeline/plan.hpp"
+
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "kernels/error.hpp"
+#include "pipeline/profiles.hpp"
+#include "stages/format/comfy_quant.hpp"
+#include "stages/format/json_text.hpp"
+
+namespace quantflow {
+namespace {
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string shape_text(const std::vector<std::int64_t>& shape) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
+std::vector<std::byte> bytes_of(std::string_view text) {
+    std::vector<std::byte> out(text.size());
+    std::memcpy(out.data(), text.data(), text.size());
+    return out;
+}
+
+std::vector<std::byte> f32_one() {
+    const float one = 1.0f;
+    std::vector<std::byte> out(4);
+    std::memcpy(out.data(), &one, 4);
+    return out;
+}
+
+// The format a layer falls back to when the requested block size does not divide its shape (spec 4.1.6).
+QuantSpec fallback_spec(const QuantSpec& spec) {
+    return {is_fp8(spec.format) ? QuantFormat::Fp8Tensor : QuantFormat::Int8Tensor, spec.block_size};
+}
+
+struct PlanBuilder {
+    const Options& options;
+    const FilterOptions& filter;
+    Plan& plan;
+    std::vector<OutputTensorSpec> outputs;
+    std::vector<std::string> output_names;  // parallel to `outputs`, to resolve indices after sorting
+    bool input_scale_from_weight = false;
+    bool wrote_scale_input = false;
+    bool any_fp8 = false;
+
+    void add_output(OutputTensorSpec spec) {
+        output_names.push_back(spec.name);
+        outputs.push_back(std::move(spec));
+    }
+
+    void plan_quantized(LayerPlan& lp, const TensorInfo& t) {
+        const std::int64_t rows = t.shape[0], cols = t.shape[1];
+        const std::string layer = t.name.substr(0, t.name.size() - std::strlen(".weight"));
+        lp.action = Action::Quantize;
+        lp.spec = plan.requested;
+        if (!format_fits(lp.spec, rows, cols)) {
+            lp.spec = fallback_spec(plan.requested);
+            lp.reason = "block size " + std::to_string(plan.requested.block_size) + " does not divide " +
+                        shape_text(t.shape) + ": " + std::string(format_label(lp.spec.format)) + " instead of " +
+                        std::string(format_label(plan.requested.format));
+            ++plan.counts.fallbacks;
+        }
+        const bool fp8 = is_fp8(lp.spec.format);
+        any_fp8 = any_fp8 || fp8;
+        if (fp8 && options.comfy_quant && (rows % 16 != 0 || cols % 16 != 0) && !options.full_precision_matrix_mult) {
+            lp.full_precision_mm = true;
+            lp.reason += std::string(lp.reason.empty() ? "" : "; ") + "shape " + shape_text(t.shape) +
+                         " not divisible by 16: marked full_precision_matrix_mult (ComfyUI's FP8 matmul needs it)";
+            ++plan.counts.fpmm_marked;
+        }
+        lp.full_precision_mm = lp.full_precision_mm || options.full_precision_matrix_mult;
+        ++plan.counts.quantized;
+
+        const bool comfy = options.comfy_quant;
+        add_output({t.name, fp8 ? DType::F8_E4M3 : DType::I8, t.shape, {}});
+        const auto sshape = scale_shape(lp.spec, rows, cols);
+        add_output({scale_tensor_name(layer, comfy), DType::F32, sshape, {}});
+        if (comfy) {
+            const std::string json = comfy_quant_json(lp.spec, lp.full_precision_mm);
+            add_output({comfy_quant_tensor_name(layer), DType::U8, {static_cast<std::int64_t>(json.size())}, bytes_of(json)});
+        }
+        plan_input_scale(lp, layer, fp8, sshape.size() == 1 && sshape[0] == 1);
+        plan_bias(lp, layer, rows);
+    }
+
+    // Spec 3: FP8 comfy writes input_scale with --input_scale (1.0) or a t5xxl-like profile (a copy of a
+    // single-element weight scale; 1.0 otherwise, since ComfyUI needs numel 1); INT8 block formats always
+    // 1.0; legacy files write scale_input only for t5xxl-like profiles.
+    void plan_input_scale(LayerPlan& lp, const std::string& layer, bool fp8, bool single_scale) {
+        const bool comfy = options.comfy_quant;
+        bool write = false;
+        if (fp8) write = comfy ? (options.input_scale || input_scale_from_weight) : input_scale_from_weight;
+        else write = comfy && (lp.spec.format == QuantFormat::Int8Block || lp.spec.format == QuantFormat::Int8Lode);
+        if (!write) return;
+        wrote_scale_input = wrote_scale_input || !comfy;
+        const std::string name = input_scale_tensor_name(layer, comfy);
+        if (fp8 && input_scale_from_weight && single_scale) {
+            add_output({name, DType::F32, {1}, {}});
+            lp.out_input_scale = outputs.size() - 1;  // resolved to a layout index later
+        } else {
+            add_output({name, DType::F32, {1}, f32_one()});
+        }
+    }
+
+    void plan_bias(LayerPlan& lp, const std::string& layer, std::int64_t rows) {
+        const auto b = plan.input.find(layer + ".bias");
+        if (b < 0 || !options.bias_correction) return;
+        const TensorInfo& bias = plan.input.tensors[static_cast<std::size_t>(b)];
+        LayerPlan& blp = plan.layers[static_cast<std::size_t>(b)];
+        if (blp.action != Action::Copy || !is_quantizable_float(bias.dtype) || bias.shape.size() != 1 ||
+            bias.shape[0] != rows)
+            return;  // a removed, odd-shaped or integer bias is left as it is
+        blp.action = Action::CorrectBias;
+        blp.reason = "bias of quantized '" + layer + ".weight': corrected (spec 5.4)";
+        lp.bias_input = static_cast<std::size_t>(b);
+        ++plan.counts.biases_corrected;
+    }
+};
+
+std::string provenance(const Options& options) {
+    return std::string("{\"tool\": \"quantflow\", \"version\": \"") + QF_VERSION + "\", \"input\": " +
+           json_quote(std::filesystem::path(options.input).filename().string()) +
+           ", \"options\": " + json_quote(canonical_options(options)) + ", \"seed\": " + std::to_string(options.seed) + "}";
+}
+
+}  // namespace
+
+QuantSpec requested_spec(const Options& options) {
+    QF_EXPECT(options.block_size >= 1, "--block_size must be at least 1 (got " + std::to_string(options.block_size) + ")");
+    const std::string mode = options.scaling_mode_or_default();
+    QF_EXPECT(mode == "tensor" || mode == "row" || mode == "block" || mode == "block2d",
+              "--scaling_mode '" + mode + "' is not one of tensor, row, block, block2d");
+    QF_EXPECT(options.kernel_backend == "blockwise" || options.kernel_backend == "lodewise",
+              "--kernel_backend '" + options.kernel_backend + "' is not one of blockwise, lodewise");
+    QuantSpec spec{QuantFormat::Fp8Tensor, options.block_size};
+    if (options.int8) {
+        const bool blocked = !options.scaling_mode || mode == "block" || mode == "block2d";
+        if (blocked)
+            spec.format = options.kernel_backend == "lodewise" ? QuantFormat::Int8Lode : QuantFormat::Int8Block;
+        else
+            spec.format = mode == "row" ? QuantFormat::Int8Row : QuantFormat::Int8Tensor;
+    } else if (mode == "row") {
+        spec.format = QuantFormat::Fp8Row;
+    } else if (mode == "block") {
+        spec.format = QuantFormat::Fp8Block;
+    } else if (mode == "block2d") {
+        spec.format = QuantFormat::Fp8Block2d;
+    }
+    return spec;
+}
+
+FilterOptions filter_options(const Options& options) {
+    FilterOptions filter;
+    for (const auto& flag : options.model_flags) filter.profiles.push_back(load_model_profile(flag));
+    for (const auto& model : options.models) filter.profiles.push_back(load_model_profile(model));
+    if (!options.exclude_layers.empty()) {
+        try {
+            filter.exclude.emplace(options.exclude_layers);
+        } catch (const std::regex_error& e) {
+            throw Error("--exclude-layers '" + options.exclude_layers + "' is not a valid regular expression: " + e.what(),
+                        ExitCode::kUsage);
+        }
+        filter.exclude_text = options.exclude_layers;
+    }
+    filter.heur = options.heur;
+    filter.block_size = options.block_size;
+    return filter;
+}
+
+Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOptions& filter) {
+    Plan plan;
+    plan.input = std::move(input);
+    plan.requested = requested_spec(options);
+    PlanBuilder builder{options, filter, plan, {}, {}, false, false, false};
+    for (const auto& p : filter.profiles) {
+        plan.profile_names.push_back(p.name);
+        builder.input_scale_from_weight = builder.input_scale_from_weight || p.input_scale_from_weight;
+    }
+
+    const auto& tensors = plan.input.tensors;
+    plan.layers.resize(tensors.size());
+    std::vector<TensorDecision> decisions(tensors.size());
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+        decisions[i] = decide_tensor(filter, tensors[i].name, tensors[i].dtype, tensors[i].shape);
+        plan.layers[i].input = i;
+        plan.layers[i].reason = decisions[i].reason;
+        plan.layers[i].action = decisions[i].verdict == Verdict::Remove ? Action::Remove : Action::Copy;
+    }
+    // Quantized layers first, so their biases are claimed before the copies are laid out.
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+        if (decisions[i].verdict == Verdict::Quantize && ends_with(tensors[i].name, ".weight"))
+            builder.plan_quantized(plan.layers[i], tensors[i]);
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+        const auto& lp = plan.layers[i];
+        if (lp.action == Action::Remove) {
+            ++plan.counts.removed;
+            continue;
+        }
+        if (lp.action == Action::Copy) ++plan.counts.kept;
+        if (lp.action == Action::Copy || lp.action == Action::CorrectBias)
+            builder.add_output({tensors[i].name, tensors[i].dtype, tensors[i].shape, {}});
+    }
+    if (!options.comfy_quant && builder.any_fp8) {
+        // Legacy files need the marker or ComfyUI loads the FP8 values unscaled (spec 3 and 9).
+        const std::int64_t n = builder.wrote_scale_input ? 0 : 2;
+        builder.add_output({std::string(kLegacyMarkerName), DType::F8_E4M3, {n}, std::vector<std::byte>(static_cast<std::size_t>(n))});
+    }
+    if (!options.comfy_quant && options.int8 && plan.counts.quantized > 0)
+        plan.notes.push_back("INT8 without --comfy_quant writes scale_weight tensors that no ComfyUI loads as INT8; use --comfy_quant");
+
+    std::vector<std::pair<std::string, std::string>> metadata;
+    if (options.keep_metadata)
+        for (const auto& kv : plan.input.metadata)
+            if (kv.first != "quantflow") metadata.push_back(kv);
+    metadata.emplace_back("quantflow", provenance(options));
+    const auto names = builder.output_names;
+    const auto input_scale_slots = [&] {
+        std::vector<std::pair<std::size_t, std::string>> slots;  // layer index, output name
+        for (std::size_t i = 0; i < plan.layers.size(); ++i)
+            if (plan.layers[i].out_input_scale != kNoTensor) slots.emplace_back(i, names[plan.layers[i].out_input_scale]);
+        return slots;
+    }();
+    plan.layout = plan_output_layout(std::move(builder.outputs), metadata);
+
+    // Resolve output indices by name now that the layout has its final order.
+    const bool comfy = options.comfy_quant;
+    for (auto& lp : plan.layers) {
+        const TensorInfo& t = tensors[lp.input];
+        if (lp.action == Action::Copy || lp.action == Action::CorrectBias) lp.out_tensor = plan.layout.index_of(t.name);
+        if (lp.action != Action::Quantize) continue;
+        const std::string layer = t.name.substr(0, t.name.size() - std::strlen(".weight"));
+        lp.out_tensor = plan.layout.index_of(t.name);
+        lp.out_scale = plan.layout.index_of(scale_tensor_name(layer, comfy));
+        if (lp.bias_input != kNoTensor) lp.out_bias = plan.layout.index_of(tensors[lp.bias_input].name);
+    }
+    for (const auto& [i, name] : input_scale_slots) plan.layers[i].out_input_scale = plan.layout.index_of(name);
+    if (plan.counts.fallbacks > 0)
+        plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to a tensor-wise format: block size " +
+                             std::to_string(plan.requested.block_size) + " does not divide their shape (see `quantflow plan`)");
+    if (plan.counts.fpmm_marked > 0)
+        plan.notes.push_back(std::to_string(plan.counts.fpmm_marked) +
+                             " FP8 layer(s) have a dimension not divisible by 16 and are marked full_precision_matrix_mult");
+    if (comfy && !comfy_mainline_loads(plan.requested.format) && plan.counts.quantized > 0)
+        plan.notes.push_back("format " + std::string(comfy_format_name(plan.requested.format)) +
+                             " loads only in the ComfyUI community fork / custom nodes, not in mainline ComfyUI");
+    return plan;
+}
+
+std::string canonical_options(const Options& o) {
+    std::string s = o.comfy_quant ? "--comfy_quant" : "--legacy";
+    const QuantSpec spec = requested_spec(o);
+    s += " --format " + std::string(format_label(spec.format));
+    s += " --block_size " + std::to_string(o.block_size);
+    if (o.simple) {
+        s += " --simple";
+    } else {
+        s += " --optimizer " + o.optimizer + " --num_iter " + std::to_string(o.num_iter) + " --lr " + python_float_str(o.lr) +
+             " --top_p " + python_float_str(o.top_p) + " --min_k " + std::to_string(o.min_k) + " --max_k " +
+             std::to_string(o.max_k) + (o.full_matrix ? " --full_matrix" : "");
+    }
+    s += " --calib_samples " + std::to_string(o.calib_samples);
+    if (o.heur) s += " --heur";
+    if (o.full_precision_matrix_mult) s += " --full_precision_matrix_mult";
+    if (o.input_scale) s += " --input_scale";
+    std::set<std::string> models(o.model_flags.begin(), o.model_flags.end());
+    models.insert(o.models.begin(), o.models.end());
+    for (const auto& m : models) s += " --model " + m;
+    if (!o.exclude_layers.empty()) s += " --exclude-layers " + o.exclude_layers;
+    s += std::string(" --bias-correction ") + (o.bias_correction ? "on" : "off");
+    s += std::string(" --keep-metadata ") + (o.keep_metadata ? "on" : "off");
+    return s;
+}
+
+}  // namespace quantflow

@@ -1,1 +1,180 @@
+// End-to-end: the real quantflow binary on the reference fixtures and on hand-made files.
 #include <doctest/doctest.h>
+#include <simdjson.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "stages/format/mapped_file.hpp"
+#include "stages/format/safetensors_header.hpp"
+#include "stages/reader.hpp"
+#include "tests/test_support.hpp"
+
+using namespace quantflow;
+
+namespace {
+
+const std::string kFixtures = QF_FIXTURES;
+const std::string kBinary = QF_BINARY;
+
+struct LoadedFile {
+    SafetensorsHeader header;
+    std::map<std::string, std::vector<std::byte>> data;
+    std::map<std::string, const TensorInfo*> info;
+};
+
+LoadedFile load(const std::string& path) {
+    LoadedFile f;
+    f.header = read_safetensors_header(path);
+    const MappedFile file(path);
+    for (std::size_t i = 0; i < f.header.tensors.size(); ++i) {
+        const auto bytes = tensor_data(file, f.header, i);
+        f.data[f.header.tensors[i].name].assign(bytes.begin(), bytes.end());
+    }
+    for (const auto& t : f.header.tensors) f.info[t.name] = &t;
+    return f;
+}
+
+// The reference's argument list for a run of runs.json, with our paths.
+std::vector<std::string> reference_args(const std::string& run) {
+    simdjson::dom::parser parser;
+    const simdjson::dom::element runs = parser.load(kFixtures + "/runs.json");
+    std::vector<std::string> args;
+    for (const auto a : runs[run]["reference_args"].get_array()) args.emplace_back(std::string_view(a.get_string()));
+    return args;
+}
+
+std::string join_args(const std::vector<std::string>& args, const std::string& in, const std::string& out) {
+    std::string cmd = kBinary;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        if (args[i] == "-i") cmd += " -i " + in, ++i;
+        else if (args[i] == "-o") cmd += " -o " + out, ++i;
+        else cmd += " " + args[i];
+    }
+    return cmd + " --progress none";
+}
+
+// Runs the reference's arguments for `run` through quantflow and checks byte parity with its output:
+// identical codes and scales for every layer it quantized, identical bytes for every pass-through tensor.
+void check_parity(const std::string& run) {
+    const std::string dir = qftest::temp_dir("parity_" + run);
+    const std::string out = dir + "/out.safetensors";
+    std::string log;
+    const int rc = qftest::run_command(join_args(reference_args(run), kFixtures + "/small_model.safetensors", out), log);
+    INFO(log);
+    REQUIRE(rc == 0);
+    const LoadedFile ours = load(out), ref = load(kFixtures + "/ref_" + run + ".safetensors"),
+                     input = load(kFixtures + "/small_model.safetensors");
+    std::set<std::string> ref_names, our_names;
+    for (const auto& [name, _] : ref.data) ref_names.insert(name);
+    for (const auto& [name, _] : ours.data) our_names.insert(name);
+    // Spec 9: comfy mode writes no scaled_fp8 marker (the reference's is inverted).
+    ref_names.erase("scaled_fp8");
+    CHECK(our_names == ref_names);
+    std::size_t quantized = 0, passed = 0;
+    for (const auto& [name, bytes] : ref.data) {
+        if (name == "scaled_fp8" || !ours.data.count(name)) continue;
+        const TensorInfo& ri = *ref.info.at(name);
+        const bool ref_quantized = ri.dtype == DType::F8_E4M3 || ri.dtype == DType::I8;
+        const bool is_scale = name.size() > 13 && name.substr(name.size() - 13) == ".weight_scale";
+        if (ref_quantized || is_scale) {
+            INFO("tensor " << name);
+            CHECK(ours.info.at(name)->dtype == ri.dtype);
+            CHECK(ours.data.at(name) == bytes);  // scales may differ in shape only (spec 9), never in bytes
+            quantized += ref_quantized;
+        } else if (input.data.count(name) && input.data.at(name) == bytes) {
+            INFO("pass-through tensor " << name);
+            CHECK(ours.data.at(name) == input.data.at(name));
+            ++passed;
+        }
+    }
+    MESSAGE(run << ": " << quantized << " quantized weights byte-identical, " << passed << " pass-through tensors identical");
+    CHECK(quantized > 0);
+    CHECK(qftest::list_dir(dir) == std::vector<std::string>{"out.safetensors"});
+}
+
+std::string comfy_json(const LoadedFile& f, const std::string& layer) {
+    const auto& b = f.data.at(layer + ".comfy_quant");
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+}  // namespace
+
+TEST_CASE("parity: fp8 tensor --simple is byte-identical to the reference") { check_parity("fp8_tensor_simple"); }
+TEST_CASE("parity: fp8 block64 --simple is byte-identical to the reference") { check_parity("fp8_block64_simple"); }
+TEST_CASE("parity: fp8 tensor --simple --t5xxl is byte-identical to the reference") { check_parity("fp8_tensor_simple_t5"); }
+
+TEST_CASE("parity: int8 --heur skips every small-model layer like the reference, metadata kept") {
+    const std::string dir = qftest::temp_dir("parity_int8_heur");
+    std::string log;
+    REQUIRE(qftest::run_command(join_args(reference_args("int8_b64_simple_heur"), kFixtures + "/small_model.safetensors",
+                                          dir + "/out.safetensors"), log) == 0);
+    const LoadedFile ours = load(dir + "/out.safetensors"), input = load(kFixtures + "/small_model.safetensors");
+    CHECK(ours.data == input.data);
+    // Spec 9: the input's __metadata__ is kept (the reference drops it) and provenance is added.
+    REQUIRE(ours.header.metadata.size() == 3);
+    CHECK(ours.header.metadata[0] == std::pair<std::string, std::string>{"format", "pt"});
+    CHECK(ours.header.metadata[1] == std::pair<std::string, std::string>{"note", "synthetic"});
+    CHECK(ours.header.metadata[2].first == "quantflow");
+    CHECK(ours.header.metadata[2].second.find("\"seed\": 0") != std::string::npos);
+}
+
+TEST_CASE("formats: comfy_quant JSON, scale shapes and the fixes of spec 9") {
+    const std::string dir = qftest::temp_dir("formats");
+    const std::string in = kFixtures + "/small_model.safetensors";
+    std::string log;
+    SUBCASE("fp8 block: block3d name, group_size at root and in params, odd.proj falls back to tensor + fpmm") {
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/b.safetensors --comfy_quant --simple "
+                                    "--scaling_mode block --block_size 64 --manual_seed 0 --progress none", log) == 0);
+        const LoadedFile f = load(dir + "/b.safetensors");
+        CHECK(comfy_json(f, "blocks.0.mlp.fc2") ==
+              R"({"format": "float8_e4m3fn_block3d", "group_size": 64, "params": {"group_size": 64}})");
+        CHECK(f.info.at("blocks.0.mlp.fc2.weight_scale")->shape == std::vector<std::int64_t>{256, 16, 1});
+        CHECK(comfy_json(f, "odd.proj") == R"({"format": "float8_e4m3fn", "full_precision_matrix_mult": true})");
+        CHECK(f.info.at("odd.proj.weight_scale")->shape == std::vector<std::int64_t>{1});
+        CHECK(f.data.count("scaled_fp8") == 0);
+    }
+    SUBCASE("int8 blockwise: the reference aborted on odd.proj; quantflow falls back and finishes") {
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/i.safetensors --comfy_quant --simple --int8 "
+                                    "--block_size 64 --wan --manual_seed 0 --progress none", log) == 0);
+        const LoadedFile f = load(dir + "/i.safetensors");
+        CHECK(comfy_json(f, "blocks.0.attn.qkv") ==
+              R"({"format": "int8_blockwise", "group_size": 64, "params": {"group_size": 64}})");
+        CHECK(f.info.at("blocks.0.attn.qkv.weight_scale")->shape == std::vector<std::int64_t>{12, 4});
+        CHECK(f.info.at("blocks.0.attn.qkv.weight")->dtype == DType::I8);
+        CHECK(f.info.at("blocks.0.attn.qkv.input_scale")->shape == std::vector<std::int64_t>{1});
+        CHECK(comfy_json(f, "odd.proj") == R"({"format": "int8_tensorwise"})");
+        CHECK(f.info.at("odd.proj.weight")->dtype == DType::I8);
+        // --wan keeps time_embedding in bf16.
+        CHECK(f.info.at("time_embedding.0.weight")->dtype == DType::BF16);
+        CHECK(f.data.count("time_embedding.0.comfy_quant") == 0);
+    }
+    SUBCASE("int8 row: int8_tensorwise with [M, 1] scales and no input_scale") {
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/r.safetensors --comfy_quant --simple --int8 "
+                                    "--scaling_mode row --manual_seed 0 --progress none", log) == 0);
+        const LoadedFile f = load(dir + "/r.safetensors");
+        CHECK(comfy_json(f, "blocks.0.attn.qkv") == R"({"format": "int8_tensorwise"})");
+        CHECK(f.info.at("blocks.0.attn.qkv.weight_scale")->shape == std::vector<std::int64_t>{768, 1});
+        CHECK(f.data.count("blocks.0.attn.qkv.input_scale") == 0);
+    }
+    SUBCASE("legacy: scale_weight and a zero-filled scaled_fp8 [2] marker") {
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/l.safetensors --simple --manual_seed 0 "
+                                    "--progress none", log) == 0);
+        const LoadedFile f = load(dir + "/l.safetensors");
+        CHECK(f.info.at("scaled_fp8")->shape == std::vector<std::int64_t>{2});
+        CHECK(f.data.at("scaled_fp8") == std::vector<std::byte>(2, std::byte{0}));
+        CHECK(f.info.at("blocks.0.attn.qkv.scale_weight")->shape == std::vector<std::int64_t>{1});
+        CHECK(f.data.count("blocks.0.attn.qkv.comfy_quant") == 0);
+    }
+    SUBCASE("--input_scale writes 1.0, not the weight scale (spec 9)") {
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/s.safetensors --comfy_quant --simple "
+                                    "--input_scale --manual_seed 0 --progress none", log) == 0);
+        const LoadedFile f = load(dir + "/s.safetensors");
+        float v = 0;
+        std::memcpy(&v, f.data.at("blocks.0.attn.qkv.input_scale").data(), 4);
+        CHECK(v == 1.0f);
+    }
+}

@@ -1,1 +1,161 @@
-// placeholder: being written
+#include "tools/cli.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <sstream>
+
+#include "kernels/error.hpp"
+#include "pipeline/profiles.hpp"
+
+namespace po = boost::program_options;
+
+namespace quantflow {
+namespace {
+
+constexpr const char* kModelFlags[] = {"t5xxl", "distillation_large", "distillation_small", "nerf_large", "nerf_small",
+                                       "radiance", "wan", "qwen", "hunyuan", "zimage_l", "zimage_s"};
+
+std::string dashed(std::string s) {
+    for (auto& c : s)
+        if (c == '_') c = '-';
+    return s;
+}
+
+// "--block_size=64" -> "--block-size=64": one spelling for Boost, both for the user.
+std::vector<std::string> normalise(int argc, char** argv, int first) {
+    std::vector<std::string> args;
+    for (int i = first; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a.rfind("--", 0) == 0) {
+            const auto eq = a.find('=');
+            a = dashed(a.substr(0, eq)) + (eq == std::string::npos ? "" : a.substr(eq));
+        }
+        args.push_back(a);
+    }
+    return args;
+}
+
+const char* kUsageHead =
+    "quantflow " QF_VERSION " - convert .safetensors checkpoints to FP8 / INT8 for ComfyUI\n\n"
+    "usage:\n"
+    "  quantflow [convert] -i IN.safetensors [-o OUT.safetensors] [options]\n"
+    "  quantflow plan -i IN.safetensors [options] [--json]     dry run: decisions, layout, memory; writes nothing\n"
+    "  quantflow inspect FILE.safetensors [--json]             validate a file, show dtypes, formats, metadata\n\n"
+    "examples:\n"
+    "  quantflow -i flux1-dev.safetensors --comfy_quant --simple\n"
+    "  quantflow -i wan2.1_14b.safetensors --comfy_quant --wan --memory-budget 4GiB -o wan_fp8.safetensors\n"
+    "  quantflow -i t5xxl.safetensors --comfy_quant --t5xxl --int8 --block_size 128\n"
+    "  quantflow plan -i model.safetensors --comfy_quant --heur --json\n\n"
+    "Every flag accepts both spellings: --block_size and --block-size.\n"
+    "exit codes: 0 ok, 1 conversion failed (bad input, I/O, numerics), 2 bad command line, 130 interrupted\n";
+
+po::options_description make_options(Options& o, bool& help, bool& version) {
+    po::options_description ref("reference-compatible options");
+    ref.add_options()
+        ("input,i", po::value(&o.input), "input .safetensors file")
+        ("output,o", po::value(&o.output), "output file (default: the reference's name, next to the input)")
+        ("comfy-quant", po::bool_switch(&o.comfy_quant), "write ComfyUI comfy_quant format (else legacy scale_weight)")
+        ("int8", po::bool_switch(&o.int8), "INT8 instead of FP8 (block-wise unless --scaling_mode tensor|row)")
+        ("kernel-backend", po::value(&o.kernel_backend), "INT8 scale layout: blockwise (bs x bs) | lodewise (1 x bs)")
+        ("scaling-mode", po::value<std::string>(), "tensor | row | block (1 x bs groups) | block2d (bs x bs tiles)")
+        ("block-size", po::value(&o.block_size), "block / group size (default 64)")
+        ("simple", po::bool_switch(&o.simple), "round to nearest only (no SVD, no optimizer)")
+        ("optimizer", po::value(&o.optimizer), "original | adamw | radam")
+        ("num-iter", po::value(&o.num_iter), "optimizer iterations (default 500)")
+        ("lr", po::value(&o.lr), "initial learning rate (default 0.01)")
+        ("top-p", po::value(&o.top_p), "fraction of singular components (default 0.01)")
+        ("min-k", po::value(&o.min_k), "minimum components (default 1)")
+        ("max-k", po::value(&o.max_k), "maximum components (default 16)")
+        ("full-matrix", po::bool_switch(&o.full_matrix), "exact SVD instead of randomized")
+        ("calib-samples", po::value(&o.calib_samples), "calibration rows for bias correction (default 3072)")
+        ("manual-seed", po::value(&o.manual_seed), "-1 draws a seed and prints it; any other value is reproducible")
+        ("heur", po::bool_switch(&o.heur), "skip layers with poor shapes (spec 4.3)")
+        ("full-precision-matrix-mult", po::bool_switch(&o.full_precision_matrix_mult), "mark every layer full_precision_matrix_mult")
+        ("input-scale", po::bool_switch(&o.input_scale), "FP8 comfy: write input_scale = 1.0");
+    for (const char* flag : kModelFlags)
+        ref.add_options()(dashed(flag).c_str(), po::bool_switch(), ("model filter profile " + std::string(flag)).c_str());
+
+    po::options_description own("quantflow options");
+    own.add_options()
+        ("model", po::value(&o.models)->composing(), "model filter profile NAME or FILE.json (repeatable)")
+        ("profile", po::value(&o.profile), "hardware profile NAME (cpu, gpu-8gb, gpu-24gb, gpu-80gb) or FILE.json")
+        ("device", po::value(&o.device), "auto | cpu | cuda | cuda:N")
+        ("memory-budget", po::value<std::string>(), "bytes of tensors in flight, e.g. 256MiB, 4GiB")
+        ("threads", po::value(&o.threads), "CPU threads (0 = all cores)")
+        ("progress", po::value(&o.progress), "auto | bar | plain | none")
+        ("report", po::value(&o.report), "write a JSON report of the run")
+        ("exclude-layers", po::value(&o.exclude_layers), "regex: matching layers keep their original dtype")
+        ("bias-correction", po::value<std::string>(), "on | off (default on)")
+        ("keep-metadata", po::value<std::string>(), "on | off: keep the input's __metadata__ (default on)")
+        ("overwrite", po::bool_switch(&o.overwrite), "replace an existing output file")
+        ("json", po::bool_switch(&o.json), "plan / inspect: print JSON")
+        ("help,h", po::bool_switch(&help), "this help")
+        ("version", po::bool_switch(&version), "print the version");
+    po::options_description all;
+    all.add(ref).add(own);
+    return all;
+}
+
+bool on_off(const po::variables_map& vm, const char* key, bool fallback) {
+    if (!vm.count(key)) return fallback;
+    const auto v = vm[key].as<std::string>();
+    if (v == "on") return true;
+    if (v == "off") return false;
+    throw Error("--" + std::string(key) + " takes on or off, not '" + v + "'", ExitCode::kUsage);
+}
+
+}  // namespace
+
+ParsedCommand parse_command_line(int argc, char** argv) {
+    ParsedCommand parsed;
+    int first = 1;
+    if (argc > 1) {
+        const std::string sub = argv[1];
+        if (sub == "convert") parsed.command = Command::Convert, first = 2;
+        else if (sub == "plan") parsed.command = Command::Plan, first = 2;
+        else if (sub == "inspect") parsed.command = Command::Inspect, first = 2;
+        else if (!sub.empty() && sub[0] != '-')
+            throw Error("unknown command '" + sub + "' (commands: convert, plan, inspect; see --help)", ExitCode::kUsage);
+    }
+    bool help = false, version = false;
+    Options& o = parsed.options;
+    auto desc = make_options(o, help, version);
+    po::options_description with_files = desc;
+    with_files.add_options()("files", po::value(&parsed.files)->composing(), "");
+    po::positional_options_description positional;
+    positional.add("files", -1);
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(normalise(argc, argv, first)).options(with_files).positional(positional).run(), vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        throw Error(std::string(e.what()) + " (see quantflow --help)", ExitCode::kUsage);
+    }
+    std::ostringstream help_text;
+    help_text << kUsageHead << "\n" << desc;
+    parsed.help_text = help_text.str();
+    if (help) parsed.command = Command::Help;
+    if (version) parsed.command = Command::Version;
+    if (help || version) return parsed;
+
+    if (vm.count("scaling-mode")) o.scaling_mode = vm["scaling-mode"].as<std::string>();
+    if (vm.count("memory-budget")) o.memory_budget = parse_size(vm["memory-budget"].as<std::string>(), "--memory-budget");
+    o.bias_correction = on_off(vm, "bias-correction", true);
+    o.keep_metadata = on_off(vm, "keep-metadata", true);
+    for (const char* flag : kModelFlags)
+        if (vm[dashed(flag)].as<bool>()) o.model_flags.emplace_back(flag);
+    if (parsed.command == Command::Inspect) {
+        if (parsed.files.empty() && !o.input.empty()) parsed.files.push_back(o.input);
+        if (parsed.files.empty()) throw Error("inspect needs a file: quantflow inspect FILE.safetensors", ExitCode::kUsage);
+        return parsed;
+    }
+    if (!parsed.files.empty())
+        throw Error("unexpected argument '" + parsed.files[0] + "' (the input goes after -i)", ExitCode::kUsage);
+    if (o.input.empty()) throw Error("missing -i/--input (see quantflow --help)", ExitCode::kUsage);
+    if (o.optimizer != "original" && o.optimizer != "adamw" && o.optimizer != "radam")
+        throw Error("--optimizer '" + o.optimizer + "' is not one of original, adamw, radam", ExitCode::kUsage);
+    if (o.threads < 0) throw Error("--threads must be 0 (all cores) or more", ExitCode::kUsage);
+    return parsed;
+}
+
+}  // namespace quantflow

@@ -1,1 +1,67 @@
-// placeholder: being written
+#include "stages/format/comfy_quant.hpp"
+
+#include <string>
+
+namespace quantflow {
+
+std::string_view comfy_format_name(QuantFormat format) {
+    switch (format) {
+        case QuantFormat::Fp8Tensor: return "float8_e4m3fn";
+        case QuantFormat::Fp8Row: return "float8_e4m3fn_rowwise";
+        case QuantFormat::Fp8Block: return "float8_e4m3fn_block3d";
+        case QuantFormat::Fp8Block2d: return "float8_e4m3fn_blockwise";
+        case QuantFormat::Int8Block: return "int8_blockwise";
+        case QuantFormat::Int8Lode: return "int8_lodewise";
+        case QuantFormat::Int8Tensor:
+        case QuantFormat::Int8Row: return "int8_tensorwise";
+    }
+    return "";
+}
+
+bool comfy_mainline_loads(QuantFormat format) {
+    return format == QuantFormat::Fp8Tensor || format == QuantFormat::Int8Tensor || format == QuantFormat::Int8Row;
+}
+
+namespace {
+bool has_group_size(QuantFormat format) {
+    return format == QuantFormat::Fp8Block || format == QuantFormat::Fp8Block2d || format == QuantFormat::Int8Block ||
+           format == QuantFormat::Int8Lode;
+}
+}  // namespace
+
+std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult) {
+    std::string json = "{\"format\": \"" + std::string(comfy_format_name(spec.format)) + "\"";
+    if (has_group_size(spec.format)) {
+        const std::string bs = std::to_string(spec.block_size);
+        json += ", \"group_size\": " + bs + ", \"params\": {\"group_size\": " + bs + "}";
+    }
+    if (full_precision_matrix_mult) json += ", \"full_precision_matrix_mult\": true";
+    return json + "}";
+}
+
+std::vector<std::int64_t> scale_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
+    const std::int64_t bs = spec.block_size;
+    switch (spec.format) {
+        case QuantFormat::Fp8Tensor:
+        case QuantFormat::Int8Tensor: return {1};
+        case QuantFormat::Fp8Row: return {rows};
+        case QuantFormat::Int8Row: return {rows, 1};
+        case QuantFormat::Fp8Block: return {rows, cols / bs, 1};
+        case QuantFormat::Int8Lode: return {rows, cols / bs};
+        case QuantFormat::Fp8Block2d:
+        case QuantFormat::Int8Block: return {rows / bs, cols / bs};
+    }
+    return {};
+}
+
+std::string scale_tensor_name(std::string_view layer, bool comfy) {
+    return std::string(layer) + (comfy ? ".weight_scale" : ".scale_weight");
+}
+
+std::string input_scale_tensor_name(std::string_view layer, bool comfy) {
+    return std::string(layer) + (comfy ? ".input_scale" : ".scale_input");
+}
+
+std::string comfy_quant_tensor_name(std::string_view layer) { return std::string(layer) + ".comfy_quant"; }
+
+}  // namespace quantflow

@@ -1,0 +1,28 @@
+// kernels/cpu/cpu_backend.hpp: the reference backend (oneTBB parallel loops, scalar twins in numerics.hpp).
+#pragma once
+
+#include <memory>
+
+#include "kernels/backend.hpp"
+
+// Hot loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time (GCC ifunc).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define QF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QF_VECTOR_CLONES
+#endif
+
+namespace quantflow {
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+// The round-to-nearest quantizer the CPU backend uses, exposed for tests and other backends' checks.
+// Throws Error naming `name` when the weight holds NaN or Inf.
+QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const QuantSpec& spec);
+// y = (W - dequant(q)) x; each row summed in 8 fixed lanes then combined in a fixed order.
+void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y);
+
+// out[i] = e4m3(clamp(x[i] * multiplier, -448, 448)) for i < n: the FP8 encode loop of every format.
+void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out);
+
+}  // namespace quantflow

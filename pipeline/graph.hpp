@@ -1,0 +1,44 @@
+// pipeline/graph.hpp: runs a planned conversion as a oneTBB flow graph (spec section 6).
+//
+//   reader thread --(byte budget)--> quantize (N) --> correct bias (N) --> write (N) --> release + progress
+//
+// The reader is a plain thread that blocks on the byte budget (never a TBB worker: with one thread that
+// would deadlock); every stage forwards exactly one message per job, so the budget always drains. An
+// exception in any body cancels the graph, wakes the reader and is rethrown here; the caller's OutputFile
+// then removes its temp file. SIGINT/SIGTERM set a flag (request_interrupt) that stops the reader and makes
+// the next body throw Interrupted.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/backend.hpp"
+#include "pipeline/plan.hpp"
+#include "pipeline/progress.hpp"
+#include "stages/format/mapped_file.hpp"
+#include "stages/format/output_file.hpp"
+
+namespace quantflow {
+
+struct RunSettings {
+    int concurrency = 2;                   // jobs computed at once (profile tensors_in_flight)
+    std::uint64_t memory_budget = 1ull << 30;
+    std::uint64_t reader_chunk = 64ull << 20;
+    std::uint64_t seed = 0;
+    int calib_samples = 3072;
+};
+
+struct RunStats {
+    double seconds = 0;
+    std::uint64_t peak_in_flight = 0;  // bytes, as counted by the budget
+    std::size_t jobs = 0;
+};
+
+// Writes the header, constants and every job's output into `out` (not committed: the caller commits).
+RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& out, Backend& backend,
+                        const RunSettings& settings, Progress& progress);
+
+// Async-signal-safe: marks the run as interrupted.
+void request_interrupt() noexcept;
+bool interrupt_requested() noexcept;
+
+}  // namespace quantflow

@@ -1,0 +1,54 @@
+// pipeline/options.hpp: the parsed command line as plain data (no Boost types), spec section 1.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quantflow {
+
+struct Options {
+    // Reference-compatible flags (spec 1.1), with the seed's defaults.
+    std::string input;
+    std::string output;  // empty: auto-named (spec 1.2)
+    bool comfy_quant = false;
+    bool int8 = false;
+    std::string kernel_backend = "blockwise";      // blockwise | lodewise
+    std::optional<std::string> scaling_mode;       // tensor | row | block | block2d; unset = "tensor"
+    std::int64_t block_size = 64;
+    bool simple = false;
+    std::string optimizer = "original";            // original | adamw | radam
+    int num_iter = 500;
+    double lr = 0.01;
+    double top_p = 0.01;
+    int min_k = 1;
+    int max_k = 16;
+    bool full_matrix = false;
+    int calib_samples = 3072;
+    std::int64_t manual_seed = -1;
+    bool heur = false;
+    bool full_precision_matrix_mult = false;
+    bool input_scale = false;
+    std::vector<std::string> model_flags;          // t5xxl, wan, ... as given (flag names without dashes)
+
+    // quantflow's own flags (spec 1.3).
+    std::vector<std::string> models;               // --model NAME|FILE.json (repeatable)
+    std::string profile;                           // --profile NAME|FILE.json; empty = by device
+    std::string device = "auto";
+    std::optional<std::uint64_t> memory_budget;    // overrides the hardware profile
+    int threads = 0;                               // 0 = all cores
+    std::string progress = "auto";                 // auto | bar | plain | none
+    std::string report;                            // --report FILE.json
+    std::string exclude_layers;                    // regex
+    bool bias_correction = true;
+    bool keep_metadata = true;
+    bool overwrite = false;
+    bool json = false;                             // plan --json, inspect --json
+
+    // The seed actually used (manual_seed, or drawn when it is -1); set by the command before planning.
+    std::uint64_t seed = 0;
+    std::string scaling_mode_or_default() const { return scaling_mode.value_or("tensor"); }
+};
+
+}  // namespace quantflow

@@ -1,0 +1,38 @@
+// stages/format/comfy_quant.hpp: how each quantized format is labelled for ComfyUI (spec section 3).
+//
+// Per quantized layer L: L.weight (F8_E4M3 or I8), the scale (L.weight_scale, or L.scale_weight in legacy
+// files), L.comfy_quant (U8 1-D UTF-8 JSON, comfy mode only) and, where the format asks, L.input_scale
+// (legacy: L.scale_input). This file names those tensors, shapes the scales and writes the JSON text in
+// Python json.dumps style, key order format, group_size, params, full_precision_matrix_mult.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kernels/quant_types.hpp"
+
+namespace quantflow {
+
+// "float8_e4m3fn", "float8_e4m3fn_rowwise", "float8_e4m3fn_block3d", "float8_e4m3fn_blockwise",
+// "int8_blockwise", "int8_lodewise", "int8_tensorwise" (tensor and row).
+std::string_view comfy_format_name(QuantFormat format);
+// Whether mainline ComfyUI (2026) loads the format; the block formats need the community fork or nodes.
+bool comfy_mainline_loads(QuantFormat format);
+// {"format": "int8_blockwise", "group_size": 64, "params": {"group_size": 64}}; group_size keys only for
+// the block formats (written both at the root and under params: spec 9); full_precision_matrix_mult last.
+std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult);
+// The stored shape of the scale tensor for an [rows, cols] weight: [1], [M], [M, N/bs, 1], [M/bs, N/bs],
+// [M, N/bs], [M, 1] (spec 3 table).
+std::vector<std::int64_t> scale_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
+
+// Names of the per-layer tensors; `layer` is the weight key without ".weight".
+std::string scale_tensor_name(std::string_view layer, bool comfy);        // weight_scale | scale_weight
+std::string input_scale_tensor_name(std::string_view layer, bool comfy);  // input_scale | scale_input
+std::string comfy_quant_tensor_name(std::string_view layer);
+
+// The legacy top-level marker ComfyUI needs to apply scale_weight (spec 3).
+inline constexpr std::string_view kLegacyMarkerName = "scaled_fp8";
+
+}  // namespace quantflow

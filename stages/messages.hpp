@@ -1,0 +1,56 @@
+// stages/messages.hpp: the plain structs that travel on the edges of the conversion graph.
+//
+// pipeline/plan.cpp fills one LayerPlan per input tensor before any compute (decisions and output slots);
+// the reader turns them into TensorJobs; each stage fills its part of a job and passes it on.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/quant_types.hpp"
+
+namespace quantflow {
+
+inline constexpr std::size_t kNoTensor = static_cast<std::size_t>(-1);
+
+enum class Action : std::uint8_t {
+    Copy,        // written byte for byte (pass-through, filtered or non-weight tensors)
+    Remove,      // dropped from the output
+    Quantize,    // a 2-D weight quantized to `spec`
+    CorrectBias  // the bias of a quantized layer: rewritten by that layer's job, never a job of its own
+};
+
+struct LayerPlan {
+    std::size_t input = 0;  // index into the input header's tensors (file order)
+    Action action = Action::Copy;
+    std::string reason;     // why (filter verdict, fallback, ...), for `plan` and reports
+
+    // Quantize only.
+    QuantSpec spec;
+    bool full_precision_mm = false;        // written into comfy_quant
+    std::size_t bias_input = kNoTensor;    // input index of the layer's bias when it is corrected
+    std::size_t out_scale = kNoTensor;     // output index of the scale tensor
+    std::size_t out_input_scale = kNoTensor;  // output index of an input_scale copied from the weight scale
+    std::size_t out_bias = kNoTensor;      // output index of the corrected bias
+
+    // Copy: the output tensor; Quantize: the quantized weight.
+    std::size_t out_tensor = kNoTensor;
+};
+
+// One unit of work: a whole quantized layer, or a chunk of a copied tensor.
+struct TensorJob {
+    const LayerPlan* plan = nullptr;
+    std::uint64_t chunk_begin = 0;  // Copy: byte range inside the tensor's data
+    std::uint64_t chunk_end = 0;
+    std::uint64_t budget_bytes = 0;  // what this job holds in memory while in flight
+
+    QuantizedTensor quant;           // filled by the optimizer stage
+    std::vector<std::byte> bias;     // filled by the bias corrector (bias dtype, RNE)
+};
+
+using JobPtr = std::shared_ptr<TensorJob>;
+
+}  // namespace quantflow
