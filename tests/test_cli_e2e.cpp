@@ -178,3 +178,22 @@ TEST_CASE("formats: comfy_quant JSON, scale shapes and the fixes of spec 9") {
         CHECK(v == 1.0f);
     }
 }
+
+TEST_CASE("determinism: the same --manual_seed gives byte-identical files whatever --threads") {
+    const std::string dir = qftest::temp_dir("determinism");
+    const std::string in = kFixtures + "/small_model.safetensors";
+    std::string log;
+    std::vector<std::byte> first;
+    for (const char* threads : {"1", "2", "4"}) {
+        const std::string out = dir + "/out" + threads + ".safetensors";
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + out + " --comfy_quant --simple --manual_seed 7 --threads " +
+                                    threads + " --progress none", log) == 0);
+        const auto bytes = qftest::read_file(out);
+        if (first.empty()) first = bytes;
+        INFO("--threads " << threads);
+        CHECK(bytes == first);
+    }
+    REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/other.safetensors --comfy_quant --simple --manual_seed 8"
+                                " --progress none", log) == 0);
+    CHECK(qftest::read_file(dir + "/other.safetensors") != first);  // the seed drives the bias calibration
+}
