@@ -4,6 +4,7 @@
 
 #include <oneapi/tbb/global_control.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -45,7 +46,8 @@ QuantizedTensor scalar_quantize(const TensorView& w, const QuantSpec& spec) {
             float amax = 0;
             for (std::int64_t r = a * br; r < (a + 1) * br; ++r)
                 for (std::int64_t c = b * bc; c < (b + 1) * bc; ++c) amax = std::max(amax, std::fabs(value_at(w, r * w.cols + c)));
-            const float m = fp8_multiplier(amax), s = int8_step(amax);
+            const float m = spec.format == QuantFormat::Fp8Block ? fp8_multiplier_reciprocal_first(amax) : fp8_multiplier(amax);
+            const float s = int8_step(amax);
             q.scales.push_back(fp8 ? 1.0f / m : s);
             for (std::int64_t r = a * br; r < (a + 1) * br; ++r)
                 for (std::int64_t c = b * bc; c < (b + 1) * bc; ++c) {
