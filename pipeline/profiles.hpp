@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kernels/units.hpp"
 #include "stages/filter.hpp"
 
 namespace quantflow {
@@ -36,7 +37,5 @@ std::vector<std::string> hardware_profile_names();
 
 // "256MiB", "6GiB", "1.5GB", "4096", "64KiB" -> bytes. Throws Error naming `what` on a bad size.
 std::uint64_t parse_size(std::string_view text, std::string_view what);
-// 268435456 -> "256 MiB", 1500000000 -> "1.40 GiB".
-std::string format_size(std::uint64_t bytes);
 
 }  // namespace quantflow

@@ -13,7 +13,7 @@
 #include <random>
 
 #include "kernels/error.hpp"
-#include "pipeline/profiles.hpp"
+#include "kernels/units.hpp"
 
 namespace quantflow {
 namespace {
