@@ -1,5 +1,6 @@
 #include "kernels/cpu/cpu_backend.hpp"
 
+#include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
 #include <array>
@@ -11,26 +12,6 @@
 
 namespace quantflow {
 namespace {
-
-float element(const TensorView& w, std::size_t i) {
-    switch (w.dtype) {
-        case DType::BF16: {
-            std::uint16_t h;
-            std::memcpy(&h, w.data + 2 * i, 2);
-            return bf16_to_f32(h);
-        }
-        case DType::F16: {
-            std::uint16_t h;
-            std::memcpy(&h, w.data + 2 * i, 2);
-            return f16_to_f32(h);
-        }
-        default: {
-            float f;
-            std::memcpy(&f, w.data + 4 * i, 4);
-            return f;
-        }
-    }
-}
 
 float decode_code(bool fp8, std::uint8_t code) {
     return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
@@ -50,23 +31,43 @@ public:
 
 }  // namespace
 
+namespace {
+
+// One row's contribution, in 8 fixed lanes combined in a fixed order: the same bits on every thread
+// count and in both compiled clones (no FMA: -ffp-contract=off, and the avx2 clone has no fma target).
+QF_VECTOR_CLONES float residual_dot(const float* w, const float* dq, const float* x, std::int64_t n) {
+    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int l = 0; l < 8; ++l) lane[l] += (w[c + l] - dq[c + l]) * x[c + l];
+    for (; c < n; ++c) lane[c & 7] += (w[c] - dq[c]) * x[c];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+}  // namespace
+
 void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) {
     QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
               "residual_gemv: vector sizes " + std::to_string(x.size()) + "/" + std::to_string(y.size()) +
                   " do not match weight [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) + "]");
     const bool fp8 = is_fp8(q.spec.format);
+    std::array<float, 256> code_value{};
+    for (int c = 0; c < 256; ++c) code_value[static_cast<std::size_t>(c)] = decode_code(fp8, static_cast<std::uint8_t>(c));
     const std::int64_t block_rows = scale_block_rows(q.spec, q.rows), block_cols = scale_block_cols(q.spec, q.cols);
     const std::int64_t grid_cols = scale_cols(q.spec, q.cols);
-    oneapi::tbb::parallel_for(std::int64_t{0}, w.rows, [&](std::int64_t r) {
-        // Eight fixed lanes, combined in a fixed order: the sum does not depend on the thread count.
-        std::array<float, 8> lane{};
-        const float* scale_row = q.scales.data() + (r / block_rows) * grid_cols;
-        for (std::int64_t c = 0; c < w.cols; ++c) {
-            const std::size_t i = static_cast<std::size_t>(r * w.cols + c);
-            const float dequant = decode_code(fp8, q.codes[i]) * scale_row[c / block_cols];
-            lane[static_cast<std::size_t>(c & 7)] += (element(w, i) - dequant) * x[static_cast<std::size_t>(c)];
+    oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, w.rows, 16), [&](const auto& range) {
+        std::vector<float> wrow(static_cast<std::size_t>(w.cols)), dq(static_cast<std::size_t>(w.cols));
+        for (std::int64_t r = range.begin(); r != range.end(); ++r) {
+            decode_row_cpu(w, r, 0, w.cols, wrow.data());
+            const float* scale_row = q.scales.data() + (r / block_rows) * grid_cols;
+            const std::uint8_t* codes = q.codes.data() + r * w.cols;
+            for (std::int64_t b = 0; b < grid_cols; ++b) {
+                const float s = scale_row[b];
+                for (std::int64_t c = b * block_cols; c < (b + 1) * block_cols; ++c)
+                    dq[static_cast<std::size_t>(c)] = code_value[codes[c]] * s;
+            }
+            y[static_cast<std::size_t>(r)] = residual_dot(wrow.data(), dq.data(), x.data(), w.cols);
         }
-        y[static_cast<std::size_t>(r)] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     });
 }
 

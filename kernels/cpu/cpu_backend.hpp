@@ -22,6 +22,9 @@ QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const Q
 // y = (W - dequant(q)) x; each row summed in 8 fixed lanes then combined in a fixed order.
 void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y);
 
+// Decodes n elements of row `row` starting at column col0 to float32 (exact for F32/F16/BF16).
+void decode_row_cpu(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out);
+
 // out[i] = e4m3(clamp(x[i] * multiplier, -448, 448)) for i < n: the FP8 encode loop of every format.
 void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out);
 

@@ -16,7 +16,13 @@ namespace {
 std::int64_t rows_per_task(std::int64_t cols) { return std::max<std::int64_t>(1, (1 << 17) / std::max<std::int64_t>(cols, 1)); }
 
 // Decode n elements of a row to float32. Kept as tight loops per dtype so the compiler vectorises them.
-QF_VECTOR_CLONES void load_row(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out) {
+void load_row(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out) {
+    decode_row_cpu(w, row, col0, n, out);
+}
+
+}  // namespace
+
+QF_VECTOR_CLONES void decode_row_cpu(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out) {
     const std::size_t offset = static_cast<std::size_t>(row * w.cols + col0);
     switch (w.dtype) {
         case DType::BF16: {
@@ -32,6 +38,8 @@ QF_VECTOR_CLONES void load_row(const TensorView& w, std::int64_t row, std::int64
         default: std::memcpy(out, reinterpret_cast<const float*>(w.data) + offset, static_cast<std::size_t>(n) * 4);
     }
 }
+
+namespace {
 
 // amax of |x| through the float bits: for non-NaN values the order of |bits| is the order of |x|, and an
 // integer max vectorises where a float max (NaN semantics) does not. Returns the largest |bits|.
@@ -53,8 +61,15 @@ QF_VECTOR_CLONES std::uint32_t max_abs_bits(const float* x, std::int64_t n) {
 
 void encode_fp8(const float* x, std::int64_t n, float multiplier, std::uint8_t* out) { encode_fp8_cpu(x, n, multiplier, out); }
 
+// Division, round half to even, clamp to +-127 (spec 5.2). |x / step| <= 127 (+ rounding), so the magic-number
+// rounding is exact, and the clamp runs on integers where it vectorises.
 QF_VECTOR_CLONES void encode_int8(const float* x, std::int64_t n, float step, std::uint8_t* out) {
-    for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(int8_round(x[i] / step));
+    for (std::int64_t i = 0; i < n; ++i) {
+        std::int32_t r = static_cast<std::int32_t>(round_half_even_small(x[i] / step));
+        r = r < -127 ? -127 : r;
+        r = r > 127 ? 127 : r;
+        out[i] = static_cast<std::uint8_t>(r);
+    }
 }
 
 // How a block's amax becomes its scale: FP8 multiplies by 448 / amax (or (1 / amax) * 448 in the
@@ -166,12 +181,14 @@ bool all_codes_zero(const QuantizedTensor& q) {
 // all 2^32 inputs.
 QF_VECTOR_CLONES void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out) {
     for (std::int64_t i = 0; i < n; ++i) {
-        const std::uint32_t w = f32_bits(clamp_abs(x[i] * multiplier, kFp8Max));
+        const std::uint32_t w = f32_bits(x[i] * multiplier);
         const std::uint32_t sign = (w >> 24) & 0x80u;
-        const std::uint32_t a = w & 0x7FFFFFFFu;
+        std::uint32_t a = w & 0x7FFFFFFFu;
+        a = std::min(a, 0x43E00000u);  // clamp |y| to 448 on the bits (no NaN reaches here)
         const std::uint32_t sub = f32_bits(bits_f32(a) + 16384.0f) - 0x46800000u;
         const std::uint32_t norm = ((a + 0xC407FFFFu + ((a >> 20) & 1u)) >> 20) & 0xFFu;
-        out[i] = static_cast<std::uint8_t>((a < 0x3C800000u ? sub : norm) | sign);
+        const std::uint32_t is_sub = 0u - static_cast<std::uint32_t>(a < 0x3C800000u);  // all ones or zero
+        out[i] = static_cast<std::uint8_t>((sub & is_sub) | (norm & ~is_sub) | sign);
     }
 }
 
