@@ -133,12 +133,15 @@ std::string provenance(const Options& options) {
 }  // namespace
 
 QuantSpec requested_spec(const Options& options) {
-    QF_EXPECT(options.block_size >= 1, "--block_size must be at least 1 (got " + std::to_string(options.block_size) + ")");
+    const auto usage = [](bool ok, const std::string& message) {
+        if (!ok) throw Error(message, ExitCode::kUsage);
+    };
+    usage(options.block_size >= 1, "--block_size must be at least 1 (got " + std::to_string(options.block_size) + ")");
     const std::string mode = options.scaling_mode_or_default();
-    QF_EXPECT(mode == "tensor" || mode == "row" || mode == "block" || mode == "block2d",
-              "--scaling_mode '" + mode + "' is not one of tensor, row, block, block2d");
-    QF_EXPECT(options.kernel_backend == "blockwise" || options.kernel_backend == "lodewise",
-              "--kernel_backend '" + options.kernel_backend + "' is not one of blockwise, lodewise");
+    usage(mode == "tensor" || mode == "row" || mode == "block" || mode == "block2d",
+          "--scaling_mode '" + mode + "' is not one of tensor, row, block, block2d");
+    usage(options.kernel_backend == "blockwise" || options.kernel_backend == "lodewise",
+          "--kernel_backend '" + options.kernel_backend + "' is not one of blockwise, lodewise");
     QuantSpec spec{QuantFormat::Fp8Tensor, options.block_size};
     if (options.int8) {
         const bool blocked = !options.scaling_mode || mode == "block" || mode == "block2d";

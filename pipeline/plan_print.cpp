@@ -52,8 +52,9 @@ std::string plan_text(const Plan& plan, const PlanContext& ctx) {
         std::snprintf(line, sizeof line, "  %-18s %-14s (%s)\n", st.key.c_str(), st.value.c_str(), st.source.c_str());
         s += line;
     }
-    s += "expected peak memory: about " + format_size(std::max(ctx.memory_budget, ctx.largest_job_bytes)) +
-         " of tensors in flight (budget " + format_size(ctx.memory_budget) + ", largest job " + format_size(ctx.largest_job_bytes) + ")\n";
+    s += "tensors in flight: at most " + format_size(std::max(ctx.memory_budget, ctx.largest_job_bytes)) + " (budget " +
+         format_size(ctx.memory_budget) + ", largest single job " + format_size(ctx.largest_job_bytes) +
+         "); input pages are released as they are written\n";
     std::snprintf(line, sizeof line, "\n%-14s %-8s %-16s %-8s %s\n", "action", "dtype", "shape", "->", "tensor / reason");
     s += line;
     for (const auto& lp : plan.layers) {
