@@ -10,6 +10,7 @@ void write_tensor(const OutputLayout& layout, std::size_t index, const void* dat
     QF_EXPECT(bytes == t.bytes, "internal: tensor '" + t.spec.name + "' produced " + std::to_string(bytes) +
                                     " bytes, the plan has " + std::to_string(t.bytes));
     out.write_at(layout.file_offset(index), data, static_cast<std::size_t>(bytes));
+    out.start_writeback(layout.file_offset(index), bytes);
 }
 
 }  // namespace
@@ -28,8 +29,9 @@ void write_job(const TensorJob& job, const OutputLayout& layout, const Safetenso
         const TensorInfo& t = input.tensors[lp.input];
         const std::uint64_t length = job.chunk_end - job.chunk_begin;
         if (length == 0) return;
-        out.write_at(layout.file_offset(lp.out_tensor) + job.chunk_begin,
-                     file.view(input.data_start + t.begin + job.chunk_begin, length), static_cast<std::size_t>(length));
+        const std::uint64_t offset = layout.file_offset(lp.out_tensor) + job.chunk_begin;
+        out.write_at(offset, file.view(input.data_start + t.begin + job.chunk_begin, length), static_cast<std::size_t>(length));
+        out.start_writeback(offset, length);
         return;
     }
     const QuantizedTensor& q = job.quant;

@@ -197,3 +197,60 @@ TEST_CASE("determinism: the same --manual_seed gives byte-identical files whatev
                                 " --progress none", log) == 0);
     CHECK(qftest::read_file(dir + "/other.safetensors") != first);  // the seed drives the bias calibration
 }
+
+TEST_CASE("bad input: one error line naming file, tensor and numbers; exit 1; no output and no temp file") {
+    const std::string dir = qftest::temp_dir("bad_input");
+    const std::string in = dir + "/bad.safetensors";
+    qftest::write_raw_file(in, R"({"a.weight":{"dtype":"BF16","shape":[10,20],"data_offsets":[0,100]}})",
+                           std::vector<std::byte>(100));
+    qftest::temp_dir("bad_input/out");
+    std::string log;
+    const int rc = qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/out/x.safetensors --comfy_quant --simple "
+                                       "--manual_seed 0 --progress none", log);
+    CHECK(rc == 1);
+    CHECK(log == "quantflow: error: " + in +
+                     ": tensor 'a.weight': data_offsets [0, 100] hold 100 bytes but shape [10, 20] of BF16 needs 400\n");
+    CHECK(qftest::list_dir(dir + "/out").empty());
+}
+
+TEST_CASE("usage errors exit 2: output equal to input, an unknown flag, learned rounding not yet built") {
+    const std::string in = kFixtures + "/small_model.safetensors";
+    std::string log;
+    CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + in + " --simple --manual_seed 0", log) == 2);
+    CHECK(log.find("output is the input file") != std::string::npos);
+    CHECK(qftest::run_command(kBinary + " -i " + in + " --bogus-flag", log) == 2);
+    CHECK(log.find("unrecognised option '--bogus-flag'") != std::string::npos);
+    CHECK(qftest::run_command(kBinary + " -i " + in + " --comfy_quant --manual_seed 0", log) == 2);
+    CHECK(log.find("pass --simple") != std::string::npos);
+    CHECK(qftest::run_command(kBinary + " --version", log) == 0);
+    CHECK(log.rfind("quantflow ", 0) == 0);
+}
+
+TEST_CASE("auto-named output next to an input given without a directory, refused the second time without --overwrite") {
+    const std::string dir = qftest::temp_dir("auto_name");
+    std::string log;
+    REQUIRE(qftest::run_command("cp " + kFixtures + "/small_model.safetensors " + dir + "/m.safetensors", log) == 0);
+    const std::string cmd = "cd " + dir + " && " + kBinary + " -i m.safetensors --comfy_quant --simple --block_size 32 "
+                            "--int8 --manual_seed 0 --progress none";
+    REQUIRE(qftest::run_command(cmd, log) == 0);
+    CHECK(qftest::file_exists(dir + "/m_int8_blockwise_bs32_k1-16_p0.01_lr0.01.safetensors"));
+    CHECK(qftest::run_command(cmd, log) == 2);
+    CHECK(log.find("output file exists; pass --overwrite") != std::string::npos);
+    CHECK(qftest::list_dir(dir).size() == 2);
+}
+
+TEST_CASE("Ctrl-C (SIGINT) mid-run: exit 130, nothing under the output name, no temp file") {
+    const std::string dir = qftest::temp_dir("sigint");
+    std::string log;
+    // A model big enough (~200 MB) that the run is still going when the signal arrives.
+    REQUIRE(qftest::run_command("python3 " QF_SOURCE_DIR "/tools/make_demo_model.py --dim 2048 --ffn 8192 --blocks 3 -o " +
+                                dir + "/m.safetensors", log) == 0);
+    qftest::temp_dir("sigint/out");
+    const int rc = qftest::run_command("cd " + dir + " && (" + kBinary + " -i m.safetensors -o out/o.safetensors --comfy_quant "
+                                       "--simple --manual_seed 0 --progress none --threads 1 --memory-budget 16MiB & "
+                                       "pid=$!; sleep 0.3; kill -INT $pid; wait $pid)", log);
+    INFO(log);
+    CHECK(rc == 130);
+    CHECK(log.find("interrupted") != std::string::npos);
+    CHECK(qftest::list_dir(dir + "/out").empty());
+}

@@ -96,6 +96,10 @@ void OutputFile::write_at(std::uint64_t offset, const void* data, std::size_t le
     }
 }
 
+void OutputFile::start_writeback(std::uint64_t offset, std::uint64_t length) {
+    ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), SYNC_FILE_RANGE_WRITE);  // advice only
+}
+
 void OutputFile::commit() {
     QF_EXPECT(::fdatasync(fd_) == 0, final_path_ + ": fdatasync failed: " + errno_text());
     QF_EXPECT(::close(fd_) == 0, final_path_ + ": close failed: " + errno_text());

@@ -25,6 +25,9 @@ public:
     // Thread-safe positional write; loops over short writes and EINTR. Throws Error with errno's text
     // (e.g. "No space left on device") naming the final path.
     void write_at(std::uint64_t offset, const void* data, std::size_t length);
+    // Starts writing [offset, offset + length) back to disk now (sync_file_range, no wait), so the disk
+    // works while later tensors compute and commit()'s fdatasync has little left to flush.
+    void start_writeback(std::uint64_t offset, std::uint64_t length);
     // fdatasync, rename into place, fsync the directory. After this the destructor removes nothing.
     void commit();
 
