@@ -95,16 +95,29 @@ void encode_block(ScaleRule rule, const float* x, std::int64_t n, float amax, st
         encode_fp8(x, n, multiplier(rule, amax), out);
 }
 
+// Largest |x| of a row straight from its stored bits: for 16-bit floats the order of the magnitude bits is
+// the order of the values, so no float decode is needed. Returns float32 bits; >= 0x7F800000 means NaN/Inf.
+QF_VECTOR_CLONES std::uint32_t row_max_abs_bits(const TensorView& w, std::int64_t row) {
+    const std::size_t offset = static_cast<std::size_t>(row * w.cols);
+    if (w.dtype == DType::F32) return max_abs_bits(reinterpret_cast<const float*>(w.data) + offset, w.cols);
+    const auto* p = reinterpret_cast<const std::uint16_t*>(w.data) + offset;
+    std::uint16_t m = 0;
+    for (std::int64_t i = 0; i < w.cols; ++i) {
+        const std::uint16_t u = p[i] & 0x7FFFu;
+        m = u > m ? u : m;
+    }
+    if (w.dtype == DType::BF16) return static_cast<std::uint32_t>(m) << 16;
+    return m >= 0x7C00u ? 0x7F800000u : f32_bits(f16_to_f32(m));
+}
+
 // Per-tensor amax, parallel over row chunks (max is exact, so the result is thread-count independent).
 float tensor_amax(std::string_view name, const TensorView& w) {
     const std::int64_t chunk = rows_per_task(w.cols);
     std::vector<std::uint32_t> partial(static_cast<std::size_t>((w.rows + chunk - 1) / chunk), 0);
     oneapi::tbb::parallel_for(std::int64_t{0}, static_cast<std::int64_t>(partial.size()), [&](std::int64_t t) {
-        std::vector<float> row(static_cast<std::size_t>(w.cols));
         std::uint32_t m = 0;
         for (std::int64_t r = t * chunk; r < std::min(w.rows, (t + 1) * chunk); ++r) {
-            load_row(w, r, 0, w.cols, row.data());
-            const std::uint32_t rm = max_abs_bits(row.data(), w.cols);
+            const std::uint32_t rm = row_max_abs_bits(w, r);
             if (rm >= 0x7F800000u) throw_non_finite(name, w, r);
             m = std::max(m, rm);
         }
