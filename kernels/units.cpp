@@ -23,4 +23,10 @@ std::string format_size(std::uint64_t bytes) {
     return buf;
 }
 
+std::string format_shape(const std::vector<std::int64_t>& shape) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
 }  // namespace quantflow

@@ -1,3 +1,4 @@
+#include "kernels/units.hpp"
 #include "pipeline/inspect.hpp"
 
 #include <cstdio>
@@ -12,16 +13,6 @@
 namespace quantflow {
 namespace {
 
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-}
-
-bool ends_with(const std::string& s, std::string_view suffix) {
-    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 }  // namespace
 
 std::string inspect_file(const std::string& path, bool json) {
@@ -33,11 +24,11 @@ std::string inspect_file(const std::string& path, bool json) {
     for (std::size_t i = 0; i < header.tensors.size(); ++i) {
         const auto& t = header.tensors[i];
         ++dtype_counts[std::string(dtype_name(t.dtype))];
-        if (ends_with(t.name, ".comfy_quant") && t.dtype == DType::U8) {
+        if (std::string_view(t.name).ends_with(".comfy_quant") && t.dtype == DType::U8) {
             const auto bytes = tensor_data(file, header, i);
             ++formats[std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())];
         }
-        if (ends_with(t.name, ".scale_weight")) ++legacy_scales;
+        if (std::string_view(t.name).ends_with(".scale_weight")) ++legacy_scales;
     }
     const auto marker = header.find("scaled_fp8");
     std::string s;
@@ -53,7 +44,7 @@ std::string inspect_file(const std::string& path, bool json) {
         for (std::size_t i = 0; i < header.tensors.size(); ++i) {
             const auto& t = header.tensors[i];
             s += std::string(i ? ", " : "") + "{\"name\": " + json_quote(t.name) + ", \"dtype\": \"" + std::string(dtype_name(t.dtype)) +
-                 "\", \"shape\": " + shape_text(t.shape) + ", \"data_offsets\": [" + std::to_string(t.begin) + ", " +
+                 "\", \"shape\": " + format_shape(t.shape) + ", \"data_offsets\": [" + std::to_string(t.begin) + ", " +
                  std::to_string(t.end) + "]}";
         }
         return s + "]}\n";
@@ -80,7 +71,7 @@ std::string inspect_file(const std::string& path, bool json) {
     s += "tensors:\n";
     char line[512];
     for (const auto& t : header.tensors) {
-        std::snprintf(line, sizeof line, "  %-8s %-20s %s\n", std::string(dtype_name(t.dtype)).c_str(), shape_text(t.shape).c_str(),
+        std::snprintf(line, sizeof line, "  %-8s %-20s %s\n", std::string(dtype_name(t.dtype)).c_str(), format_shape(t.shape).c_str(),
                       t.name.c_str());
         s += line;
     }

@@ -1,3 +1,4 @@
+#include "kernels/units.hpp"
 #include "pipeline/plan.hpp"
 
 #include <cstring>
@@ -11,16 +12,6 @@
 
 namespace quantflow {
 namespace {
-
-bool ends_with(std::string_view s, std::string_view suffix) {
-    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-}
 
 std::vector<std::byte> bytes_of(std::string_view text) {
     std::vector<std::byte> out(text.size());
@@ -63,7 +54,7 @@ struct PlanBuilder {
         if (!format_fits(lp.spec, rows, cols)) {
             lp.spec = fallback_spec(plan.requested);
             lp.reason = "block size " + std::to_string(plan.requested.block_size) + " does not divide " +
-                        shape_text(t.shape) + ": " + std::string(format_label(lp.spec.format)) + " instead of " +
+                        format_shape(t.shape) + ": " + std::string(format_label(lp.spec.format)) + " instead of " +
                         std::string(format_label(plan.requested.format));
             ++plan.counts.fallbacks;
         }
@@ -71,7 +62,7 @@ struct PlanBuilder {
         any_fp8 = any_fp8 || fp8;
         if (fp8 && options.comfy_quant && (rows % 16 != 0 || cols % 16 != 0) && !options.full_precision_matrix_mult) {
             lp.full_precision_mm = true;
-            lp.reason += std::string(lp.reason.empty() ? "" : "; ") + "shape " + shape_text(t.shape) +
+            lp.reason += std::string(lp.reason.empty() ? "" : "; ") + "shape " + format_shape(t.shape) +
                          " not divisible by 16: marked full_precision_matrix_mult (ComfyUI's FP8 matmul needs it)";
             ++plan.counts.fpmm_marked;
         }
@@ -198,7 +189,7 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
     }
     // Quantized layers first, so their biases are claimed before the copies are laid out.
     for (std::size_t i = 0; i < tensors.size(); ++i)
-        if (decisions[i].verdict == Verdict::Quantize && ends_with(tensors[i].name, ".weight"))
+        if (decisions[i].verdict == Verdict::Quantize && std::string_view(tensors[i].name).ends_with(".weight"))
             builder.plan_quantized(plan.layers[i], tensors[i]);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
         const auto& lp = plan.layers[i];

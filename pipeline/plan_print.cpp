@@ -1,3 +1,4 @@
+#include "kernels/units.hpp"
 #include "pipeline/plan_print.hpp"
 
 #include <cstdio>
@@ -8,12 +9,6 @@
 
 namespace quantflow {
 namespace {
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-}
 
 std::string action_name(const LayerPlan& lp) {
     switch (lp.action) {
@@ -60,7 +55,7 @@ std::string plan_text(const Plan& plan, const PlanContext& ctx) {
     for (const auto& lp : plan.layers) {
         const TensorInfo& t = plan.input.tensors[lp.input];
         std::snprintf(line, sizeof line, "%-14s %-8s %-16s %-8s %s", action_name(lp).c_str(),
-                      std::string(dtype_name(t.dtype)).c_str(), shape_text(t.shape).c_str(), output_dtype(plan, lp).c_str(),
+                      std::string(dtype_name(t.dtype)).c_str(), format_shape(t.shape).c_str(), output_dtype(plan, lp).c_str(),
                       t.name.c_str());
         s += line;
         if (!lp.reason.empty()) s += "  (" + lp.reason + ")";
@@ -90,7 +85,7 @@ std::string plan_json(const Plan& plan, const PlanContext& ctx) {
         const auto& lp = plan.layers[i];
         const TensorInfo& t = plan.input.tensors[lp.input];
         s += "    {\"name\": " + json_quote(t.name) + ", \"dtype\": \"" + std::string(dtype_name(t.dtype)) + "\", \"shape\": " +
-             shape_text(t.shape) + ", \"action\": " + json_quote(action_name(lp)) + ", \"output_dtype\": " +
+             format_shape(t.shape) + ", \"action\": " + json_quote(action_name(lp)) + ", \"output_dtype\": " +
              json_quote(output_dtype(plan, lp));
         if (lp.action == Action::Quantize)
             s += ", \"comfy_format\": " + json_quote(comfy_format_name(lp.spec.format)) +
