@@ -15,13 +15,9 @@ namespace {
 // Rows are processed in parallel in chunks big enough to amortise task overhead (~256 KiB of input).
 std::int64_t rows_per_task(std::int64_t cols) { return std::max<std::int64_t>(1, (1 << 17) / std::max<std::int64_t>(cols, 1)); }
 
-// Decode n elements of a row to float32. Kept as tight loops per dtype so the compiler vectorises them.
-void load_row(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out) {
-    decode_row_cpu(w, row, col0, n, out);
-}
-
 }  // namespace
 
+// Kept as tight loops per dtype so the compiler vectorises them.
 QF_VECTOR_CLONES void decode_row_cpu(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out) {
     const std::size_t offset = static_cast<std::size_t>(row * w.cols + col0);
     switch (w.dtype) {
@@ -59,8 +55,6 @@ QF_VECTOR_CLONES std::uint32_t max_abs_bits(const float* x, std::int64_t n) {
                 "] holds NaN or Inf in row " + std::to_string(row) + "; refusing to quantize it");
 }
 
-void encode_fp8(const float* x, std::int64_t n, float multiplier, std::uint8_t* out) { encode_fp8_cpu(x, n, multiplier, out); }
-
 // Division, round half to even, clamp to +-127 (spec 5.2). |x / step| <= 127 (+ rounding), so the magic-number
 // rounding is exact, and the clamp runs on integers where it vectorises.
 QF_VECTOR_CLONES void encode_int8(const float* x, std::int64_t n, float step, std::uint8_t* out) {
@@ -92,7 +86,7 @@ void encode_block(ScaleRule rule, const float* x, std::int64_t n, float amax, st
     if (rule == ScaleRule::Int8)
         encode_int8(x, n, int8_step(amax), out);
     else
-        encode_fp8(x, n, multiplier(rule, amax), out);
+        encode_fp8_cpu(x, n, multiplier(rule, amax), out);
 }
 
 // Largest |x| of a row straight from its stored bits: for 16-bit floats the order of the magnitude bits is
@@ -134,7 +128,7 @@ void quantize_tensorwise(std::string_view name, const TensorView& w, ScaleRule r
     oneapi::tbb::parallel_for(std::int64_t{0}, (w.rows + chunk - 1) / chunk, [&](std::int64_t t) {
         std::vector<float> row(static_cast<std::size_t>(w.cols));
         for (std::int64_t r = t * chunk; r < std::min(w.rows, (t + 1) * chunk); ++r) {
-            load_row(w, r, 0, w.cols, row.data());
+            decode_row_cpu(w, r, 0, w.cols, row.data());
             encode_block(rule, row.data(), w.cols, amax, q.codes.data() + r * w.cols);
         }
     });
@@ -148,7 +142,7 @@ void quantize_rowgroups(std::string_view name, const TensorView& w, ScaleRule ru
     oneapi::tbb::parallel_for(std::int64_t{0}, (w.rows + chunk - 1) / chunk, [&](std::int64_t t) {
         std::vector<float> row(static_cast<std::size_t>(w.cols));
         for (std::int64_t r = t * chunk; r < std::min(w.rows, (t + 1) * chunk); ++r) {
-            load_row(w, r, 0, w.cols, row.data());
+            decode_row_cpu(w, r, 0, w.cols, row.data());
             for (std::int64_t g = 0; g < groups; ++g) {
                 const float* x = row.data() + g * group;
                 const std::uint32_t bits = max_abs_bits(x, group);
@@ -167,7 +161,7 @@ void quantize_tiles(std::string_view name, const TensorView& w, ScaleRule rule, 
     q.scales.assign(static_cast<std::size_t>(tile_rows * tile_cols), 0.0f);
     oneapi::tbb::parallel_for(std::int64_t{0}, tile_rows, [&](std::int64_t tr) {
         std::vector<float> band(static_cast<std::size_t>(bs * w.cols));
-        for (std::int64_t r = 0; r < bs; ++r) load_row(w, tr * bs + r, 0, w.cols, band.data() + r * w.cols);
+        for (std::int64_t r = 0; r < bs; ++r) decode_row_cpu(w, tr * bs + r, 0, w.cols, band.data() + r * w.cols);
         for (std::int64_t tc = 0; tc < tile_cols; ++tc) {
             std::uint32_t bits = 0;
             for (std::int64_t r = 0; r < bs; ++r) bits = std::max(bits, max_abs_bits(band.data() + r * w.cols + tc * bs, bs));
