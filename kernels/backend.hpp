@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "kernels/quant_types.hpp"
+#include "kernels/rounding.hpp"
 
 namespace quantflow {
 
@@ -28,6 +29,15 @@ public:
     // Each row is summed in a fixed order, so y is bit-stable across thread counts.
     virtual void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x,
                                std::span<float> y) = 0;
+    // Top-k singular subspaces of w (spec 5.3): randomized (sketch seeded by settings.seed) or exact.
+    virtual LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) = 0;
+    // Learned rounding (spec 5.3): q enters as quantize()'s result for w and leaves with the optimized codes
+    // (scales unchanged).
+    virtual RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis,
+                                        const RoundingSettings& settings, QuantizedTensor& q) = 0;
+    // Error metrics of q against w (projected error only when a basis is given).
+    virtual QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis,
+                                   const QualityInputs& inputs) = 0;
 };
 
 enum class DeviceKind { Auto, Cpu, Cuda };

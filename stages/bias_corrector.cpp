@@ -2,31 +2,16 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 
 #include "kernels/numerics.hpp"
+#include "kernels/random.hpp"
 
 namespace quantflow {
 namespace {
 
-std::uint64_t mix(std::uint64_t x) {  // splitmix64 finaliser: decorrelates (seed, N) pairs
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
-// Box-Muller on mt19937_64 words: written out so the draws are the same with every standard library.
 std::vector<float> draw_means(std::uint64_t seed, std::int64_t n, int samples) {
-    std::mt19937_64 rng(mix(seed ^ mix(static_cast<std::uint64_t>(n))));
-    const double inv_sqrt = 1.0 / std::sqrt(static_cast<double>(samples > 0 ? samples : 1));
-    const auto uniform = [&] { return (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53; };
     std::vector<float> out(static_cast<std::size_t>(n));
-    for (std::int64_t i = 0; i < n; i += 2) {
-        const double r = std::sqrt(-2.0 * std::log(uniform())), theta = 2.0 * M_PI * uniform();
-        out[static_cast<std::size_t>(i)] = static_cast<float>(r * std::cos(theta) * inv_sqrt);
-        if (i + 1 < n) out[static_cast<std::size_t>(i + 1)] = static_cast<float>(r * std::sin(theta) * inv_sqrt);
-    }
+    fill_normal(mix_seed(seed ^ mix_seed(static_cast<std::uint64_t>(n))), 1.0 / std::sqrt(static_cast<double>(samples > 0 ? samples : 1)), out);
     return out;
 }
 

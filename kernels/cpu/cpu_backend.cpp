@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/dense_cpu.hpp"
 #include "kernels/error.hpp"
 #include "kernels/numerics.hpp"
 
@@ -26,6 +27,17 @@ public:
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x,
                        std::span<float> y) override {
         residual_gemv_cpu(w, q, x, y);
+    }
+    LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) override {
+        return top_k_svd_cpu(name, w, settings);
+    }
+    RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis,
+                                const RoundingSettings& settings, QuantizedTensor& q) override {
+        return learned_round_cpu(name, w, basis, settings, q);
+    }
+    QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis,
+                           const QualityInputs& inputs) override {
+        return measure_cpu(w, q, basis, inputs);
     }
 };
 
@@ -71,6 +83,9 @@ void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<
     });
 }
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend() {
+    use_single_threaded_blas();  // parallelism comes from oneTBB bands (dense_cpu.hpp)
+    return std::make_unique<CpuBackend>();
+}
 
 }  // namespace quantflow

@@ -22,6 +22,12 @@ QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const Q
 // y = (W - dequant(q)) x; each row summed in 8 fixed lanes then combined in a fixed order.
 void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y);
 
+// Top-k SVD (randomized or exact) of a weight; learned rounding; quality metrics (see Backend).
+LowRank top_k_svd_cpu(std::string_view name, const TensorView& w, const SvdSettings& settings);
+RoundingStats learned_round_cpu(std::string_view name, const TensorView& w, const LowRank& basis,
+                                const RoundingSettings& settings, QuantizedTensor& q);
+QualityMetrics measure_cpu(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs);
+
 // Decodes n elements of row `row` starting at column col0 to float32 (exact for F32/F16/BF16).
 void decode_row_cpu(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out);
 

@@ -1,0 +1,133 @@
+// Learned rounding with PyTorch's AdamW / RAdam (spec 5.3) on a free offset delta of the codes.
+//
+// Loss L(delta) = ||P0 + U^T (delta * D) V^T||, gradient g = (U (P/L) V) * D. One fused pass per step over
+// the matrix: gradient, moments, update, and the projection of the new delta. Two things keep the pass lean:
+//  - the first moment is linear in the gradients, so it lives in the k x k space (M1 = lerp of P/L) and is
+//    expanded on the fly like the gradient; only the second moment is an M x N array;
+//  - the best iterate is never copied: delta lives in two buffers, and a step writes into the buffer that
+//    does not hold the best iterate (in place when the current one is not the best).
+// The iterate kept is the one whose loss was best (the reference keeps the step after it: spec 9).
+#include <cblas.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/rounding_cpu.hpp"
+
+namespace quantflow {
+namespace {
+
+struct StepScalars {
+    float b2, one_minus_b2, decay, step_size, bc2_sqrt, eps, rect;
+};
+
+// One row of one step. g_row / m_row hold (U Q V) and (U M1 V) for the row (unscaled), d the scales;
+// writes the new offsets into dst and dst * d into e.
+QF_VECTOR_CLONES void adamw_row(const float* g_row, const float* m_row, const float* d, const float* src, float* v,
+                                float* dst, float* e, std::int64_t n, const StepScalars s) {
+    for (std::int64_t c = 0; c < n; ++c) {
+        const float g = g_row[c] * d[c], m = m_row[c] * d[c];
+        const float vv = v[c] * s.b2 + s.one_minus_b2 * (g * g);
+        v[c] = vv;
+        const float denom = std::sqrt(vv) / s.bc2_sqrt + s.eps;
+        const float x = src[c] * s.decay - s.step_size * (m / denom);
+        dst[c] = x;
+        e[c] = x * d[c];
+    }
+}
+
+QF_VECTOR_CLONES void radam_row(const float* g_row, const float* m_row, const float* d, const float* src, float* v,
+                                float* dst, float* e, std::int64_t n, const StepScalars s) {
+    for (std::int64_t c = 0; c < n; ++c) {
+        const float g = g_row[c] * d[c], m = m_row[c] * d[c];
+        const float vv = v[c] * s.b2 + s.one_minus_b2 * (g * g);
+        v[c] = vv;
+        const float adapt = s.rect > 0.0f ? s.rect * (s.bc2_sqrt / (std::sqrt(vv) + s.eps)) : 1.0f;
+        const float x = src[c] - s.step_size * m * adapt;
+        dst[c] = x;
+        e[c] = x * d[c];
+    }
+}
+
+Matrix times_u_f(const LowRank& basis, const std::vector<double>& z) {
+    Matrix out(basis.rows, basis.k);
+    std::vector<float> zf(z.begin(), z.end());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(basis.rows), static_cast<int>(basis.k),
+                static_cast<int>(basis.k), 1.0f, basis.u.data(), static_cast<int>(basis.k), zf.data(),
+                static_cast<int>(basis.k), 0.0f, out.data.data(), static_cast<int>(basis.k));
+    return out;
+}
+
+void expand_rows(const Matrix& uz, const LowRank& basis, std::int64_t r0, std::int64_t rows, float* out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(basis.cols),
+                static_cast<int>(basis.k), 1.0f, uz.row(r0), static_cast<int>(basis.k), basis.v.data(),
+                static_cast<int>(basis.cols), 0.0f, out, static_cast<int>(basis.cols));
+}
+
+}  // namespace
+
+RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
+                             QuantizedTensor& q) {
+    const std::int64_t n = basis.cols, kk = basis.k * basis.k;
+    const auto elements = static_cast<std::size_t>(q.rows * n);
+    const std::vector<double> p0 = initial_projection(w, q, basis);
+    RoundingStats stats;
+    stats.k = basis.k;
+    stats.initial_loss = frobenius(p0);
+
+    std::vector<float> delta[2] = {std::vector<float>(elements, 0.0f), std::vector<float>(elements)};
+    std::vector<float> second(elements, 0.0f);
+    std::vector<double> p = p0, m1(static_cast<std::size_t>(kk), 0.0), grad(static_cast<std::size_t>(kk));
+    int current = 0, best = 0;
+    double best_loss = INFINITY;
+    const double b1 = AdamConstants::beta1;
+    for (int t = 0; t < settings.num_iter; ++t) {
+        const double loss = frobenius(p);
+        ++stats.iterations;
+        stats.losses.push_back(loss);
+        if (loss < best_loss) {
+            best_loss = loss;
+            best = current;
+            stats.best_iteration = t;
+        }
+        if (best_loss < 1e-8) break;
+        for (std::int64_t i = 0; i < kk; ++i) {
+            const auto s = static_cast<std::size_t>(i);
+            grad[s] = p[s] / std::max(loss, 1e-20);
+            m1[s] += (1.0 - b1) * (grad[s] - m1[s]);  // torch: exp_avg.lerp_(grad, 1 - beta1)
+        }
+        const AdamStep a = adam_step_scalars(settings.optimizer, settings.lr, t + 1);
+        const StepScalars s{static_cast<float>(AdamConstants::beta2), static_cast<float>(1.0 - AdamConstants::beta2),
+                            static_cast<float>(a.decay), static_cast<float>(a.step_size), static_cast<float>(a.bc2_sqrt),
+                            static_cast<float>(AdamConstants::eps), static_cast<float>(a.rect)};
+        const int target = current == best ? 1 - current : current;
+        const float* src = delta[current].data();
+        float* dst = delta[target].data();
+        const Matrix ug = times_u_f(basis, grad), um = times_u_f(basis, m1);
+        const bool adamw = settings.optimizer == Optimizer::AdamW;
+        const std::vector<double> moved = project_error(basis, [&](std::int64_t r0, std::int64_t rows, float* e, float* g) {
+            expand_rows(ug, basis, r0, rows, g);
+            std::vector<float> mrow(static_cast<std::size_t>(rows * n)), d(static_cast<std::size_t>(n));
+            expand_rows(um, basis, r0, rows, mrow.data());
+            for (std::int64_t i = 0; i < rows; ++i) {
+                row_scales(q, r0 + i, d.data());
+                const std::size_t off = static_cast<std::size_t>((r0 + i) * n);
+                (adamw ? adamw_row : radam_row)(g + i * n, mrow.data() + i * n, d.data(), src + off, second.data() + off,
+                                                dst + off, e + i * n, n, s);
+            }
+        });
+        for (std::size_t i = 0; i < p.size(); ++i) p[i] = p0[i] + moved[i];
+        current = target;
+        if (settings.on_progress) settings.on_progress("optimize", t + 1, settings.num_iter);
+    }
+    stats.best_loss = best_loss;
+    const float* kept = delta[best].data();
+    stats.final_loss = apply_offsets(w, basis, q, [&](std::int64_t r0, std::int64_t rows, float* out) {
+        std::copy_n(kept + r0 * n, rows * n, out);
+    });
+    return stats;
+}
+
+}  // namespace quantflow

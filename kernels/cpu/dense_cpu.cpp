@@ -1,0 +1,147 @@
+#include "kernels/cpu/dense_cpu.hpp"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/error.hpp"
+#include "kernels/numerics.hpp"
+
+namespace quantflow {
+namespace {
+
+constexpr std::int64_t kColumnBand = 256;
+
+std::int64_t bands(std::int64_t n, std::int64_t band) { return (n + band - 1) / band; }
+
+}  // namespace
+
+void use_single_threaded_blas() { openblas_set_num_threads(1); }
+
+std::int64_t band_rows(std::int64_t cols) { return std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(cols, 1)); }
+
+Matrix decode_matrix(const TensorView& w) {
+    Matrix m(w.rows, w.cols);
+    const std::int64_t band = band_rows(w.cols);
+    oneapi::tbb::parallel_for(std::int64_t{0}, bands(w.rows, band), [&](std::int64_t t) {
+        for (std::int64_t r = t * band; r < std::min(w.rows, (t + 1) * band); ++r) decode_row_cpu(w, r, 0, w.cols, m.row(r));
+    });
+    return m;
+}
+
+void gemm_nn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c) {
+    const std::int64_t band = std::max<std::int64_t>(16, band_rows(n));
+    oneapi::tbb::parallel_for(std::int64_t{0}, bands(m, band), [&](std::int64_t t) {
+        const std::int64_t r0 = t * band, rows = std::min(m, r0 + band) - r0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(p),
+                    static_cast<int>(n), 1.0f, a + r0 * n, static_cast<int>(n), b, static_cast<int>(p), 0.0f, c + r0 * p,
+                    static_cast<int>(p));
+    });
+}
+
+void gemm_tn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c) {
+    oneapi::tbb::parallel_for(std::int64_t{0}, bands(n, kColumnBand), [&](std::int64_t t) {
+        const std::int64_t c0 = t * kColumnBand, cols = std::min(n, c0 + kColumnBand) - c0;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(cols), static_cast<int>(p),
+                    static_cast<int>(m), 1.0f, a + c0, static_cast<int>(n), b, static_cast<int>(p), 0.0f, c + c0 * p,
+                    static_cast<int>(p));
+    });
+}
+
+void gemm_tn_cols(const float* a, std::int64_t m, std::int64_t p, const float* b, std::int64_t n, float* c) {
+    oneapi::tbb::parallel_for(std::int64_t{0}, bands(n, kColumnBand), [&](std::int64_t t) {
+        const std::int64_t c0 = t * kColumnBand, cols = std::min(n, c0 + kColumnBand) - c0;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(p), static_cast<int>(cols),
+                    static_cast<int>(m), 1.0f, a, static_cast<int>(p), b + c0, static_cast<int>(n), 0.0f, c + c0,
+                    static_cast<int>(n));
+    });
+}
+
+void orthonormalize_columns(Matrix& y) {
+    const auto m = static_cast<lapack_int>(y.rows), n = static_cast<lapack_int>(y.cols);
+    std::vector<float> tau(static_cast<std::size_t>(n));
+    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, m, n, y.data.data(), n, tau.data());
+    if (info == 0) info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, m, n, n, y.data.data(), n, tau.data());
+    QF_EXPECT(info == 0, "QR of a " + std::to_string(m) + "x" + std::to_string(n) + " sketch failed (LAPACK info " +
+                             std::to_string(info) + ")");
+}
+
+std::array<float, 256> code_values(QuantFormat format) {
+    std::array<float, 256> v{};
+    for (int c = 0; c < 256; ++c)
+        v[static_cast<std::size_t>(c)] = is_fp8(format) ? e4m3_to_f32(static_cast<std::uint8_t>(c))
+                                                        : static_cast<float>(static_cast<std::int8_t>(c));
+    return v;
+}
+
+void row_scales(const QuantizedTensor& q, std::int64_t r, float* out) {
+    const std::int64_t block_rows = scale_block_rows(q.spec, q.rows), block_cols = scale_block_cols(q.spec, q.cols);
+    const std::int64_t grid_cols = scale_cols(q.spec, q.cols);
+    const float* s = q.scales.data() + (r / block_rows) * grid_cols;
+    for (std::int64_t b = 0; b < grid_cols; ++b) std::fill(out + b * block_cols, out + (b + 1) * block_cols, s[b]);
+}
+
+}  // namespace quantflow
+
+namespace quantflow {
+
+std::vector<double> project_error(const LowRank& basis,
+                                  const std::function<void(std::int64_t, std::int64_t, float*, float*)>& fill) {
+    const std::int64_t m = basis.rows, n = basis.cols, k = basis.k;
+    Matrix t(m, k);
+    const std::int64_t band = band_rows(n);
+    oneapi::tbb::parallel_for(std::int64_t{0}, (m + band - 1) / band, [&](std::int64_t b) {
+        const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
+        std::vector<float> e(static_cast<std::size_t>(rows * n)), scratch(static_cast<std::size_t>(rows * n));
+        fill(r0, rows, e.data(), scratch.data());
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(k), static_cast<int>(n),
+                    1.0f, e.data(), static_cast<int>(n), basis.v.data(), static_cast<int>(n), 0.0f, t.row(r0),
+                    static_cast<int>(k));
+    });
+    return reduce_projection(basis, t);
+}
+
+std::vector<double> project_error_f64(const LowRank& basis, const std::function<void(std::int64_t, std::int64_t, double*)>& fill) {
+    const std::int64_t m = basis.rows, n = basis.cols, k = basis.k;
+    const std::vector<double> v(basis.v.begin(), basis.v.end());
+    std::vector<double> t(static_cast<std::size_t>(m * k));
+    const std::int64_t band = band_rows(n);
+    oneapi::tbb::parallel_for(std::int64_t{0}, (m + band - 1) / band, [&](std::int64_t b) {
+        const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
+        std::vector<double> e(static_cast<std::size_t>(rows * n));
+        fill(r0, rows, e.data());
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(k), static_cast<int>(n),
+                    1.0, e.data(), static_cast<int>(n), v.data(), static_cast<int>(n), 0.0, t.data() + r0 * k, static_cast<int>(k));
+    });
+    std::vector<double> p(static_cast<std::size_t>(k * k), 0.0);
+    for (std::int64_t r = 0; r < m; ++r)
+        for (std::int64_t i = 0; i < k; ++i)
+            for (std::int64_t j = 0; j < k; ++j)
+                p[static_cast<std::size_t>(i * k + j)] += static_cast<double>(basis.u[static_cast<std::size_t>(r * k + i)]) * t[static_cast<std::size_t>(r * k + j)];
+    return p;
+}
+
+std::vector<double> reduce_projection(const LowRank& basis, const Matrix& t) {
+    const std::int64_t k = basis.k;
+    std::vector<double> p(static_cast<std::size_t>(k * k), 0.0);
+    for (std::int64_t r = 0; r < basis.rows; ++r) {
+        const float* u = basis.u.data() + r * k;
+        const float* tr = t.row(r);
+        for (std::int64_t i = 0; i < k; ++i)
+            for (std::int64_t j = 0; j < k; ++j) p[static_cast<std::size_t>(i * k + j)] += static_cast<double>(u[i]) * tr[j];
+    }
+    return p;
+}
+
+double frobenius(std::span<const double> p) {
+    double s = 0;
+    for (const double x : p) s += x * x;
+    return std::sqrt(s);
+}
+
+}  // namespace quantflow

@@ -1,0 +1,75 @@
+// kernels/cpu/dense_cpu.hpp: dense float32 building blocks of the CPU backend's SVD, learned rounding and
+// quality metrics (private to kernels/cpu).
+//
+// Products are split into fixed bands run in oneTBB tasks, each band one single-threaded OpenBLAS call:
+// the partition does not depend on the thread count, no band sums another band's terms, so every result
+// is bit-identical whatever the parallelism (OpenBLAS's own threads are switched off by the backend).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "kernels/quant_types.hpp"
+#include "kernels/rounding.hpp"
+
+namespace quantflow {
+
+// Row-major float matrix.
+struct Matrix {
+    std::int64_t rows = 0, cols = 0;
+    std::vector<float> data;
+    Matrix() = default;
+    Matrix(std::int64_t r, std::int64_t c) : rows(r), cols(c), data(static_cast<std::size_t>(r * c), 0.0f) {}
+    float* row(std::int64_t r) { return data.data() + r * cols; }
+    const float* row(std::int64_t r) const { return data.data() + r * cols; }
+};
+
+// OpenBLAS runs single-threaded inside our tasks (called once by the CPU backend).
+void use_single_threaded_blas();
+
+// The whole weight as float32 (exact for F32/F16/BF16).
+Matrix decode_matrix(const TensorView& w);
+
+// C = A * B, A [m, n] (lda = n), B [n, p]: bands of A's rows.
+void gemm_nn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c);
+// C = A^T * B, A [m, n], B [m, p], C [n, p]: bands of A's columns.
+void gemm_tn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c);
+// C = A^T * B, A [m, p], B [m, n], C [p, n]: bands of B's columns.
+void gemm_tn_cols(const float* a, std::int64_t m, std::int64_t p, const float* b, std::int64_t n, float* c);
+
+// Replaces the columns of y [rows, cols] (rows >= cols) by an orthonormal basis of their span (QR).
+void orthonormalize_columns(Matrix& y);
+
+// The 256 values a code byte decodes to (e4m3 or int8), before the scale.
+std::array<float, 256> code_values(QuantFormat format);
+
+// The dequantization scale of every column of row r (expanded from the scale grid), out has q.cols entries.
+void row_scales(const QuantizedTensor& q, std::int64_t r, float* out);
+
+// Rows per band for a band-parallel pass over a [rows, cols] matrix (about 256 KiB of floats per band).
+std::int64_t band_rows(std::int64_t cols);
+
+}  // namespace quantflow
+
+namespace quantflow {
+
+// P = U^T E V^T (k x k, accumulated in double) for an error matrix E [basis.rows, basis.cols] produced band
+// by band: fill(r0, rows, e, scratch) writes rows r0..r0+rows-1 of E into e (rows x cols); scratch has the
+// same size for the callback's own use.
+std::vector<double> project_error(const LowRank& basis,
+                                  const std::function<void(std::int64_t, std::int64_t, float*, float*)>& fill);
+
+// The same in double precision throughout (fill writes doubles): for the closed forms, whose decisions
+// depend on losses far below float32 resolution of the error.
+std::vector<double> project_error_f64(const LowRank& basis, const std::function<void(std::int64_t, std::int64_t, double*)>& fill);
+
+// P = U^T T for T = E V^T [basis.rows, k], summed in double in row order.
+std::vector<double> reduce_projection(const LowRank& basis, const Matrix& t);
+
+// Frobenius norm of a k x k double matrix.
+double frobenius(std::span<const double> p);
+
+}  // namespace quantflow

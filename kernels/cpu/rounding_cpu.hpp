@@ -1,0 +1,35 @@
+// kernels/cpu/rounding_cpu.hpp: learned rounding on the CPU (spec 5.3), private to kernels/cpu.
+//
+// Notation: q0 = round-to-nearest codes (as float values), D = dequantization scale of each element (the
+// stored scale), W_hat = (q0 + delta) * D. `original` runs its whole loop in the k x k space (closed form);
+// AdamW / RAdam run PyTorch's update rules on a free offset delta over the full matrix.
+#pragma once
+
+#include <functional>
+#include <string_view>
+#include <vector>
+
+#include "kernels/cpu/dense_cpu.hpp"
+#include "kernels/quant_types.hpp"
+#include "kernels/rounding.hpp"
+
+namespace quantflow {
+
+// E0 = dequant(q) - W, projected: P0 = U^T E0 V^T.
+std::vector<double> initial_projection(const TensorView& w, const QuantizedTensor& q, const LowRank& basis);
+
+// Rewrites q's codes from q0 + delta (delta(r0, rows, out) fills rows x cols offsets in code units), with
+// the final clamp and rounding of spec 5.1/5.2; returns the projected loss of the result.
+double apply_offsets(const TensorView& w, const LowRank& basis, QuantizedTensor& q,
+                     const std::function<void(std::int64_t, std::int64_t, float*)>& delta);
+
+// The k^2 x k^2 operator of one INT8 `original` step in the k x k space (see rounding_cpu.cpp), exposed so
+// the tests can check it against the direct form.
+std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& basis);
+
+RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
+                                 QuantizedTensor& q);
+RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
+                             QuantizedTensor& q);
+
+}  // namespace quantflow

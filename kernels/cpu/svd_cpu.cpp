@@ -1,0 +1,86 @@
+// Top-k singular subspaces on the CPU (spec 5.3): the randomized range finder with power iterations
+// (Halko, Martinsson & Tropp 2011, algorithm 4.4) by default, LAPACK gesdd with --full_matrix.
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <string>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/dense_cpu.hpp"
+#include "kernels/error.hpp"
+#include "kernels/random.hpp"
+
+namespace quantflow {
+namespace {
+
+std::string shape_text(std::string_view name, std::int64_t rows, std::int64_t cols) {
+    return "tensor '" + std::string(name) + "' [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+}
+
+// SVD of a small dense matrix a [m, n] (destroyed): the first k left vectors, values and right vectors.
+void small_svd(std::string_view name, Matrix& a, std::int64_t k, Matrix& u, std::vector<float>& sigma, Matrix& vt) {
+    const std::int64_t m = a.rows, n = a.cols, r = std::min(m, n);
+    Matrix uu(m, r), vv(r, n);
+    std::vector<float> s(static_cast<std::size_t>(r));
+    lapack_int info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', static_cast<lapack_int>(m), static_cast<lapack_int>(n),
+                                     a.data.data(), static_cast<lapack_int>(n), s.data(), uu.data.data(),
+                                     static_cast<lapack_int>(r), vv.data.data(), static_cast<lapack_int>(n));
+    if (info > 0) {  // gesdd's divide and conquer did not converge: QR iteration is slower but sturdier
+        std::vector<float> superb(static_cast<std::size_t>(r));
+        info = LAPACKE_sgesvd(LAPACK_ROW_MAJOR, 'S', 'S', static_cast<lapack_int>(m), static_cast<lapack_int>(n),
+                              a.data.data(), static_cast<lapack_int>(n), s.data(), uu.data.data(),
+                              static_cast<lapack_int>(r), vv.data.data(), static_cast<lapack_int>(n), superb.data());
+    }
+    QF_EXPECT(info == 0, "SVD of " + shape_text(name, m, n) + " failed (LAPACK info " + std::to_string(info) + ")");
+    u = Matrix(m, k);
+    for (std::int64_t i = 0; i < m; ++i) std::copy_n(uu.row(i), k, u.row(i));
+    sigma.assign(s.begin(), s.begin() + k);
+    vt = Matrix(k, n);
+    std::copy_n(vv.data.data(), k * n, vt.data.data());
+}
+
+}  // namespace
+
+LowRank top_k_svd_dense(std::string_view name, const Matrix& w, const SvdSettings& settings) {
+    const std::int64_t m = w.rows, n = w.cols, small = std::min(m, n);
+    const std::int64_t k = std::clamp<std::int64_t>(settings.k, 1, small);
+    LowRank out;
+    out.rows = m;
+    out.cols = n;
+    out.k = k;
+    Matrix u, vt;
+    if (settings.exact) {
+        Matrix a = w;
+        small_svd(name, a, k, u, out.sigma, vt);
+    } else {
+        const std::int64_t l = std::min<std::int64_t>(k + std::max(0, settings.oversample), small);
+        Matrix omega(n, l), y(m, l), z(n, l);
+        fill_normal(settings.seed, 1.0, omega.data);
+        gemm_nn(w.data.data(), m, n, omega.data.data(), l, y.data.data());
+        orthonormalize_columns(y);
+        for (int i = 0; i < settings.power_iterations; ++i) {
+            gemm_tn(w.data.data(), m, n, y.data.data(), l, z.data.data());
+            orthonormalize_columns(z);
+            gemm_nn(w.data.data(), m, n, z.data.data(), l, y.data.data());
+            orthonormalize_columns(y);
+        }
+        Matrix b(l, n);  // B = Q^T W: W's rows seen through the sketched range
+        gemm_tn_cols(y.data.data(), m, l, w.data.data(), n, b.data.data());
+        Matrix ub;
+        small_svd(name, b, k, ub, out.sigma, vt);
+        u = Matrix(m, k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(k), static_cast<int>(l),
+                    1.0f, y.data.data(), static_cast<int>(l), ub.data.data(), static_cast<int>(k), 0.0f, u.data.data(),
+                    static_cast<int>(k));
+    }
+    out.u = std::move(u.data);
+    out.v = std::move(vt.data);
+    return out;
+}
+
+LowRank top_k_svd_cpu(std::string_view name, const TensorView& w, const SvdSettings& settings) {
+    return top_k_svd_dense(name, decode_matrix(w), settings);
+}
+
+}  // namespace quantflow

@@ -1,0 +1,51 @@
+#include "kernels/rounding.hpp"
+
+#include "kernels/error.hpp"
+
+namespace quantflow {
+
+Optimizer parse_optimizer(std::string_view text) {
+    if (text == "original") return Optimizer::Original;
+    if (text == "adamw") return Optimizer::AdamW;
+    if (text == "radam") return Optimizer::RAdam;
+    throw Error("--optimizer: unknown optimizer '" + std::string(text) + "' (expected original, adamw or radam)",
+                ExitCode::kUsage);
+}
+
+std::string_view optimizer_name(Optimizer optimizer) {
+    switch (optimizer) {
+        case Optimizer::Original: return "original";
+        case Optimizer::AdamW: return "adamw";
+        case Optimizer::RAdam: return "radam";
+    }
+    return "?";
+}
+
+std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer) {
+    const auto elements = static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols);
+    const auto basis = static_cast<std::uint64_t>((rows + cols) * k) * 4;
+    // The SVD holds the weight in float32; Adam-family optimizers hold two offset buffers and the second
+    // moment (the first moment lives in the k x k space).
+    const std::uint64_t svd = elements * 4;
+    const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? 0 : elements * 12;
+    return std::max(svd, optimizer_bytes) + basis;
+}
+
+AdamStep adam_step_scalars(Optimizer optimizer, double lr, int t) {
+    const double b1 = AdamConstants::beta1, b2 = AdamConstants::beta2;
+    const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
+    AdamStep s;
+    s.step_size = lr / bc1;
+    s.bc2_sqrt = std::sqrt(bc2);
+    if (optimizer == Optimizer::AdamW) {
+        s.decay = 1.0 - lr * AdamConstants::adamw_weight_decay;
+        return s;
+    }
+    const double rho_inf = 2.0 / (1.0 - b2) - 1.0;
+    const double rho_t = rho_inf - 2.0 * t * std::pow(b2, t) / bc2;
+    if (rho_t > 5.0)
+        s.rect = std::sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+    return s;
+}
+
+}  // namespace quantflow
