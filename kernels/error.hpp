@@ -43,3 +43,8 @@ public:
     do {                                                         \
         if (!(cond)) throw ::quantflow::Error(message);          \
     } while (0)
+// The same for a bad command-line value (exit code 2).
+#define QF_EXPECT_USAGE(cond, message)                                                      \
+    do {                                                                                    \
+        if (!(cond)) throw ::quantflow::Error(message, ::quantflow::ExitCode::kUsage);      \
+    } while (0)

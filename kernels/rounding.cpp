@@ -8,7 +8,7 @@ Optimizer parse_optimizer(std::string_view text) {
     if (text == "original") return Optimizer::Original;
     if (text == "adamw") return Optimizer::AdamW;
     if (text == "radam") return Optimizer::RAdam;
-    throw Error("--optimizer: unknown optimizer '" + std::string(text) + "' (expected original, adamw or radam)",
+    throw Error("--optimizer '" + std::string(text) + "' is not one of original, adamw, radam",
                 ExitCode::kUsage);
 }
 
@@ -29,6 +29,19 @@ std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, 
     const std::uint64_t svd = elements * 4;
     const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? 0 : elements * 12;
     return std::max(svd, optimizer_bytes) + basis;
+}
+
+LowRank leading_components(const LowRank& basis, std::int64_t k) {
+    LowRank out;
+    out.rows = basis.rows;
+    out.cols = basis.cols;
+    out.k = std::clamp<std::int64_t>(k, 1, basis.k);
+    out.u.resize(static_cast<std::size_t>(out.rows * out.k));
+    for (std::int64_t r = 0; r < out.rows; ++r)
+        std::copy_n(basis.u.begin() + r * basis.k, out.k, out.u.begin() + r * out.k);
+    out.v.assign(basis.v.begin(), basis.v.begin() + out.k * out.cols);
+    out.sigma.assign(basis.sigma.begin(), basis.sigma.begin() + std::min<std::int64_t>(out.k, static_cast<std::int64_t>(basis.sigma.size())));
+    return out;
 }
 
 AdamStep adam_step_scalars(Optimizer optimizer, double lr, int t) {

@@ -48,6 +48,12 @@ struct RoundingSettings {
     int num_iter = 500;
     double lr = 0.01;
     KSpaceMode int8_mode = KSpaceMode::Auto;
+    // quantflow's extension: after the final rounding, move single codes to a grid neighbour where that
+    // lowers the projected error at (almost) no cost in Frobenius error. Off = the reference's result.
+    bool rounding_aware = true;
+    // Leading components of the basis the optimizer works on (0 = all); the rounding-aware finish always
+    // uses the whole basis, which may be wider (stages/optimizer.hpp: at least 16 components).
+    std::int64_t optimizer_k = 0;
     // Called from the computing thread with (phase, step, steps): "svd", "optimize", "round". May be empty.
     std::function<void(std::string_view, int, int)> on_progress;
 };
@@ -57,9 +63,12 @@ struct RoundingStats {
     std::int64_t k = 0;
     int iterations = 0;        // loop iterations evaluated (loss computations)
     int best_iteration = 0;    // the iterate that was kept (0 = the round-to-nearest start)
+    // Losses are on the optimizer's k components (the rounding-aware finish works on a wider basis).
     double initial_loss = 0;   // L of round-to-nearest
     double best_loss = 0;      // L of the kept continuous iterate
-    double final_loss = 0;     // L after the final rounding
+    double rounded_loss = 0;   // L after the optimizer's final rounding
+    double final_loss = 0;     // L of the codes returned (after the rounding-aware finish, when on)
+    std::int64_t flips = 0;    // codes the rounding-aware finish moved
     std::vector<double> losses;  // L of every evaluated iterate, in order (losses[0] = initial_loss)
 };
 
@@ -80,6 +89,9 @@ struct QualityInputs {
     std::span<const float> bias;
     std::span<const float> bias_new;
 };
+
+// The leading k components of a basis.
+LowRank leading_components(const LowRank& basis, std::int64_t k);
 
 // k = min(max_k, max(min_k, floor(top_p * min(M, N)))), capped at min(M, N) and at least 1 (spec 5.3).
 inline std::int64_t choose_k(std::int64_t rows, std::int64_t cols, double top_p, int min_k, int max_k) {

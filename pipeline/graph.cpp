@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <mutex>
 #include <thread>
 
 #include "kernels/error.hpp"
@@ -32,6 +33,9 @@ struct RunContext {
     ByteBudget budget;
     CalibrationMeans means;
     Progress& progress;
+    const RunSettings& settings;
+    std::mutex records_mutex;
+    std::vector<LayerRecord> records;
 };
 
 const TensorInfo& job_tensor(const RunContext& ctx, const TensorJob& job) { return ctx.plan.input.tensors[job.plan->input]; }
@@ -39,22 +43,42 @@ const TensorInfo& job_tensor(const RunContext& ctx, const TensorJob& job) { retu
 void quantize_body(RunContext& ctx, TensorJob& job) {
     check_interrupt();
     if (job.plan->action != Action::Quantize) return;
-    quantize_layer(job, job_tensor(ctx, job).name, weight_view(ctx.input, ctx.plan.input, job.plan->input), ctx.backend);
+    quantize_layer(job, job_tensor(ctx, job).name, weight_view(ctx.input, ctx.plan.input, job.plan->input), ctx.backend,
+                   ctx.settings.optimizer);
 }
 
 void correct_body(RunContext& ctx, TensorJob& job) {
-    if (job.plan->action != Action::Quantize || job.plan->bias_input == kNoTensor) return;
+    if (job.plan->action != Action::Quantize) return;
+    const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
     const auto bias_index = job.plan->bias_input;
-    correct_bias(job, weight_view(ctx.input, ctx.plan.input, job.plan->input), tensor_data(ctx.input, ctx.plan.input, bias_index),
-                 ctx.plan.input.tensors[bias_index].dtype, ctx.backend, ctx.means);
+    if (bias_index != kNoTensor)
+        correct_bias(job, weight, tensor_data(ctx.input, ctx.plan.input, bias_index), ctx.plan.input.tensors[bias_index].dtype,
+                     ctx.backend, ctx.means);
+    if (ctx.settings.quality_samples <= 0) return;
+    if (bias_index == kNoTensor) {
+        measure_layer(job, job_tensor(ctx, job).name, weight, nullptr, nullptr, ctx.backend, ctx.settings.optimizer,
+                      ctx.settings.quality_samples);
+        return;
+    }
+    const TensorInfo& b = ctx.plan.input.tensors[bias_index];
+    const TensorView bias{tensor_data(ctx.input, ctx.plan.input, bias_index).data(), b.dtype, 1, b.shape.at(0)};
+    const TensorView bias_new{job.bias.data(), b.dtype, 1, b.shape.at(0)};
+    measure_layer(job, job_tensor(ctx, job).name, weight, &bias, &bias_new, ctx.backend, ctx.settings.optimizer,
+                  ctx.settings.quality_samples);
 }
 
 void write_body(RunContext& ctx, TensorJob& job) {
     write_job(job, ctx.plan.layout, ctx.plan.input, ctx.input, ctx.out);
     release_job(job, ctx.input, ctx.plan.input);
+    if (job.plan->action == Action::Quantize) {
+        const TensorInfo& t = job_tensor(ctx, job);
+        std::lock_guard lock(ctx.records_mutex);
+        ctx.records.push_back({t.name, job.plan->spec, t.shape[0], t.shape[1], job.seconds, job.rounding, job.measured, job.quality});
+    }
     const std::uint64_t consumed = job.plan->action == Action::Copy ? job.chunk_end - job.chunk_begin : job_tensor(ctx, job).bytes();
     job.quant = {};  // free codes and scales before the budget says they are gone
     job.bias = {};
+    job.basis = {};
     ctx.budget.release(job.budget_bytes);
     ctx.progress.advance(consumed, job_tensor(ctx, job).name);
 }
@@ -82,8 +106,13 @@ RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& o
                         const RunSettings& settings, Progress& progress) {
     using namespace oneapi::tbb::flow;
     const auto start = std::chrono::steady_clock::now();
+    RunSettings run = settings;
+    if (!run.optimizer.on_progress)
+        run.optimizer.on_progress = [&progress](std::string_view tensor, std::string_view phase, int step, int steps) {
+            progress.activity(tensor, phase, step, steps);
+        };
     RunContext ctx{plan, input, out, backend, ByteBudget(settings.memory_budget),
-                   CalibrationMeans(settings.seed, settings.calib_samples), progress};
+                   CalibrationMeans(settings.seed, settings.calib_samples), progress, run, {}, {}};
     std::vector<TensorJob> jobs = make_jobs(plan.layers, plan.input, settings.reader_chunk);
     write_header_and_constants(plan.layout, out);
 
@@ -120,7 +149,8 @@ RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& o
     if (reader_error) std::rethrow_exception(reader_error);
     check_interrupt();
     progress.finish();
-    return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.budget.peak(), jobs.size()};
+    return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.budget.peak(), jobs.size(),
+            std::move(ctx.records)};
 }
 
 }  // namespace quantflow

@@ -10,12 +10,15 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "kernels/backend.hpp"
 #include "pipeline/plan.hpp"
 #include "pipeline/progress.hpp"
 #include "stages/format/mapped_file.hpp"
 #include "stages/format/output_file.hpp"
+#include "stages/optimizer.hpp"
 
 namespace quantflow {
 
@@ -25,12 +28,26 @@ struct RunSettings {
     std::uint64_t reader_chunk = 64ull << 20;
     std::uint64_t seed = 0;
     int calib_samples = 3072;
+    OptimizerSettings optimizer;   // learned rounding (layers planned with rank_k > 0)
+    int quality_samples = 0;       // > 0: measure every quantized layer (for --report) on this many inputs
+};
+
+// What happened to one quantized layer, for --report.
+struct LayerRecord {
+    std::string name;
+    QuantSpec spec;
+    std::int64_t rows = 0, cols = 0;
+    double seconds = 0;
+    RoundingStats rounding;   // rounding.k == 0: round-to-nearest
+    bool measured = false;
+    QualityMetrics quality;
 };
 
 struct RunStats {
     double seconds = 0;
     std::uint64_t peak_in_flight = 0;  // bytes, as counted by the budget
     std::size_t jobs = 0;
+    std::vector<LayerRecord> layers;  // quantized layers in completion order
 };
 
 // Writes the header, constants and every job's output into `out` (not committed: the caller commits).

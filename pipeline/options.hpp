@@ -42,9 +42,12 @@ struct Options {
     std::string report;                            // --report FILE.json
     std::string exclude_layers;                    // regex
     bool bias_correction = true;
+    bool rounding_aware = true;                    // --rounding-aware on|off: quantflow's rounding finish
     bool keep_metadata = true;
     bool overwrite = false;
-    bool json = false;                             // plan --json, inspect --json
+    bool json = false;                             // plan / inspect / compare: print JSON
+    std::int64_t compare_k = 16;                   // compare: singular components of the projected error
+    int compare_samples = 64;                      // compare: Gaussian test inputs of the output error
 
     // The seed actually used (manual_seed, or drawn when it is -1); set by the command before planning.
     std::uint64_t seed = 0;

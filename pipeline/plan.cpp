@@ -9,6 +9,7 @@
 #include "pipeline/profiles.hpp"
 #include "stages/format/comfy_quant.hpp"
 #include "stages/format/json_text.hpp"
+#include "stages/optimizer.hpp"
 
 namespace quantflow {
 namespace {
@@ -68,6 +69,11 @@ struct PlanBuilder {
         }
         lp.full_precision_mm = lp.full_precision_mm || options.full_precision_matrix_mult;
         ++plan.counts.quantized;
+        if (!options.simple) {
+            lp.rank_k = choose_k(rows, cols, options.top_p, options.min_k, options.max_k);
+            const std::int64_t basis_k = options.rounding_aware ? std::max(lp.rank_k, kRefineRank) : lp.rank_k;
+            lp.work_bytes = learned_rounding_work_bytes(rows, cols, basis_k, parse_optimizer(options.optimizer));
+        }
 
         const bool comfy = options.comfy_quant;
         add_output({t.name, fp8 ? DType::F8_E4M3 : DType::I8, t.shape, {}});
@@ -257,7 +263,8 @@ std::string canonical_options(const Options& o) {
     } else {
         s += " --optimizer " + o.optimizer + " --num_iter " + std::to_string(o.num_iter) + " --lr " + python_float_str(o.lr) +
              " --top_p " + python_float_str(o.top_p) + " --min_k " + std::to_string(o.min_k) + " --max_k " +
-             std::to_string(o.max_k) + (o.full_matrix ? " --full_matrix" : "");
+             std::to_string(o.max_k) + (o.full_matrix ? " --full_matrix" : "") + " --rounding-aware " +
+             (o.rounding_aware ? "on" : "off");
     }
     s += " --calib_samples " + std::to_string(o.calib_samples);
     if (o.heur) s += " --heur";

@@ -25,6 +25,15 @@ void Progress::advance(std::uint64_t bytes, std::string_view tensor) {
     std::lock_guard lock(mutex_);
     done_ += bytes;
     last_tensor_ = tensor;
+    activity_.clear();
+    draw(false);
+}
+
+void Progress::activity(std::string_view tensor, std::string_view phase, int step, int steps) {
+    if (style_ != ProgressStyle::Bar) return;
+    std::lock_guard lock(mutex_);
+    activity_ = std::string(tensor) + "  " + std::string(phase);
+    if (steps > 1) activity_ += " " + std::to_string(step) + "/" + std::to_string(steps);
     draw(false);
 }
 
@@ -57,9 +66,10 @@ void Progress::draw(bool final) {
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.append(static_cast<std::size_t>(kWidth - filled), '.');
     const int eta_s = static_cast<int>(eta + 0.5);
-    std::fprintf(out_, "\r[%s] %3d%%  %.2f/%.2f GB  %4.0f MB/s  ETA %d:%02d  %-40.40s%s", bar.c_str(),
+    const std::string& what = activity_.empty() ? last_tensor_ : activity_;
+    std::fprintf(out_, "\r[%s] %3d%%  %.2f/%.2f GB  %4.0f MB/s  ETA %d:%02d  %-56.56s%s", bar.c_str(),
                  static_cast<int>(fraction * 100), done_ / 1e9, total_ / 1e9, rate / 1e6, eta_s / 60, eta_s % 60,
-                 final ? "done" : last_tensor_.c_str(), final ? "\n" : "");
+                 final ? "done" : what.c_str(), final ? "\n" : "");
     std::fflush(out_);
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/quant_types.hpp"
+#include "kernels/rounding.hpp"
 
 namespace quantflow {
 
@@ -31,6 +32,8 @@ struct LayerPlan {
     // Quantize only.
     QuantSpec spec;
     bool full_precision_mm = false;        // written into comfy_quant
+    std::int64_t rank_k = 0;               // learned rounding: singular components (0 = round-to-nearest)
+    std::uint64_t work_bytes = 0;          // learned rounding's working memory, counted by the byte budget
     std::size_t bias_input = kNoTensor;    // input index of the layer's bias when it is corrected
     std::size_t out_scale = kNoTensor;     // output index of the scale tensor
     std::size_t out_input_scale = kNoTensor;  // output index of an input_scale copied from the weight scale
@@ -48,6 +51,11 @@ struct TensorJob {
     std::uint64_t budget_bytes = 0;  // what this job holds in memory while in flight
 
     QuantizedTensor quant;           // filled by the optimizer stage
+    LowRank basis;                   // learned rounding's top-k basis (k = 0 without one)
+    RoundingStats rounding;          // learned rounding's record (rank_k > 0)
+    QualityMetrics quality;          // filled when a report asks for per-layer quality
+    bool measured = false;
+    double seconds = 0;              // optimizer wall time for this layer
     std::vector<std::byte> bias;     // filled by the bias corrector (bias dtype, RNE)
 };
 

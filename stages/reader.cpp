@@ -47,7 +47,8 @@ std::vector<TensorJob> make_jobs(const std::vector<LayerPlan>& layers, const Saf
             const auto elements = static_cast<std::uint64_t>(t.shape[0] * t.shape[1]);
             // Input pages + one code byte per element + f32 scales (at most one per element/bs) + bias twice.
             std::uint64_t bias = lp.bias_input != kNoTensor ? 2 * input.tensors[lp.bias_input].bytes() : 0;
-            job.budget_bytes = t.bytes() + elements + elements / std::max<std::int64_t>(lp.spec.block_size, 1) * 4 + bias;
+            job.budget_bytes = t.bytes() + elements + elements / std::max<std::int64_t>(lp.spec.block_size, 1) * 4 + bias +
+                               lp.work_bytes;
             jobs.push_back(std::move(job));
         }
     }

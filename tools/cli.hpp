@@ -9,12 +9,12 @@
 
 namespace quantflow {
 
-enum class Command { Convert, Plan, Inspect, Help, Version };
+enum class Command { Convert, Plan, Inspect, Compare, Help, Version };
 
 struct ParsedCommand {
     Command command = Command::Convert;
     Options options;
-    std::vector<std::string> files;  // inspect's positional arguments
+    std::vector<std::string> files;  // inspect's and compare's positional arguments
     std::string help_text;
 };
 

@@ -11,5 +11,7 @@ namespace quantflow {
 int run_convert(Options options);
 int run_plan(Options options);
 int run_inspect(const std::vector<std::string>& files, bool json);
+// files = {ORIGINAL, QUANTIZED}; uses options.device, compare_k, compare_samples, manual_seed (-1 = 0), json.
+int run_compare(const std::vector<std::string>& files, const Options& options);
 
 }  // namespace quantflow

@@ -270,8 +270,18 @@ RoundingStats learned_round_cpu(std::string_view name, const TensorView& w, cons
     QF_EXPECT(basis.rows == w.rows && basis.cols == w.cols && q.rows == w.rows && q.cols == w.cols,
               "tensor '" + std::string(name) + "': basis [" + std::to_string(basis.rows) + ", " + std::to_string(basis.cols) +
                   "] does not match the weight [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) + "]");
-    return settings.optimizer == Optimizer::Original ? round_original_cpu(w, basis, settings, q)
-                                                     : round_adam_cpu(w, basis, settings, q);
+    const bool narrower = settings.optimizer_k > 0 && settings.optimizer_k < basis.k;
+    const LowRank narrow = narrower ? leading_components(basis, settings.optimizer_k) : LowRank{};
+    const LowRank& used = narrower ? narrow : basis;
+    RoundingStats stats = settings.optimizer == Optimizer::Original ? round_original_cpu(w, used, settings, q)
+                                                                    : round_adam_cpu(w, used, settings, q);
+    stats.rounded_loss = stats.final_loss;
+    if (settings.rounding_aware) {
+        if (settings.on_progress) settings.on_progress("round", 0, 1);
+        const double wide = refine_rounding_cpu(w, basis, q, used.k, stats.flips);
+        stats.final_loss = narrower ? frobenius(initial_projection(w, q, used)) : wide;
+    }
+    return stats;
 }
 
 }  // namespace quantflow

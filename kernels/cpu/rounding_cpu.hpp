@@ -27,6 +27,12 @@ double apply_offsets(const TensorView& w, const LowRank& basis, QuantizedTensor&
 // the tests can check it against the direct form.
 std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& basis);
 
+// The rounding-aware finish (refine_cpu.cpp): moves single codes to a grid neighbour where that lowers the
+// projected error on `basis`, its leading priority_k components first; returns the projected error of the
+// result on the whole basis and counts the moves in `flips`.
+double refine_rounding_cpu(const TensorView& w, const LowRank& basis, QuantizedTensor& q, std::int64_t priority_k,
+                           std::int64_t& flips);
+
 RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
                                  QuantizedTensor& q);
 RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,

@@ -69,4 +69,6 @@ std::string python_float_str(double value) {
     return negative ? "-" + out : out;
 }
 
+std::string json_number(double value) { return std::isfinite(value) ? python_float_str(value) : "null"; }
+
 }  // namespace quantflow

@@ -13,4 +13,7 @@ std::string json_quote(std::string_view text);
 // ("0.01", "1e-05", "100.0", "1e+16"). Used by the reference's output file names.
 std::string python_float_str(double value);
 
+// A JSON number with round-trip digits (python_float_str), or null for NaN and infinities.
+std::string json_number(double value);
+
 }  // namespace quantflow

@@ -1,0 +1,158 @@
+// Rounding-aware finish (quantflow's extension of spec 5.3, on by default, --rounding-aware off disables):
+// after the optimizer's final rounding, move single codes to a grid neighbour where that lowers the
+// projected error L = ||U^T (W_hat - W) V^T|| at almost no cost in ||W_hat - W||.
+//
+// Moving element (r, c) by delta (one grid step, in dequantized units) changes P by delta * u_r v_c^T and
+// ||W_hat - W||^2 by 2 e delta + delta^2 (e the element's current error). For an element that sits near a
+// rounding midpoint and moves towards W, that cost is close to zero. The objective weights the optimizer's
+// own k x k block of P (spec 5.3's L) far above the rest of the wider basis, and no move may leave L above
+// its value after the optimizer's rounding. Each round: the gradient G = U P V
+// ranks every element whose move lowers L to first order and costs under 10% of delta^2; candidates are
+// taken greedily by gain per cost while the exact k x k update of P keeps lowering L and the total cost
+// stays within a small share of ||W_hat - W||^2.
+#include <cblas.h>
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/dense_cpu.hpp"
+#include "kernels/cpu/rounding_cpu.hpp"
+#include "kernels/numerics.hpp"
+
+namespace quantflow {
+namespace {
+
+constexpr double kCostShare = 0.1;      // a candidate's cost at most this share of delta^2 (|e| within 5% of a midpoint)
+constexpr double kBudget = 2e-4;        // total cost, all rounds, at most this share of ||W_hat - W||^2 (+0.01%)
+constexpr int kRounds = 4;
+constexpr double kPriorityWeight = 100;  // the optimizer's k x k block counts this much more than the rest
+
+// Codes as ordered grid indices: FP8 -126..126 (sign-magnitude), INT8 -127..127.
+int code_index(bool fp8, std::uint8_t code) {
+    if (!fp8) return static_cast<std::int8_t>(code);
+    const int mag = code & 0x7F;
+    return (code & 0x80) ? -mag : mag;
+}
+
+std::uint8_t index_code(bool fp8, int index) {
+    if (!fp8) return static_cast<std::uint8_t>(static_cast<std::int8_t>(index));
+    return static_cast<std::uint8_t>(index < 0 ? (0x80 | -index) : index);
+}
+
+struct Candidate {
+    std::int64_t element;
+    float ratio;   // first-order gain in ||P||^2 per unit of Frobenius cost
+    float delta;   // move in dequantized units
+    float cost;    // increase of ||W_hat - W||^2
+    std::int8_t step;
+};
+
+}  // namespace
+
+double refine_rounding_cpu(const TensorView& w, const LowRank& basis, QuantizedTensor& q, std::int64_t priority_k,
+                           std::int64_t& flips) {
+    const bool fp8 = is_fp8(q.spec.format);
+    const int max_index = fp8 ? 126 : 127;
+    const auto values = code_values(q.spec.format);
+    const std::int64_t m = basis.rows, n = basis.cols, k = basis.k;
+    flips = 0;
+    // Weighted objective sum_ij h_ij P_ij^2: the optimizer's own k x k block first (spec 5.3's L), then the
+    // rest of the wider basis.
+    std::vector<double> h(static_cast<std::size_t>(k * k), 1.0);
+    for (std::int64_t i = 0; i < std::min(priority_k, k); ++i)
+        for (std::int64_t j = 0; j < std::min(priority_k, k); ++j) h[static_cast<std::size_t>(i * k + j)] = kPriorityWeight;
+    const auto weighted = [&](const std::vector<double>& x) {
+        double s = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) s += h[i] * x[i] * x[i];
+        return s;
+    };
+    const auto block2 = [&](const std::vector<double>& x) {  // the optimizer's L^2: never allowed to grow
+        double s = 0;
+        for (std::size_t i = 0; i < x.size(); ++i) s += h[i] == kPriorityWeight ? x[i] * x[i] : 0.0;
+        return s;
+    };
+    std::vector<double> p = initial_projection(w, q, basis);
+    const double block_limit = block2(p);
+    double spent = 0, budget = -1;
+    for (int round = 0; round < kRounds; ++round) {
+        const double start = std::sqrt(weighted(p));
+        if (start == 0) break;
+        // G = U P V, row band by row band, and the candidates it ranks.
+        std::vector<float> up(static_cast<std::size_t>(m * k), 0.0f);
+        for (std::int64_t r = 0; r < m; ++r)
+            for (std::int64_t i = 0; i < k; ++i)
+                for (std::int64_t j = 0; j < k; ++j)
+                    up[static_cast<std::size_t>(r * k + j)] += static_cast<float>(basis.u[static_cast<std::size_t>(r * k + i)] *
+                                                                                  h[static_cast<std::size_t>(i * k + j)] * p[static_cast<std::size_t>(i * k + j)]);
+        const std::int64_t band = band_rows(n), bands = (m + band - 1) / band;
+        std::vector<std::vector<Candidate>> found(static_cast<std::size_t>(bands));
+        std::vector<double> error2(static_cast<std::size_t>(bands), 0.0);
+        oneapi::tbb::parallel_for(std::int64_t{0}, bands, [&](std::int64_t b) {
+            const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
+            std::vector<float> g(static_cast<std::size_t>(rows * n)), wrow(static_cast<std::size_t>(n)), d(static_cast<std::size_t>(n));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(n), static_cast<int>(k), 1.0f,
+                        up.data() + r0 * k, static_cast<int>(k), basis.v.data(), static_cast<int>(n), 0.0f, g.data(), static_cast<int>(n));
+            auto& out = found[static_cast<std::size_t>(b)];
+            for (std::int64_t i = 0; i < rows; ++i) {
+                decode_row_cpu(w, r0 + i, 0, n, wrow.data());
+                row_scales(q, r0 + i, d.data());
+                for (std::int64_t c = 0; c < n; ++c) {
+                    const std::int64_t at = (r0 + i) * n + c;
+                    const std::uint8_t code = q.codes[static_cast<std::size_t>(at)];
+                    const double s = d[static_cast<std::size_t>(c)];
+                    const double e = values[code] * s - wrow[static_cast<std::size_t>(c)];
+                    error2[static_cast<std::size_t>(b)] += e * e;
+                    const double grad = g[static_cast<std::size_t>(i * n + c)];
+                    if (grad == 0 || s == 0) continue;
+                    const int step = grad > 0 ? -1 : 1;  // against the gradient of ||P||^2 / 2
+                    const int target = code_index(fp8, code) + step;
+                    if (target < -max_index || target > max_index) continue;
+                    const double delta = (values[index_code(fp8, target)] - values[code]) * s;
+                    const double cost = 2 * e * delta + delta * delta;
+                    if (cost > kCostShare * delta * delta) continue;
+                    const double gain = -grad * delta;  // first-order decrease of ||P||^2 / 2
+                    out.push_back({at, static_cast<float>(gain / std::max(cost, 1e-30 * delta * delta)), static_cast<float>(delta),
+                                   static_cast<float>(std::max(cost, 0.0)), static_cast<std::int8_t>(step)});
+                }
+            }
+        });
+        std::vector<Candidate> all;
+        double total_error2 = 0;
+        for (std::size_t b = 0; b < found.size(); ++b) {
+            all.insert(all.end(), found[b].begin(), found[b].end());
+            total_error2 += error2[b];
+        }
+        std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) {
+            return a.ratio != b.ratio ? a.ratio > b.ratio : a.element < b.element;
+        });
+        double norm2 = start * start;
+        if (budget < 0) budget = kBudget * total_error2;
+        std::vector<double> delta_p(static_cast<std::size_t>(k * k));
+        for (const Candidate& cand : all) {
+            if (spent + cand.cost > budget) break;
+            const std::int64_t r = cand.element / n, c = cand.element % n;
+            double next2 = 0;
+            for (std::int64_t i = 0; i < k; ++i) {
+                const double ui = static_cast<double>(cand.delta) * basis.u[static_cast<std::size_t>(r * k + i)];
+                for (std::int64_t j = 0; j < k; ++j) {
+                    const double x = p[static_cast<std::size_t>(i * k + j)] + ui * basis.v[static_cast<std::size_t>(j * n + c)];
+                    delta_p[static_cast<std::size_t>(i * k + j)] = x;
+                    next2 += h[static_cast<std::size_t>(i * k + j)] * x * x;
+                }
+            }
+            if (next2 >= norm2 || block2(delta_p) > block_limit) continue;
+            p.swap(delta_p);
+            norm2 = next2;
+            spent += cand.cost;
+            auto& code = q.codes[static_cast<std::size_t>(cand.element)];
+            code = index_code(fp8, code_index(fp8, code) + cand.step);
+            ++flips;
+        }
+        if (std::sqrt(norm2) > 0.9 * start) break;  // little left to gain from another round
+    }
+    return frobenius(initial_projection(w, q, basis));
+}
+
+}  // namespace quantflow

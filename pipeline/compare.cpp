@@ -1,0 +1,237 @@
+#include "pipeline/compare.hpp"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "kernels/error.hpp"
+#include "kernels/numerics.hpp"
+#include "kernels/random.hpp"
+#include "kernels/units.hpp"
+#include "stages/format/json_text.hpp"
+#include "stages/format/mapped_file.hpp"
+#include "stages/format/safetensors_header.hpp"
+#include "stages/reader.hpp"
+
+namespace quantflow {
+namespace {
+
+constexpr int kPowerIterations = 8;  // the optimizers use 4; a measuring stick should be sharper
+
+struct OpenFile {
+    SafetensorsHeader header;
+    MappedFile file;
+    std::map<std::string, std::size_t, std::less<>> index;
+    explicit OpenFile(const std::string& path) : header(read_safetensors_header(path)), file(path) {
+        for (std::size_t i = 0; i < header.tensors.size(); ++i) index.emplace(header.tensors[i].name, i);
+    }
+    const TensorInfo* find(std::string_view name) const {
+        const auto it = index.find(name);
+        return it == index.end() ? nullptr : &header.tensors[it->second];
+    }
+    std::span<const std::byte> data(const TensorInfo& t) const { return tensor_data(file, header, index.at(t.name)); }
+};
+
+std::vector<float> as_floats(std::span<const std::byte> bytes, DType dtype) {
+    const std::size_t n = bytes.size() * 8 / static_cast<std::size_t>(dtype_bits(dtype));
+    std::vector<float> out(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        switch (dtype) {
+            case DType::BF16: std::memcpy(&h, bytes.data() + 2 * i, 2); out[i] = bf16_to_f32(h); break;
+            case DType::F16: std::memcpy(&h, bytes.data() + 2 * i, 2); out[i] = f16_to_f32(h); break;
+            case DType::F32: std::memcpy(&out[i], bytes.data() + 4 * i, 4); break;
+            default: throw Error("unsupported dtype " + std::string(dtype_name(dtype)));
+        }
+    }
+    return out;
+}
+
+std::string file_tensor(const std::string& path, std::string_view name) { return path + ": tensor '" + std::string(name) + "'"; }
+
+// The scale grid of a stored scale tensor as one of quantflow's formats (the reference's block scales are
+// [M, N/bs, 1], per-row INT8 scales [M, 1], tiles [M/bs, N/bs]).
+QuantSpec spec_from_scale(const std::string& where, bool fp8, std::int64_t rows, std::int64_t cols, std::vector<std::int64_t> dims) {
+    std::int64_t numel = 1;
+    for (const auto d : dims) numel *= d;
+    if (dims.size() == 3 && dims[2] == 1) dims.pop_back();
+    if (numel == 1) return {fp8 ? QuantFormat::Fp8Tensor : QuantFormat::Int8Tensor, 64};
+    if ((dims.size() == 1 && dims[0] == rows) || (dims.size() == 2 && dims[0] == rows && dims[1] == 1))
+        return {fp8 ? QuantFormat::Fp8Row : QuantFormat::Int8Row, 64};
+    if (dims.size() == 2 && dims[0] == rows && dims[1] > 0 && cols % dims[1] == 0)
+        return {fp8 ? QuantFormat::Fp8Block : QuantFormat::Int8Lode, cols / dims[1]};
+    if (dims.size() == 2 && dims[0] > 0 && dims[1] > 0 && rows % dims[0] == 0 && cols % dims[1] == 0 &&
+        rows / dims[0] == cols / dims[1])
+        return {fp8 ? QuantFormat::Fp8Block2d : QuantFormat::Int8Block, rows / dims[0]};
+    throw Error(where + ": scale of " + std::to_string(numel) + " values does not fit weight [" + std::to_string(rows) + ", " +
+                std::to_string(cols) + "] as a tensor, row, group or tile grid");
+}
+
+// The comfy_quant JSON's "format" and "full_precision_matrix_mult".
+void read_comfy_quant(const std::string& where, std::span<const std::byte> bytes, std::string& format, bool& fpmm) {
+    simdjson::dom::parser parser;
+    simdjson::padded_string json(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    simdjson::dom::element doc;
+    if (parser.parse(json).get(doc) != simdjson::SUCCESS) throw Error(where + ": comfy_quant is not valid JSON");
+    std::string_view f;
+    if (doc["format"].get_string().get(f) != simdjson::SUCCESS) throw Error(where + ": comfy_quant has no \"format\" string");
+    format = f;
+    bool flag = false;
+    fpmm = doc["full_precision_matrix_mult"].get_bool().get(flag) == simdjson::SUCCESS && flag;
+}
+
+// Mainline ComfyUI's verdict for one layer (notes/comfyui-loading.md sections 0, 1.3-1.7, 4.5).
+void comfy_verdict(LayerComparison& c, bool legacy, bool has_marker, bool fpmm, std::int64_t scale_numel,
+                   std::size_t scale_rank, bool input_scale_saturates) {
+    c.comfy_loads = false;
+    if (legacy) {
+        if (c.format != "legacy scale_weight (fp8)") c.comfy_note = "INT8 legacy scale_weight loads nowhere";
+        else if (!has_marker) c.comfy_note = "no scaled_fp8 marker: loads unscaled (output ~600x off)";
+        else if (scale_numel != 1) c.comfy_note = "legacy scale_weight must be one value";
+        else c.comfy_loads = true;
+        return;
+    }
+    if (c.format == "float8_e4m3fn") {
+        if (scale_numel != 1) c.comfy_note = "float8_e4m3fn needs a single-value weight_scale (crashes at load or matmul)";
+        else if (!fpmm && (c.cols % 16 != 0 || c.rows % 16 != 0)) c.comfy_note = "shape not a multiple of 16 without full_precision_matrix_mult: FP8 matmul crashes";
+        else c.comfy_loads = true;
+        if (c.comfy_loads && input_scale_saturates && !fpmm) c.comfy_note = "input_scale = weight scale: activations saturate on the FP8 matmul path";
+        return;
+    }
+    if (c.format == "int8_tensorwise") {
+        c.comfy_loads = scale_numel == 1 || scale_rank == 2;
+        if (!c.comfy_loads) c.comfy_note = "per-row INT8 scale must be [N, 1] (1-D breaks dequantize)";
+        return;
+    }
+    c.comfy_note = c.format + " is not registered in mainline ComfyUI (community fork / custom nodes only)";
+}
+
+}  // namespace
+
+Comparison compare_files(const CompareOptions& options, Backend& backend) {
+    const OpenFile original(options.original), quant(options.quantized);
+    const bool has_marker = quant.find("scaled_fp8") != nullptr;
+    Comparison out;
+    std::vector<const TensorInfo*> weights;
+    for (const auto& t : quant.header.tensors)
+        if (t.name.ends_with(".weight") && t.shape.size() == 2) weights.push_back(&t);
+    std::sort(weights.begin(), weights.end(), [](auto* a, auto* b) { return a->name < b->name; });
+    for (const TensorInfo* t : weights) {
+        const bool fp8 = t->dtype == DType::F8_E4M3, int8 = t->dtype == DType::I8;
+        const std::string layer = t->name.substr(0, t->name.size() - std::strlen(".weight"));
+        const std::string where = file_tensor(options.quantized, t->name);
+        const TensorInfo* ref = original.find(t->name);
+        if (!fp8 && !int8) {
+            if (ref) ++out.unquantized;
+            continue;
+        }
+        if (!ref) throw Error(where + " is quantized but " + options.original + " has no tensor of that name");
+        if (ref->shape != t->shape)
+            throw Error(where + " has shape " + format_shape(t->shape) + " but " + options.original + " has " + format_shape(ref->shape));
+        if (ref->dtype != DType::F32 && ref->dtype != DType::BF16 && ref->dtype != DType::F16)
+            throw Error(file_tensor(options.original, ref->name) + " is " + std::string(dtype_name(ref->dtype)) +
+                        ", not an unquantized F32/F16/BF16 weight");
+        const TensorInfo* scale = quant.find(layer + ".weight_scale");
+        const bool legacy = scale == nullptr;
+        if (legacy) scale = quant.find(layer + ".scale_weight");
+        if (!scale) throw Error(where + " is " + std::string(dtype_name(t->dtype)) + " but has no weight_scale or scale_weight");
+
+        LayerComparison c;
+        c.name = t->name;
+        c.rows = t->shape[0];
+        c.cols = t->shape[1];
+        c.scale_shape = format_shape(scale->shape);
+        bool fpmm = false;
+        if (legacy) {
+            c.format = fp8 ? "legacy scale_weight (fp8)" : "legacy scale_weight (int8)";
+        } else if (const TensorInfo* cq = quant.find(layer + ".comfy_quant")) {
+            read_comfy_quant(file_tensor(options.quantized, cq->name), quant.data(*cq), c.format, fpmm);
+        } else {
+            c.format = "no comfy_quant";
+        }
+        QuantizedTensor q;
+        q.spec = spec_from_scale(file_tensor(options.quantized, scale->name), fp8, c.rows, c.cols, scale->shape);
+        q.rows = c.rows;
+        q.cols = c.cols;
+        const auto codes = quant.data(*t);
+        q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
+        q.scales = as_floats(quant.data(*scale), scale->dtype);
+
+        const TensorView w = weight_view(original.file, original.header, original.index.at(ref->name));
+        c.k = std::min<std::int64_t>(options.k, std::min(c.rows, c.cols));
+        const LowRank basis = backend.top_k_svd(ref->name, w, {c.k, named_seed(options.seed, ref->name), 10, kPowerIterations, false});
+        std::vector<float> x(static_cast<std::size_t>(c.cols * options.samples));
+        fill_normal(named_seed(options.seed ^ 0x5157u, ref->name), 1.0, x);
+        std::vector<float> b, b_new;
+        const TensorInfo* bias = original.find(layer + ".bias");
+        const TensorInfo* bias_q = quant.find(layer + ".bias");
+        if (bias && bias_q && bias->shape == bias_q->shape && bias->elements() == static_cast<std::uint64_t>(c.rows)) {
+            b = as_floats(original.data(*bias), bias->dtype);
+            b_new = as_floats(quant.data(*bias_q), bias_q->dtype);
+        }
+        const QualityMetrics m = backend.measure(w, q, &basis, {x, options.samples, b, b_new});
+        const double wn = m.weight_norm > 0 ? m.weight_norm : 1.0, yn = m.output_norm > 0 ? m.output_norm : 1.0;
+        c.relative_error = m.error_norm / wn;
+        c.projected_error = m.projected_error / wn;
+        c.output_error = m.output_error / yn;
+
+        bool saturates = false;
+        if (const TensorInfo* in = quant.find(layer + ".input_scale"); in && fp8 && q.scales.size() == 1) {
+            const auto v = as_floats(quant.data(*in), in->dtype);
+            saturates = v.size() == 1 && v[0] != 1.0f && v[0] == q.scales[0];
+        }
+        comfy_verdict(c, legacy, has_marker, fpmm, static_cast<std::int64_t>(scale->elements()), scale->shape.size(), saturates);
+        out.layers.push_back(std::move(c));
+    }
+    return out;
+}
+
+std::string comparison_text(const Comparison& c, const CompareOptions& options) {
+    std::string s;
+    char line[512];
+    std::snprintf(line, sizeof line, "%-36s %-22s %-12s %-12s %10s %12s %10s  %s\n", "layer", "format", "shape", "scale", "rel err",
+                  ("proj k=" + std::to_string(options.k)).c_str(), "out err", "comfy");
+    s += line;
+    double rel = 0, proj = 0, outp = 0;
+    std::size_t loads = 0;
+    for (const auto& l : c.layers) {
+        std::snprintf(line, sizeof line, "%-36s %-22s %-12s %-12s %9.4f%% %11.5f%% %9.4f%%  %s%s%s\n", l.name.c_str(), l.format.c_str(),
+                      (std::to_string(l.rows) + "x" + std::to_string(l.cols)).c_str(), l.scale_shape.c_str(), 100 * l.relative_error,
+                      100 * l.projected_error, 100 * l.output_error, l.comfy_loads ? "yes" : "no",
+                      l.comfy_note.empty() ? "" : ": ", l.comfy_note.c_str());
+        s += line;
+        rel += l.relative_error;
+        proj += l.projected_error;
+        outp += l.output_error;
+        loads += l.comfy_loads;
+    }
+    const double n = c.layers.empty() ? 1.0 : static_cast<double>(c.layers.size());
+    std::snprintf(line, sizeof line, "\n%zu quantized layers (%zu weights not quantized): mean rel err %.4f%%, projected %.5f%%, output %.4f%%; "
+                  "%zu of %zu load in mainline ComfyUI\n", c.layers.size(), c.unquantized, 100 * rel / n, 100 * proj / n, 100 * outp / n,
+                  loads, c.layers.size());
+    s += line;
+    return s;
+}
+
+std::string comparison_json(const Comparison& c, const CompareOptions& options) {
+    std::string s = "{\n  \"original\": " + json_quote(options.original) + ",\n  \"quantized\": " + json_quote(options.quantized) +
+                    ",\n  \"k\": " + std::to_string(options.k) + ",\n  \"samples\": " + std::to_string(options.samples) +
+                    ",\n  \"seed\": " + std::to_string(options.seed) + ",\n  \"unquantized\": " + std::to_string(c.unquantized) +
+                    ",\n  \"layers\": [\n";
+    for (std::size_t i = 0; i < c.layers.size(); ++i) {
+        const auto& l = c.layers[i];
+        s += "    {\"name\": " + json_quote(l.name) + ", \"format\": " + json_quote(l.format) + ", \"shape\": [" +
+             std::to_string(l.rows) + ", " + std::to_string(l.cols) + "], \"scale_shape\": " + l.scale_shape + ", \"k\": " +
+             std::to_string(l.k) + ", \"relative_error\": " + json_number(l.relative_error) + ", \"projected_error\": " +
+             json_number(l.projected_error) + ", \"output_error\": " + json_number(l.output_error) + ", \"comfy_loads\": " +
+             (l.comfy_loads ? "true" : "false") + ", \"comfy_note\": " + json_quote(l.comfy_note) + "}" +
+             (i + 1 < c.layers.size() ? ",\n" : "\n");
+    }
+    return s + "  ]\n}\n";
+}
+
+}  // namespace quantflow
