@@ -46,6 +46,14 @@ struct Options {
     bool keep_metadata = true;
     bool overwrite = false;
     bool json = false;                             // plan / inspect / compare: print JSON
+    // batch (spec 8)
+    std::string out_dir;
+    bool recursive = false;
+    std::string manifest;
+    bool resume = false;
+    std::string shard;                             // "I/N"; empty = everything
+    bool keep_going = true;
+    int concurrent_files = 0;                      // 0 = hardware profile
     std::int64_t compare_k = 16;                   // compare: singular components of the projected error
     int compare_samples = 64;                      // compare: Gaussian test inputs of the output error
 

@@ -1,6 +1,7 @@
 #include "kernels/units.hpp"
 #include "pipeline/plan.hpp"
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -121,10 +122,19 @@ struct PlanBuilder {
     }
 };
 
-std::string provenance(const Options& options) {
+std::string hex64(std::uint64_t v) {
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(v));
+    return text;
+}
+
+// The `quantflow` metadata entry: what made this file, from which input (resume checks it, issue 5).
+std::string provenance(const Options& options, const SafetensorsHeader& input) {
     return std::string("{\"tool\": \"quantflow\", \"version\": \"") + QF_VERSION + "\", \"input\": " +
-           json_quote(std::filesystem::path(options.input).filename().string()) +
-           ", \"options\": " + json_quote(canonical_options(options)) + ", \"seed\": " + std::to_string(options.seed) + "}";
+           json_quote(std::filesystem::path(options.input).filename().string()) + ", \"input_size\": " +
+           std::to_string(input.file_size) + ", \"input_mtime_ns\": " + std::to_string(input.mtime_ns) +
+           ", \"input_header_hash\": \"" + hex64(input.header_hash) + "\", \"options\": " +
+           json_quote(canonical_options(options)) + ", \"seed\": " + std::to_string(options.seed) + "}";
 }
 
 }  // namespace
@@ -219,7 +229,7 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
     if (options.keep_metadata)
         for (const auto& kv : plan.input.metadata)
             if (kv.first != "quantflow") metadata.push_back(kv);
-    metadata.emplace_back("quantflow", provenance(options));
+    metadata.emplace_back("quantflow", provenance(options, plan.input));
     const auto names = builder.output_names;
     const auto input_scale_slots = [&] {
         std::vector<std::pair<std::size_t, std::string>> slots;  // layer index, output name

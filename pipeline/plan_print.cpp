@@ -35,6 +35,7 @@ std::string plan_text(const Plan& plan, const PlanContext& ctx) {
     s += "output: " + ctx.output_path + " (" + format_size(plan.layout.total_size) + ", " +
          std::to_string(plan.layout.tensors.size()) + " tensors)\n";
     s += ctx.device_line + "\n";
+    if (!ctx.model_line.empty()) s += ctx.model_line + "\n";
     s += "format: " + std::string(format_label(plan.requested.format)) + " (" +
          std::string(comfy_format_name(plan.requested.format)) + "), block size " + std::to_string(plan.requested.block_size) + "\n";
     if (!plan.profile_names.empty()) {
@@ -71,7 +72,7 @@ std::string plan_text(const Plan& plan, const PlanContext& ctx) {
 std::string plan_json(const Plan& plan, const PlanContext& ctx) {
     std::string s = "{\n  \"input\": " + json_quote(plan.input.path) + ",\n  \"input_bytes\": " + std::to_string(plan.input.file_size) +
                     ",\n  \"output\": " + json_quote(ctx.output_path) + ",\n  \"output_bytes\": " + std::to_string(plan.layout.total_size) +
-                    ",\n  \"device\": " + json_quote(ctx.device_line) + ",\n  \"format\": " +
+                    ",\n  \"device\": " + json_quote(ctx.device_line) + ",\n  \"model\": " + json_quote(ctx.model_line) + ",\n  \"format\": " +
                     json_quote(comfy_format_name(plan.requested.format)) + ",\n  \"block_size\": " + std::to_string(plan.requested.block_size) +
                     ",\n  \"memory_budget\": " + std::to_string(ctx.memory_budget) + ",\n  \"largest_job_bytes\": " +
                     std::to_string(ctx.largest_job_bytes) + ",\n  \"settings\": {";

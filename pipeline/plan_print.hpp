@@ -19,6 +19,7 @@ struct PlanSetting {
 struct PlanContext {
     std::string output_path;
     std::string device_line;
+    std::string model_line;  // --model auto's verdict ("model: auto: wan (...): found ...")
     std::vector<PlanSetting> settings;
     std::uint64_t largest_job_bytes = 0;
     std::uint64_t memory_budget = 0;

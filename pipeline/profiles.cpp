@@ -210,8 +210,21 @@ ModelProfile load_model_profile(std::string_view name_or_path) {
     if (const auto detect = reader.find(reader.root(), "detect")) {
         simdjson::dom::object object;
         if (detect->get_object().get(object)) fail(file.label + ": field 'detect' must be an object");
-        reader.check_keys(object, {"all"}, "detect.");
+        reader.check_keys(object, {"all", "any", "none", "rank"}, "detect.");
         profile.detect_all = reader.string_list(object, "all", "detect.all");
+        profile.detect_any = reader.string_list(object, "any", "detect.any");
+        profile.detect_none = reader.string_list(object, "none", "detect.none");
+        if (const auto rank = reader.find(object, "rank")) {
+            simdjson::dom::object ranks;
+            if (rank->get_object().get(ranks)) fail(file.label + ": field 'detect.rank' must be an object of name: rank");
+            for (const auto field : ranks) {
+                std::int64_t r = 0;
+                if (field.value.get_int64().get(r) || r < 0 || r > 8)
+                    fail(file.label + ": field 'detect.rank." + std::string(field.key) + "' must be an integer 0..8");
+                profile.detect_rank.emplace_back(std::string(field.key), static_cast<int>(r));
+            }
+        }
+        if (!profile.detectable()) fail(file.label + ": field 'detect' needs a non-empty 'all' or 'any' list");
     }
     return profile;
 }

@@ -23,8 +23,12 @@ struct ModelProfile {
     std::vector<std::string> skip;    // substrings: a matching 2-D .weight keeps its original dtype
     std::vector<std::string> remove;  // substrings: a matching key (any tensor) is dropped from the output
     bool input_scale_from_weight = false;  // FP8 comfy: input_scale = copy of a single-element weight scale
-    // --model auto hints (issue 5): tensor names that must all be present.
-    std::vector<std::string> detect_all;
+    // --model auto rules: substrings of tensor names. The profile applies when every `all` entry and at least
+    // one `any` entry (if listed) is found in some tensor name, no `none` entry is, and each `rank` entry's
+    // first matching tensor has that many dimensions.
+    std::vector<std::string> detect_all, detect_any, detect_none;
+    std::vector<std::pair<std::string, int>> detect_rank;
+    bool detectable() const { return !detect_all.empty() || !detect_any.empty(); }
 };
 
 struct FilterOptions {

@@ -91,9 +91,10 @@ std::map<std::string, HeaderTensor> read_header(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("embedded model profiles are exactly the seed families") {
-    CHECK(model_profile_names() == Strings{"distillation_large", "distillation_small", "hunyuan", "nerf_large",
+TEST_CASE("embedded model profiles are the seed families plus flux (detection only, no seed list)") {
+    CHECK(model_profile_names() == Strings{"distillation_large", "distillation_small", "flux", "hunyuan", "nerf_large",
                                            "nerf_small", "qwen", "radiance", "t5xxl", "wan", "zimage_l", "zimage_s"});
+    CHECK(load_model_profile("flux").skip == Strings{"norm"});
 }
 
 TEST_CASE("embedded model profiles equal the literal seed lists of spec 4.2") {
@@ -121,8 +122,11 @@ TEST_CASE("embedded model profiles equal the literal seed lists of spec 4.2") {
     }
 }
 
-TEST_CASE("wan profile detects WAN by its patch embedding and first attention") {
-    CHECK(load_model_profile("wan").detect_all == Strings{"patch_embedding.weight", "blocks.0.self_attn.q.weight"});
+TEST_CASE("wan profile detects WAN by its 5-D patch embedding and first attention blocks") {
+    const ModelProfile wan = load_model_profile("wan");
+    CHECK(wan.detect_all == Strings{"patch_embedding.weight", "blocks.0.self_attn.q.weight", "blocks.0.cross_attn.k.weight"});
+    REQUIRE(wan.detect_rank.size() == 1);
+    CHECK(wan.detect_rank[0] == std::pair<std::string, int>{"patch_embedding.weight", 5});
 }
 
 TEST_CASE("step 1: a remove substring drops every tensor of the key, weight or not") {

@@ -102,7 +102,7 @@ TEST_CASE("every shipped model profile loads, is named after its file and has no
 
 TEST_CASE("an unknown profile name lists the available ones") {
     CHECK(error_of([] { load_model_profile("flux9"); }) ==
-          "unknown model profile 'flux9' (available: distillation_large, distillation_small, hunyuan, nerf_large, "
+          "unknown model profile 'flux9' (available: distillation_large, distillation_small, flux, hunyuan, nerf_large, "
           "nerf_small, qwen, radiance, t5xxl, wan, zimage_l, zimage_s; or give a path to a .json file)");
     CHECK(
         error_of([] { load_hardware_profile("tpu"); }) ==
@@ -140,8 +140,12 @@ TEST_CASE("a missing profile file is an error naming the path") {
 TEST_CASE("model profile: an unknown key is an error naming the file and the key") {
     CHECK(model_error("k.json", R"({"name": "x", "skip": [], "skp": []})") ==
           "unknown key 'skp' " + std::string(kModelKeys));
-    CHECK(model_error("d.json", R"({"name": "x", "skip": [], "detect": {"any": []}})") ==
-          "unknown key 'detect.any' (expected one of: all)");
+    CHECK(model_error("d.json", R"({"name": "x", "skip": [], "detect": {"some": []}})") ==
+          "unknown key 'detect.some' (expected one of: all, any, none, rank)");
+    CHECK(model_error("d0.json", R"({"name": "x", "skip": [], "detect": {"none": ["a"]}})") ==
+          "field 'detect' needs a non-empty 'all' or 'any' list");
+    CHECK(model_error("dr.json", R"({"name": "x", "skip": [], "detect": {"all": ["a"], "rank": {"a": "five"}}})") ==
+          "field 'detect.rank.a' must be an integer 0..8");
     CHECK(model_error("dup.json", R"({"name": "x", "skip": [], "skip": ["a"]})") == "duplicate key 'skip'");
 }
 

@@ -39,6 +39,7 @@ const char* kUsageHead =
     "quantflow " QF_VERSION " - convert .safetensors checkpoints to FP8 / INT8 for ComfyUI\n\n"
     "usage:\n"
     "  quantflow [convert] -i IN.safetensors [-o OUT.safetensors] [options]\n"
+    "  quantflow batch INPUTS... --out-dir DIR [--resume] [--shard I/N] [--manifest M.json] [options]\n"
     "  quantflow plan -i IN.safetensors [options] [--json]     dry run: decisions, layout, memory; writes nothing\n"
     "  quantflow inspect FILE.safetensors [--json]             validate a file, show dtypes, formats, metadata\n"
     "  quantflow compare ORIGINAL QUANTIZED [--k 16] [--json]  per-layer error of a quantized file (any quantflow or\n"
@@ -48,9 +49,11 @@ const char* kUsageHead =
     "  quantflow -i wan2.1_14b.safetensors --comfy_quant --wan --memory-budget 4GiB -o wan_fp8.safetensors\n"
     "  quantflow -i t5xxl.safetensors --comfy_quant --t5xxl --int8 --block_size 128\n"
     "  quantflow plan -i model.safetensors --comfy_quant --heur --json\n"
-    "  quantflow compare model.safetensors model_fp8.safetensors --json\n\n"
+    "  quantflow compare model.safetensors model_fp8.safetensors --json\n"
+    "  quantflow batch 'models/*.safetensors' --out-dir fp8/ --comfy_quant --resume --report night.json\n\n"
     "Every flag accepts both spellings: --block_size and --block-size.\n"
-    "exit codes: 0 ok, 1 conversion failed (bad input, I/O, numerics), 2 bad command line, 130 interrupted\n";
+    "exit codes: 0 ok, 1 conversion failed (bad input, I/O, numerics; batch: every file failed), 2 bad command line,\n"
+    "  3 batch: some files failed, 130 interrupted\n";
 
 po::options_description make_options(Options& o, bool& help, bool& version) {
     po::options_description ref("reference-compatible options");
@@ -95,6 +98,13 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
         ("keep-metadata", po::value<std::string>(), "on | off: keep the input's __metadata__ (default on)")
         ("overwrite", po::bool_switch(&o.overwrite), "replace an existing output file")
         ("json", po::bool_switch(&o.json), "plan / inspect / compare: print JSON")
+        ("out-dir", po::value(&o.out_dir), "batch: output directory (outputs named as the reference names them)")
+        ("recursive", po::bool_switch(&o.recursive), "batch: look for .safetensors files in subdirectories too")
+        ("manifest", po::value(&o.manifest), "batch: JSON list of inputs with per-file overrides")
+        ("resume", po::bool_switch(&o.resume), "batch: skip outputs that are complete for the same input and options")
+        ("shard", po::value(&o.shard), "batch: I/N, take the I-th (0-based) of N deterministic parts of the inputs")
+        ("keep-going", po::value<std::string>(), "batch: on | off, go on after a failed file (default on)")
+        ("concurrent-files", po::value(&o.concurrent_files), "batch: files converted at once (default: hardware profile)")
         ("k", po::value(&o.compare_k), "compare: singular components of the projected error (default 16)")
         ("samples", po::value(&o.compare_samples), "compare: Gaussian test inputs for the output error (default 64)")
         ("help,h", po::bool_switch(&help), "this help")
@@ -114,6 +124,55 @@ bool on_off(const po::variables_map& vm, const char* key, bool fallback) {
 
 }  // namespace
 
+namespace {
+
+// The command line's options as Boost sees them, with the original tokens of each (for batch overrides).
+struct TokenParse {
+    std::vector<std::string> files;
+    std::vector<std::pair<std::string, std::vector<std::string>>> groups;  // option key, its tokens
+};
+
+TokenParse parse_tokens(const std::vector<std::string>& tokens, Options& o, bool& help, bool& version, std::string& help_text) {
+    auto desc = make_options(o, help, version);
+    po::options_description with_files = desc;
+    std::vector<std::string> files;
+    with_files.add_options()("files", po::value(&files)->composing(), "");
+    po::positional_options_description positional;
+    positional.add("files", -1);
+    po::variables_map vm;
+    TokenParse out;
+    try {
+        const po::parsed_options parsed = po::command_line_parser(tokens).options(with_files).positional(positional).run();
+        for (const auto& opt : parsed.options)
+            if (opt.position_key < 0) out.groups.emplace_back(opt.string_key, opt.original_tokens);
+        po::store(parsed, vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        throw Error(std::string(e.what()) + " (see quantflow --help)", ExitCode::kUsage);
+    }
+    std::ostringstream text;
+    text << kUsageHead << "\n" << desc;
+    help_text = text.str();
+    if (vm.count("scaling-mode")) o.scaling_mode = vm["scaling-mode"].as<std::string>();
+    if (vm.count("memory-budget")) o.memory_budget = parse_size(vm["memory-budget"].as<std::string>(), "--memory-budget");
+    o.bias_correction = on_off(vm, "bias-correction", true);
+    o.keep_metadata = on_off(vm, "keep-metadata", true);
+    o.rounding_aware = on_off(vm, "rounding-aware", true);
+    o.keep_going = on_off(vm, "keep-going", true);
+    for (const char* flag : kModelFlags)
+        if (vm[dashed(flag)].as<bool>()) o.model_flags.emplace_back(flag);
+    if (o.threads < 0) throw Error("--threads must be 0 (all cores) or more", ExitCode::kUsage);
+    out.files = std::move(files);
+    return out;
+}
+
+std::string token_key(const std::string& token) {
+    std::string t = token.substr(token.rfind('-', 1) == 1 ? 2 : 0);
+    return dashed(t.substr(0, t.find('=')));
+}
+
+}  // namespace
+
 ParsedCommand parse_command_line(int argc, char** argv) {
     ParsedCommand parsed;
     int first = 1;
@@ -123,37 +182,20 @@ ParsedCommand parse_command_line(int argc, char** argv) {
         else if (sub == "plan") parsed.command = Command::Plan, first = 2;
         else if (sub == "inspect") parsed.command = Command::Inspect, first = 2;
         else if (sub == "compare") parsed.command = Command::Compare, first = 2;
+        else if (sub == "batch") parsed.command = Command::Batch, first = 2;
         else if (!sub.empty() && sub[0] != '-')
-            throw Error("unknown command '" + sub + "' (commands: convert, plan, inspect, compare; see --help)", ExitCode::kUsage);
+            throw Error("unknown command '" + sub + "' (commands: convert, batch, plan, inspect, compare; see --help)",
+                        ExitCode::kUsage);
     }
     bool help = false, version = false;
     Options& o = parsed.options;
-    auto desc = make_options(o, help, version);
-    po::options_description with_files = desc;
-    with_files.add_options()("files", po::value(&parsed.files)->composing(), "");
-    po::positional_options_description positional;
-    positional.add("files", -1);
-    po::variables_map vm;
-    try {
-        po::store(po::command_line_parser(normalise(argc, argv, first)).options(with_files).positional(positional).run(), vm);
-        po::notify(vm);
-    } catch (const po::error& e) {
-        throw Error(std::string(e.what()) + " (see quantflow --help)", ExitCode::kUsage);
-    }
-    std::ostringstream help_text;
-    help_text << kUsageHead << "\n" << desc;
-    parsed.help_text = help_text.str();
+    const TokenParse tp = parse_tokens(normalise(argc, argv, first), o, help, version, parsed.help_text);
+    parsed.files = tp.files;
+    for (const auto& [key, tokens] : tp.groups) parsed.option_groups.emplace_back(key, tokens);
     if (help) parsed.command = Command::Help;
     if (version) parsed.command = Command::Version;
     if (help || version) return parsed;
 
-    if (vm.count("scaling-mode")) o.scaling_mode = vm["scaling-mode"].as<std::string>();
-    if (vm.count("memory-budget")) o.memory_budget = parse_size(vm["memory-budget"].as<std::string>(), "--memory-budget");
-    o.bias_correction = on_off(vm, "bias-correction", true);
-    o.rounding_aware = on_off(vm, "rounding-aware", true);
-    o.keep_metadata = on_off(vm, "keep-metadata", true);
-    for (const char* flag : kModelFlags)
-        if (vm[dashed(flag)].as<bool>()) o.model_flags.emplace_back(flag);
     if (parsed.command == Command::Inspect) {
         if (parsed.files.empty() && !o.input.empty()) parsed.files.push_back(o.input);
         if (parsed.files.empty()) throw Error("inspect needs a file: quantflow inspect FILE.safetensors", ExitCode::kUsage);
@@ -166,11 +208,40 @@ ParsedCommand parse_command_line(int argc, char** argv) {
         if (o.compare_samples < 1) throw Error("--samples must be 1 or more", ExitCode::kUsage);
         return parsed;
     }
+    if (parsed.command == Command::Batch) {
+        if (!o.input.empty()) parsed.files.push_back(o.input);
+        if (parsed.files.empty() && o.manifest.empty())
+            throw Error("batch needs inputs: files, globs, directories or --manifest FILE.json (see --help)", ExitCode::kUsage);
+        if (o.out_dir.empty()) throw Error("batch needs --out-dir DIR", ExitCode::kUsage);
+        if (!o.output.empty()) throw Error("batch writes into --out-dir; -o is for convert (per-file names go in the manifest)",
+                                           ExitCode::kUsage);
+        return parsed;
+    }
     if (!parsed.files.empty())
         throw Error("unexpected argument '" + parsed.files[0] + "' (the input goes after -i)", ExitCode::kUsage);
     if (o.input.empty()) throw Error("missing -i/--input (see quantflow --help)", ExitCode::kUsage);
-    if (o.threads < 0) throw Error("--threads must be 0 (all cores) or more", ExitCode::kUsage);
     return parsed;
+}
+
+Options options_with_overrides(const ParsedCommand& base, const std::vector<std::string>& overrides) {
+    std::vector<std::string> removed;
+    for (const auto& t : overrides) removed.push_back(token_key(t[0] == '!' ? t.substr(1) : t));
+    std::vector<std::string> tokens;
+    for (const auto& [key, group] : base.option_groups) {
+        if (std::find(removed.begin(), removed.end(), key) != removed.end()) continue;
+        tokens.insert(tokens.end(), group.begin(), group.end());
+    }
+    for (const auto& t : overrides) {
+        if (t[0] == '!') continue;
+        const auto eq = t.find('=');
+        tokens.push_back(dashed(t.substr(0, eq)) + (eq == std::string::npos ? "" : t.substr(eq)));
+    }
+    Options o;
+    bool help = false, version = false;
+    std::string text;
+    const TokenParse tp = parse_tokens(tokens, o, help, version, text);
+    if (!tp.files.empty()) throw Error("override '" + tp.files[0] + "' is not an option", ExitCode::kUsage);
+    return o;
 }
 
 }  // namespace quantflow

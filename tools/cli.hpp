@@ -9,16 +9,22 @@
 
 namespace quantflow {
 
-enum class Command { Convert, Plan, Inspect, Compare, Help, Version };
+enum class Command { Convert, Batch, Plan, Inspect, Compare, Help, Version };
 
 struct ParsedCommand {
     Command command = Command::Convert;
     Options options;
-    std::vector<std::string> files;  // inspect's and compare's positional arguments
+    std::vector<std::string> files;  // inspect's, compare's and batch's positional arguments
     std::string help_text;
+    // Every option as given (key, original tokens): batch applies per-file overrides to these.
+    std::vector<std::pair<std::string, std::vector<std::string>>> option_groups;
 };
 
 // Throws Error(kUsage) with a one-line message on a bad command line.
 ParsedCommand parse_command_line(int argc, char** argv);
+
+// The options of `base` with overrides applied: "--block-size=128" replaces any --block_size given, "--int8"
+// adds a switch, "!--simple" removes one. Throws Error(kUsage) like the command line.
+Options options_with_overrides(const ParsedCommand& base, const std::vector<std::string>& overrides);
 
 }  // namespace quantflow

@@ -31,6 +31,7 @@ int dispatch(int argc, char** argv) {
         case Command::Compare: return quantflow::run_compare(parsed.files, parsed.options);
         case Command::Plan: return quantflow::run_plan(std::move(parsed.options));
         case Command::Convert: return quantflow::run_convert(std::move(parsed.options));
+        case Command::Batch: return quantflow::run_batch(parsed);
     }
     return 0;
 }

@@ -14,6 +14,7 @@
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -24,9 +25,11 @@
 namespace quantflow {
 namespace {
 
-constexpr double kCostShare = 0.1;      // a candidate's cost at most this share of delta^2 (|e| within 5% of a midpoint)
+constexpr float kCostShareF = 0.1f;     // a candidate's cost at most this share of delta^2 (|e| within 5% of a midpoint)
 constexpr double kBudget = 2e-4;        // total cost, all rounds, at most this share of ||W_hat - W||^2 (+0.01%)
-constexpr int kRounds = 4;
+constexpr int kRounds = 2;
+constexpr std::size_t kMinHead = 1 << 16;  // candidates kept per round: at least this many,
+constexpr std::int64_t kHeadDivisor = 100;   // or one per 100 elements
 constexpr double kPriorityWeight = 100;  // the optimizer's k x k block counts this much more than the rest
 
 // Codes as ordered grid indices: FP8 -126..126 (sign-magnitude), INT8 -127..127.
@@ -56,6 +59,14 @@ double refine_rounding_cpu(const TensorView& w, const LowRank& basis, QuantizedT
     const bool fp8 = is_fp8(q.spec.format);
     const int max_index = fp8 ? 126 : 127;
     const auto values = code_values(q.spec.format);
+    // Value of the next grid point up / down from each code, minus the code's value (0 at the grid's ends).
+    std::array<float, 256> step_up{}, step_down{};
+    for (int code = 0; code < 256; ++code) {
+        const int at = code_index(fp8, static_cast<std::uint8_t>(code));
+        if (std::isnan(values[static_cast<std::size_t>(code)]) || at < -max_index || at > max_index) continue;
+        if (at < max_index) step_up[static_cast<std::size_t>(code)] = values[index_code(fp8, at + 1)] - values[static_cast<std::size_t>(code)];
+        if (at > -max_index) step_down[static_cast<std::size_t>(code)] = values[index_code(fp8, at - 1)] - values[static_cast<std::size_t>(code)];
+    }
     const std::int64_t m = basis.rows, n = basis.cols, k = basis.k;
     flips = 0;
     // Weighted objective sum_ij h_ij P_ij^2: the optimizer's own k x k block first (spec 5.3's L), then the
@@ -75,7 +86,10 @@ double refine_rounding_cpu(const TensorView& w, const LowRank& basis, QuantizedT
     };
     std::vector<double> p = initial_projection(w, q, basis);
     const double block_limit = block2(p);
-    double spent = 0, budget = -1;
+    std::vector<float> vt(static_cast<std::size_t>(n * k));  // V^T: a column of V is contiguous
+    for (std::int64_t j = 0; j < k; ++j)
+        for (std::int64_t c = 0; c < n; ++c) vt[static_cast<std::size_t>(c * k + j)] = basis.v[static_cast<std::size_t>(j * n + c)];
+    double spent = 0, budget = -1, total_error2 = 0;
     for (int round = 0; round < kRounds; ++round) {
         const double start = std::sqrt(weighted(p));
         if (start == 0) break;
@@ -95,56 +109,75 @@ double refine_rounding_cpu(const TensorView& w, const LowRank& basis, QuantizedT
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(n), static_cast<int>(k), 1.0f,
                         up.data() + r0 * k, static_cast<int>(k), basis.v.data(), static_cast<int>(n), 0.0f, g.data(), static_cast<int>(n));
             auto& out = found[static_cast<std::size_t>(b)];
+            double e2 = 0;
             for (std::int64_t i = 0; i < rows; ++i) {
                 decode_row_cpu(w, r0 + i, 0, n, wrow.data());
                 row_scales(q, r0 + i, d.data());
+                const std::uint8_t* codes = q.codes.data() + (r0 + i) * n;
+                const float* gr = g.data() + i * n;
                 for (std::int64_t c = 0; c < n; ++c) {
-                    const std::int64_t at = (r0 + i) * n + c;
-                    const std::uint8_t code = q.codes[static_cast<std::size_t>(at)];
-                    const double s = d[static_cast<std::size_t>(c)];
-                    const double e = values[code] * s - wrow[static_cast<std::size_t>(c)];
-                    error2[static_cast<std::size_t>(b)] += e * e;
-                    const double grad = g[static_cast<std::size_t>(i * n + c)];
-                    if (grad == 0 || s == 0) continue;
-                    const int step = grad > 0 ? -1 : 1;  // against the gradient of ||P||^2 / 2
-                    const int target = code_index(fp8, code) + step;
-                    if (target < -max_index || target > max_index) continue;
-                    const double delta = (values[index_code(fp8, target)] - values[code]) * s;
-                    const double cost = 2 * e * delta + delta * delta;
-                    if (cost > kCostShare * delta * delta) continue;
-                    const double gain = -grad * delta;  // first-order decrease of ||P||^2 / 2
-                    out.push_back({at, static_cast<float>(gain / std::max(cost, 1e-30 * delta * delta)), static_cast<float>(delta),
-                                   static_cast<float>(std::max(cost, 0.0)), static_cast<std::int8_t>(step)});
+                    const std::uint8_t code = codes[c];
+                    const float sc = d[static_cast<std::size_t>(c)];
+                    const float e = values[code] * sc - wrow[static_cast<std::size_t>(c)];
+                    if (round == 0) e2 += static_cast<double>(e) * e;
+                    const float grad = gr[c];
+                    // The move against the gradient of ||P||^2 / 2, in dequantized units (0 at the grid's end).
+                    const float delta = (grad > 0 ? step_down[code] : step_up[code]) * sc;
+                    // cost = 2 e delta + delta^2 <= kCostShare delta^2, and a real move
+                    if (!(2 * e * delta <= (kCostShareF - 1) * delta * delta) || delta == 0 || grad == 0) continue;
+                    const double cost = std::max(0.0, 2.0 * e * delta + static_cast<double>(delta) * delta);
+                    const double gain = -static_cast<double>(grad) * delta;  // first-order decrease of ||P||^2 / 2
+                    out.push_back({(r0 + i) * n + c, static_cast<float>(gain / std::max(cost, 1e-30 * delta * delta)), delta,
+                                   static_cast<float>(cost), static_cast<std::int8_t>(grad > 0 ? -1 : 1)});
                 }
             }
+            error2[static_cast<std::size_t>(b)] = e2;
         });
         std::vector<Candidate> all;
-        double total_error2 = 0;
         for (std::size_t b = 0; b < found.size(); ++b) {
             all.insert(all.end(), found[b].begin(), found[b].end());
-            total_error2 += error2[b];
+            if (round == 0) total_error2 += error2[b];
         }
-        std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) {
+        // Only the best candidates can matter before the budget runs out: keep a generous head, sorted.
+        const auto better = [](const Candidate& a, const Candidate& b) {
             return a.ratio != b.ratio ? a.ratio > b.ratio : a.element < b.element;
-        });
+        };
+        const std::size_t head = std::min(all.size(), std::max<std::size_t>(kMinHead, static_cast<std::size_t>(m * n / kHeadDivisor)));
+        std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(head), all.end(), better);
+        all.resize(head);
+        std::sort(all.begin(), all.end(), better);
         double norm2 = start * start;
         if (budget < 0) budget = kBudget * total_error2;
-        std::vector<double> delta_p(static_cast<std::size_t>(k * k));
+        double block = block2(p);
+        std::vector<double> hp(static_cast<std::size_t>(k * k)), ui(static_cast<std::size_t>(k));
         for (const Candidate& cand : all) {
             if (spent + cand.cost > budget) break;
             const std::int64_t r = cand.element / n, c = cand.element % n;
-            double next2 = 0;
+            const float* u = basis.u.data() + r * k;
+            const float* v = vt.data() + c * k;
+            // ||P + d u v^T||_h^2 = ||P||_h^2 + 2 d u^T (h.P) v + d^2 sum h u_i^2 v_j^2, and the same on the block.
+            double cross = 0, square = 0, block_cross = 0, block_square = 0;
             for (std::int64_t i = 0; i < k; ++i) {
-                const double ui = static_cast<double>(cand.delta) * basis.u[static_cast<std::size_t>(r * k + i)];
                 for (std::int64_t j = 0; j < k; ++j) {
-                    const double x = p[static_cast<std::size_t>(i * k + j)] + ui * basis.v[static_cast<std::size_t>(j * n + c)];
-                    delta_p[static_cast<std::size_t>(i * k + j)] = x;
-                    next2 += h[static_cast<std::size_t>(i * k + j)] * x * x;
+                    const auto at = static_cast<std::size_t>(i * k + j);
+                    const double uv = static_cast<double>(u[i]) * v[j];
+                    const double a = p[at] * uv, b2 = uv * uv;
+                    cross += h[at] * a;
+                    square += h[at] * b2;
+                    if (h[at] == kPriorityWeight) {
+                        block_cross += a;
+                        block_square += b2;
+                    }
                 }
             }
-            if (next2 >= norm2 || block2(delta_p) > block_limit) continue;
-            p.swap(delta_p);
+            const double d = cand.delta;
+            const double next2 = norm2 + 2 * d * cross + d * d * square;
+            const double next_block = block + 2 * d * block_cross + d * d * block_square;
+            if (next2 >= norm2 || next_block > block_limit) continue;
+            for (std::int64_t i = 0; i < k; ++i)
+                for (std::int64_t j = 0; j < k; ++j) p[static_cast<std::size_t>(i * k + j)] += d * u[i] * static_cast<double>(v[j]);
             norm2 = next2;
+            block = next_block;
             spent += cand.cost;
             auto& code = q.codes[static_cast<std::size_t>(cand.element)];
             code = index_code(fp8, code_index(fp8, code) + cand.step);

@@ -285,7 +285,18 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
     if (json.data() == nullptr) fail(path, "cannot allocate " + std::to_string(header_length) + " bytes for the header");
     pread_exact(path, fd.get(), json.data(), header_length, 8);
     simdjson::dom::parser parser;
-    return build_header(path, parser.parse(json), header_length, file_size);
+    SafetensorsHeader header = build_header(path, parser.parse(json), header_length, file_size);
+    header.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    std::uint64_t h = 0xCBF29CE484222325ull;
+    for (std::size_t i = 0; i < json.size(); ++i) h = (h ^ static_cast<unsigned char>(json.data()[i])) * 0x100000001B3ull;
+    header.header_hash = h;
+    return header;
+}
+
+const std::string* SafetensorsHeader::metadata_value(std::string_view key) const {
+    for (const auto& kv : metadata)
+        if (kv.first == key) return &kv.second;
+    return nullptr;
 }
 
 }  // namespace quantflow

@@ -45,7 +45,13 @@ struct SafetensorsHeader {
     std::vector<TensorInfo> tensors;   // sorted by (begin, end): file order
     bool has_metadata = false;
     std::vector<std::pair<std::string, std::string>> metadata;  // in the order the file lists them
+    // Identity of the file on disk (read_safetensors_header only): modification time and a 64-bit FNV-1a
+    // hash of the header bytes. Resume compares them with what an output's provenance recorded.
+    std::int64_t mtime_ns = 0;
+    std::uint64_t header_hash = 0;
 
+    // The value of a __metadata__ key, or nullptr.
+    const std::string* metadata_value(std::string_view key) const;
     // Index of the tensor with this name, or -1.
     std::ptrdiff_t find(std::string_view name) const;
 };
