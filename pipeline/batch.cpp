@@ -209,7 +209,9 @@ BatchLock::BatchLock(const std::string& dir, const Shard& shard) {
 }
 
 BatchLock::~BatchLock() {
-    if (fd_ >= 0) ::close(fd_);  // closing drops the flock
+    if (fd_ < 0) return;
+    ::unlink(path_.c_str());  // while still holding it: a waiting run finds the name free or the lock held
+    ::close(fd_);             // closing drops the flock (the kernel does the same for a killed process)
 }
 
 std::size_t remove_stale_temps(const std::vector<std::string>& outputs) {

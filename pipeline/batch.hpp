@@ -42,8 +42,9 @@ struct Shard {
 Shard parse_shard(std::string_view text);
 bool in_shard(const std::string& key, const Shard& shard);
 
-// Holds an exclusive flock on DIR/.quantflow-batch[.shard-I-of-N].lock for its lifetime; throws Error when
-// another live process holds it (the kernel drops the lock of a killed process).
+// Holds an exclusive flock on DIR/.quantflow-batch[.shard-I-of-N].lock for its lifetime and removes the file
+// at the end; throws Error when another live process holds it (the kernel drops the lock of a killed
+// process, so a file left by a crash does not block the next run).
 class BatchLock {
 public:
     BatchLock(const std::string& dir, const Shard& shard);
