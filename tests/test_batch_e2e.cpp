@@ -179,3 +179,19 @@ TEST_CASE("--model auto: plan names the detected architecture; an explicit flag 
     CHECK(log.find("model: --model auto ignored, explicit model flags win") != std::string::npos);
     CHECK(log.find("model profiles: t5xxl") != std::string::npos);
 }
+
+TEST_CASE("batch: SIGINT abandons the file in flight, removes its temp file and still writes the report") {
+    const std::string dir = qftest::temp_dir("batch_sigint");
+    std::filesystem::create_directories(dir + "/in");
+    for (int i = 0; i < 2; ++i) write_model(dir + "/in/s" + std::to_string(i) + ".safetensors", 1536, 1536, 40 + i);
+    std::string log;
+    const int rc = qftest::run_command("(" + kBinary + " batch " + dir + "/in --out-dir " + dir + "/out --comfy_quant --optimizer adamw "
+                                       "--num_iter 300 --manual_seed 0 --progress none --report " + dir + "/r.json & pid=$!; "
+                                       "sleep 0.5; kill -INT $pid; wait $pid)", log);
+    INFO(log);
+    CHECK(rc == 130);
+    const auto st = statuses(dir + "/r.json");
+    CHECK(st.at("s0.safetensors") == "interrupted");
+    CHECK(st.at("s1.safetensors") == "not_started");
+    CHECK(qftest::list_dir(dir + "/out").empty());  // no output, no temp file, lock file removed
+}
