@@ -6,6 +6,9 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/error.hpp"
+#if QF_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.hpp"
+#endif
 
 namespace quantflow {
 
@@ -23,6 +26,24 @@ DeviceChoice parse_device(std::string_view text) {
 }
 
 std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& why) {
+#if QF_HAVE_CUDA
+    const int gpus = cuda_device_count();
+    switch (device.kind) {
+        case DeviceKind::Cuda:
+            why = "device: cuda:" + std::to_string(device.cuda_index) + " (" + cuda_device_description(device.cuda_index) +
+                  ", requested with --device)";
+            return make_cuda_backend(device.cuda_index);
+        case DeviceKind::Cpu: why = "device: cpu (requested with --device cpu)"; return make_cpu_backend();
+        case DeviceKind::Auto:
+            if (gpus > 0) {
+                why = "device: cuda:0 (" + cuda_device_description(0) + "; --device auto found " + std::to_string(gpus) + " GPU(s))";
+                return make_cuda_backend(0);
+            }
+            why = "device: cpu (--device auto found no CUDA device or driver)";
+            return make_cpu_backend();
+    }
+    return make_cpu_backend();
+#else
     switch (device.kind) {
         case DeviceKind::Cuda:
             throw Error("--device cuda: this quantflow build has no CUDA backend (use --device cpu or auto)",
@@ -31,6 +52,7 @@ std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& w
         case DeviceKind::Auto: why = "device: cpu (this build has no CUDA backend)"; break;
     }
     return make_cpu_backend();
+#endif
 }
 
 }  // namespace quantflow

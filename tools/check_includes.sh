@@ -20,5 +20,8 @@ done
 # Only kernels/backend.cpp may know whether CUDA exists.
 hits=$(grep -rln "QF_HAVE_CUDA" --include='*.cpp' --include='*.hpp' kernels stages pipeline tools | grep -v '^kernels/backend.cpp$' || true)
 if [ -n "$hits" ]; then echo "QF_HAVE_CUDA outside kernels/backend.cpp:"; echo "$hits"; bad=1; fi
+# No CUDA type in any .hpp (STYLE convention 2): CUDA headers only in .cu / .cuh files.
+hits=$(grep -rnE '#include <(cuda|cublas|cusolver)' --include='*.hpp' --include='*.cpp' kernels stages pipeline tools || true)
+if [ -n "$hits" ]; then echo "CUDA header outside .cu/.cuh:"; echo "$hits"; bad=1; fi
 if [ "$bad" -eq 0 ]; then echo "include check: 1 passed, 0 failed"; else echo "include check: 0 passed, 1 failed"; fi
 exit "$bad"

@@ -1,0 +1,186 @@
+// The CUDA backend: round-to-nearest quantization, the bias-correction product and the top-k SVD on the
+// GPU. Learned rounding and quality metrics still run through the CPU implementation (the GPU kernels for
+// them are the next step of issue 4); results are the same either way.
+#include "kernels/cuda/cuda_backend.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/handles.cuh"
+#include "kernels/cuda/quantize.cuh"
+#include "kernels/cuda/svd.cuh"
+#include "kernels/numerics.hpp"
+
+namespace quantflow {
+namespace {
+
+using cuda::DeviceBuffer;
+
+std::size_t element_bytes(DType d) { return d == DType::F32 ? 4 : 2; }
+
+cuda::ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
+    cuda::ScaleGrid g;
+    g.block_rows = scale_block_rows(spec, rows);
+    g.block_cols = scale_block_cols(spec, cols);
+    g.grid_rows = scale_rows(spec, rows);
+    g.grid_cols = scale_cols(spec, cols);
+    return g;
+}
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        QF_CUDA_CHECK(cudaSetDevice(device_));
+        stream_ = std::make_unique<cuda::Stream>();
+        solver_ = std::make_unique<cuda::Solver>(stream_->get());
+    }
+    ~CudaBackend() override {
+        solver_.reset();
+        stream_.reset();
+    }
+
+    std::string name() const override { return "cuda:" + std::to_string(device_); }
+
+    QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
+        QF_EXPECT(format_fits(spec, w.rows, w.cols),
+                  "tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
+                      "] does not fit " + std::string(format_label(spec.format)) + " with block size " + std::to_string(spec.block_size));
+        std::lock_guard lock(mutex_);
+        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const auto& s = *stream_;
+        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
+        const cuda::DeviceWeight dw{raw.get(), w.dtype, w.rows, w.cols};
+        const cuda::ScaleGrid g = grid_of(spec, w.rows, w.cols);
+        const auto cells = static_cast<std::size_t>(g.cells());
+
+        DeviceBuffer<unsigned int> amax(cells);
+        DeviceBuffer<unsigned long long> bad(1);
+        QF_CUDA_CHECK(cudaMemsetAsync(amax.get(), 0, cells * sizeof(unsigned int), s.get()));
+        QF_CUDA_CHECK(cudaMemsetAsync(bad.get(), 0xFF, sizeof(unsigned long long), s.get()));
+        cuda::cell_amax(dw, g, amax.get(), bad.get(), s.get());
+        std::vector<unsigned int> amax_bits(cells);
+        unsigned long long bad_row = 0;
+        cuda::download(amax_bits.data(), amax, cells, s);
+        cuda::download(&bad_row, bad, 1, s);
+        s.sync();
+        if (bad_row != std::numeric_limits<unsigned long long>::max())
+            throw Error("tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
+                        "] holds NaN or Inf in row " + std::to_string(bad_row) + "; refusing to quantize it");
+
+        // Scales on the host with the CPU's own formulas (numerics.hpp): bit-identical by construction.
+        const bool fp8 = is_fp8(spec.format), reciprocal_first = spec.format == QuantFormat::Fp8Block;
+        QuantizedTensor q;
+        q.spec = spec;
+        q.rows = w.rows;
+        q.cols = w.cols;
+        q.scales.resize(cells);
+        std::vector<float> factor(cells);
+        unsigned int tensor_amax = 0;
+        for (std::size_t c = 0; c < cells; ++c) {
+            const float a = bits_f32(amax_bits[c]);
+            tensor_amax = std::max(tensor_amax, amax_bits[c]);
+            if (fp8) {
+                factor[c] = reciprocal_first ? fp8_multiplier_reciprocal_first(a) : fp8_multiplier(a);
+                q.scales[c] = 1.0f / factor[c];
+            } else {
+                factor[c] = int8_step(a);
+                q.scales[c] = factor[c];
+            }
+        }
+        DeviceBuffer<float> dfactor(cells);
+        DeviceBuffer<std::uint8_t> codes(n);
+        cuda::upload(dfactor, factor.data(), cells, s);
+        cuda::encode(dw, g, dfactor.get(), fp8, codes.get(), s.get());
+        q.codes.resize(n);
+        cuda::download(q.codes.data(), codes, n, s);
+        s.sync();
+        // The reference stores scale 1.0 everywhere for an all-zero weight (its codes are all zero).
+        if (tensor_amax == 0) std::fill(q.scales.begin(), q.scales.end(), 1.0f);
+        return q;
+    }
+
+    void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) override {
+        QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
+                  "residual_gemv: vector sizes do not match the weight");
+        std::lock_guard lock(mutex_);
+        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const auto& s = *stream_;
+        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+        DeviceBuffer<std::uint8_t> codes(n);
+        DeviceBuffer<float> scales(q.scales.size()), dx(x.size()), dy(y.size());
+        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
+        cuda::upload(codes, q.codes.data(), n, s);
+        cuda::upload(scales, q.scales.data(), q.scales.size(), s);
+        cuda::upload(dx, x.data(), x.size(), s);
+        cuda::residual_gemv({raw.get(), w.dtype, w.rows, w.cols}, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(),
+                            is_fp8(q.spec.format), dx.get(), dy.get(), s.get());
+        cuda::download(y.data(), dy, y.size(), s);
+        s.sync();
+    }
+
+    LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) override {
+        if (settings.exact) return top_k_svd_cpu(name, w, settings);  // LAPACK gesdd: cuSOLVER's gesvd needs m >= n
+        std::lock_guard lock(mutex_);
+        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const auto& s = *stream_;
+        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+        DeviceBuffer<float> f32(n);
+        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
+        cuda::decode({raw.get(), w.dtype, w.rows, w.cols}, f32.get(), s.get());
+        return cuda::randomized_svd(*solver_, s, f32.get(), w.rows, w.cols, settings);
+    }
+
+    RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
+                                QuantizedTensor& q) override {
+        return learned_round_cpu(name, w, basis, settings, q);
+    }
+
+    QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs) override {
+        return measure_cpu(w, q, basis, inputs);
+    }
+
+private:
+    int device_;
+    std::mutex mutex_;  // one stream for now: jobs take turns on the GPU
+    std::unique_ptr<cuda::Stream> stream_;
+    std::unique_ptr<cuda::Solver> solver_;
+};
+
+}  // namespace
+
+int cuda_device_count() noexcept {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky "no driver" error
+        return 0;
+    }
+    return n;
+}
+
+std::string cuda_device_description(int device) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return "";
+    char text[256];
+    std::snprintf(text, sizeof text, "%s, %.1f GiB, sm_%d%d", prop.name, static_cast<double>(prop.totalGlobalMem) / (1 << 30), prop.major,
+                  prop.minor);
+    return text;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+    const int count = cuda_device_count();
+    QF_EXPECT(device >= 0 && device < count,
+              "--device cuda:" + std::to_string(device) + ": " + (count == 0 ? std::string("no CUDA device (or no driver) on this machine")
+                                                                                : std::to_string(count) + " CUDA device(s) present"));
+    return std::make_unique<CudaBackend>(device);
+}
+
+}  // namespace quantflow

@@ -1,0 +1,85 @@
+// kernels/cuda/handles.cuh: RAII for device memory, pinned host memory, streams and solver handles.
+// Move-only; nothing CUDA lives in a static (STYLE convention 4).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <utility>
+
+#include "kernels/cuda/check.cuh"
+
+namespace quantflow::cuda {
+
+template <typename T>
+class DeviceBuffer {
+public:
+    DeviceBuffer() = default;
+    explicit DeviceBuffer(std::size_t count) : count_(count) {
+        if (count) QF_CUDA_CHECK(cudaMalloc(&ptr_, count * sizeof(T)));
+    }
+    ~DeviceBuffer() {
+        if (ptr_) cudaFree(ptr_);
+    }
+    DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)) {}
+    DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+        std::swap(ptr_, o.ptr_);
+        std::swap(count_, o.count_);
+        return *this;
+    }
+    DeviceBuffer(const DeviceBuffer&) = delete;
+    DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+    T* get() const { return ptr_; }
+    std::size_t size() const { return count_; }
+
+private:
+    T* ptr_ = nullptr;
+    std::size_t count_ = 0;
+};
+
+class Stream {
+public:
+    Stream() { QF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+    ~Stream() {
+        if (s_) cudaStreamDestroy(s_);
+    }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    cudaStream_t get() const { return s_; }
+    void sync() const { QF_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+private:
+    cudaStream_t s_ = nullptr;
+};
+
+class Solver {
+public:
+    explicit Solver(cudaStream_t stream) {
+        QF_CUSOLVER_CHECK(cusolverDnCreate(&h_));
+        QF_CUSOLVER_CHECK(cusolverDnSetStream(h_, stream));
+        QF_CUSOLVER_CHECK(cusolverDnCreateParams(&params_));
+    }
+    ~Solver() {
+        if (params_) cusolverDnDestroyParams(params_);
+        if (h_) cusolverDnDestroy(h_);
+    }
+    Solver(const Solver&) = delete;
+    Solver& operator=(const Solver&) = delete;
+    cusolverDnHandle_t get() const { return h_; }
+    cusolverDnParams_t params() const { return params_; }
+
+private:
+    cusolverDnHandle_t h_ = nullptr;
+    cusolverDnParams_t params_ = nullptr;
+};
+
+// Copies host -> device / device -> host on a stream and waits.
+template <typename T>
+void upload(DeviceBuffer<T>& dst, const T* src, std::size_t count, const Stream& s) {
+    QF_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src, count * sizeof(T), cudaMemcpyHostToDevice, s.get()));
+}
+template <typename T>
+void download(T* dst, const DeviceBuffer<T>& src, std::size_t count, const Stream& s) {
+    QF_CUDA_CHECK(cudaMemcpyAsync(dst, src.get(), count * sizeof(T), cudaMemcpyDeviceToHost, s.get()));
+}
+
+}  // namespace quantflow::cuda

@@ -1,0 +1,43 @@
+// kernels/cuda/quantize.cuh: round-to-nearest quantization and the bias-correction product on the GPU.
+//
+// Every value is computed with the scalar functions of numerics.hpp in the same order as the CPU backend
+// (no FMA contraction: the CUDA sources build with --fmad=false), so codes, scales and corrected biases are
+// bit-identical to the CPU's; tests/test_cuda_vs_cpu.cpp checks it.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/dtype.hpp"
+
+namespace quantflow::cuda {
+
+// A weight on the device in its file dtype (F32, F16 or BF16), row-major.
+struct DeviceWeight {
+    const void* data = nullptr;
+    DType dtype = DType::F32;
+    std::int64_t rows = 0, cols = 0;
+};
+
+// The scale grid: cells of block_rows x block_cols elements, grid_cols cells per grid row.
+struct ScaleGrid {
+    std::int64_t block_rows = 1, block_cols = 1, grid_rows = 1, grid_cols = 1;
+    std::int64_t cells() const { return grid_rows * grid_cols; }
+};
+
+// amax_bits[cell] = largest |x| of the cell as float32 bits (must start at 0); bad_row = lowest row holding a
+// NaN or Inf (must start at UINT64_MAX).
+void cell_amax(const DeviceWeight& w, const ScaleGrid& g, unsigned int* amax_bits, unsigned long long* bad_row, cudaStream_t s);
+
+// codes[i] = FP8: e4m3(clamp(x * factor[cell], +-448)); INT8: clamp(round_half_even(x / factor[cell]), +-127).
+void encode(const DeviceWeight& w, const ScaleGrid& g, const float* factor, bool fp8, std::uint8_t* codes, cudaStream_t s);
+
+// y[r] = sum_c (w[r,c] - code_value * scale[cell]) * x[c], in the CPU's 8 fixed lanes and combination order.
+void residual_gemv(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+                   const float* x, float* y, cudaStream_t s);
+
+// out = w as float32 (row-major).
+void decode(const DeviceWeight& w, float* out, cudaStream_t s);
+
+}  // namespace quantflow::cuda

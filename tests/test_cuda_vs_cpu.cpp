@@ -1,0 +1,133 @@
+// [gpu] Every CUDA backend method against the CPU backend: bit-identical quantization (codes and scales) and
+// bias-correction product in every format and dtype, the randomized SVD against LAPACK's exact one, and the
+// binary's --simple output with --device cuda byte-identical to --device cpu.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cuda/cuda_backend.hpp"
+#include "kernels/error.hpp"
+#include "tests/test_support.hpp"
+
+using namespace quantflow;
+
+namespace {
+
+std::string env_or(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? v : fallback;
+}
+
+Backend& gpu() {
+    static std::unique_ptr<Backend> backend = make_cuda_backend(0);
+    return *backend;
+}
+
+std::vector<std::byte> weight_bytes(DType dtype, std::size_t n, std::uint64_t seed) {
+    if (dtype == DType::F32) return qftest::random_f32(n, seed);
+    std::vector<std::byte> b = qftest::random_bf16(n, seed);
+    if (dtype == DType::F16) {  // reinterpret the same values as f16 bit patterns of similar magnitude
+        for (std::size_t i = 0; i + 1 < b.size(); i += 2) b[i + 1] = static_cast<std::byte>(static_cast<unsigned>(b[i + 1]) & 0xBF);
+    }
+    return b;
+}
+
+const QuantSpec kSpecs[] = {{QuantFormat::Fp8Tensor, 64}, {QuantFormat::Fp8Row, 64},     {QuantFormat::Fp8Block, 64},
+                            {QuantFormat::Fp8Block2d, 64}, {QuantFormat::Int8Block, 64},  {QuantFormat::Int8Lode, 128},
+                            {QuantFormat::Int8Tensor, 64}, {QuantFormat::Int8Row, 64},    {QuantFormat::Int8Block, 128}};
+
+}  // namespace
+
+TEST_CASE("gpu quantize: codes and scales bit-identical to the CPU in every format and dtype") {
+    for (const DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+        const std::vector<std::byte> bytes = weight_bytes(dtype, 384 * 512, 7);
+        const TensorView w{bytes.data(), dtype, 384, 512};
+        for (const QuantSpec& spec : kSpecs) {
+            CAPTURE(format_label(spec.format));
+            CAPTURE(spec.block_size);
+            CAPTURE(static_cast<int>(dtype));
+            const QuantizedTensor c = quantize_cpu("w", w, spec), g = gpu().quantize("w", w, spec);
+            CHECK(g.codes == c.codes);
+            REQUIRE(g.scales.size() == c.scales.size());
+            CHECK(std::memcmp(g.scales.data(), c.scales.data(), c.scales.size() * 4) == 0);
+        }
+    }
+}
+
+TEST_CASE("gpu quantize: all-zero weights get scale 1.0, NaN names the row") {
+    std::vector<std::byte> zeros(64 * 64 * 2);
+    const TensorView z{zeros.data(), DType::BF16, 64, 64};
+    const QuantizedTensor q = gpu().quantize("zero", z, {QuantFormat::Fp8Tensor, 64});
+    CHECK(q.scales == std::vector<float>{1.0f});
+    std::vector<float> bad(32 * 48, 0.5f);
+    bad[17 * 48 + 3] = NAN;
+    const TensorView b{reinterpret_cast<const std::byte*>(bad.data()), DType::F32, 32, 48};
+    CHECK_THROWS_WITH_AS(gpu().quantize("bad.weight", b, {QuantFormat::Fp8Row, 64}),
+                         "tensor 'bad.weight' [32, 48] holds NaN or Inf in row 17; refusing to quantize it", Error);
+}
+
+TEST_CASE("gpu bias-correction product: bit-identical to the CPU's fixed-lane sums") {
+    const std::vector<std::byte> bytes = weight_bytes(DType::BF16, 300 * 1000, 9);
+    const TensorView w{bytes.data(), DType::BF16, 300, 1000};
+    const std::vector<std::byte> xb = qftest::random_f32(1000, 10, 1.0f);
+    std::vector<float> x(1000);
+    std::memcpy(x.data(), xb.data(), 4000);
+    for (const QuantSpec& spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Int8Lode, 100}}) {
+        const QuantizedTensor q = quantize_cpu("w", w, spec);
+        std::vector<float> yc(300), yg(300);
+        residual_gemv_cpu(w, q, x, yc);
+        gpu().residual_gemv(w, q, x, yg);
+        CHECK(std::memcmp(yc.data(), yg.data(), 300 * 4) == 0);
+    }
+}
+
+TEST_CASE("gpu randomized SVD (cusolverDnXgesvdr) finds LAPACK's top-k subspace, both orientations") {
+    for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{512, 1536}, {1536, 512}}) {
+        CAPTURE(rows);
+        std::vector<float> w(static_cast<std::size_t>(rows * cols));
+        const auto a = qftest::random_f32(static_cast<std::size_t>(rows * 8), 1, 1.0f), b = qftest::random_f32(static_cast<std::size_t>(8 * cols), 2, 1.0f);
+        const auto e = qftest::random_f32(w.size(), 3, 0.01f);
+        const float* af = reinterpret_cast<const float*>(a.data());
+        const float* bf = reinterpret_cast<const float*>(b.data());
+        const float* ef = reinterpret_cast<const float*>(e.data());
+        for (std::int64_t r = 0; r < rows; ++r)
+            for (std::int64_t c = 0; c < cols; ++c) {
+                double s = 0;
+                for (int j = 0; j < 8; ++j) s += af[r * 8 + j] * bf[j * cols + c] * (8 - j);
+                w[static_cast<std::size_t>(r * cols + c)] = static_cast<float>(s) + ef[r * cols + c];
+            }
+        const TensorView view{reinterpret_cast<const std::byte*>(w.data()), DType::F32, rows, cols};
+        const LowRank g = gpu().top_k_svd("w", view, {6, 0, 10, 4, false});
+        const LowRank c = top_k_svd_cpu("w", view, {6, 0, 10, 4, true});
+        for (int i = 0; i < 6; ++i) CHECK(g.sigma[static_cast<std::size_t>(i)] == doctest::Approx(c.sigma[static_cast<std::size_t>(i)]).epsilon(1e-4));
+        double overlap = 0;
+        for (int i = 0; i < 6; ++i)
+            for (int j = 0; j < 6; ++j) {
+                double su = 0;
+                for (std::int64_t r = 0; r < rows; ++r) su += g.u[static_cast<std::size_t>(r * 6 + i)] * c.u[static_cast<std::size_t>(r * 6 + j)];
+                overlap += su * su;
+            }
+        CHECK(overlap == doctest::Approx(6.0).epsilon(1e-4));
+    }
+}
+
+TEST_CASE("gpu end to end: --simple output with --device cuda is byte-identical to --device cpu, every format") {
+    const std::string binary = env_or("QF_BINARY", QF_BINARY), fixtures = env_or("QF_FIXTURES", QF_FIXTURES);
+    const std::string dir = qftest::temp_dir("gpu_e2e");
+    const char* formats[] = {"", "--scaling_mode row", "--scaling_mode block", "--scaling_mode block2d", "--int8",
+                             "--int8 --kernel_backend lodewise", "--int8 --scaling_mode tensor", "--int8 --scaling_mode row"};
+    std::string log;
+    for (const char* f : formats) {
+        CAPTURE(f);
+        for (const char* device : {"cpu", "cuda"})
+            REQUIRE(qftest::run_command(binary + " -i " + fixtures + "/small_model.safetensors -o " + dir + "/" + device +
+                                            ".safetensors --overwrite --comfy_quant --simple --manual_seed 0 --progress none --device " +
+                                            device + " " + f, log) == 0);
+        CHECK(qftest::read_file(dir + "/cpu.safetensors") == qftest::read_file(dir + "/cuda.safetensors"));
+    }
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""GPU-machine benchmark (run by tools/gpu_run.sh): quantflow --device cuda and --device cpu on a generated
+WAN 2.1 14B-shaped model, beside the disk's own read and read+write (fdatasync) time for the same bytes,
+measured in the same run. Reports wall time, peak RSS, peak GPU memory and GPU busy fraction (nvidia-smi
+sampled every 100 ms), and ratios against the disk floor.
+
+usage: bench_gpu.py --binary PATH [--workdir /tmp] [--blocks 4] [--modes simple,int8]
+"""
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+MODES = {
+    "simple": ["--comfy_quant", "--simple"],
+    "int8": ["--comfy_quant", "--simple", "--int8", "--block_size", "128"],
+    "original": ["--comfy_quant", "--optimizer", "original", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
+                 "--min_k", "1", "--max_k", "16"],
+}
+
+
+class GpuSampler(threading.Thread):
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = False
+        self.mem = 0
+        self.busy = []
+
+    def run(self):
+        while not self.stop:
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=5).stdout.split(",")
+                self.mem = max(self.mem, int(out[0]))
+                self.busy.append(int(out[1]))
+            except Exception:
+                pass
+            time.sleep(0.1)
+
+
+def timed(cmd):
+    sampler = GpuSampler()
+    sampler.start()
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    sampler.stop = True
+    sampler.join()
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    busy = sum(1 for b in sampler.busy if b > 0) / max(1, len(sampler.busy))
+    if proc.returncode != 0:
+        print(proc.stdout + proc.stderr, file=sys.stderr)
+    return proc.returncode, wall, rss, sampler.mem, busy
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--workdir", default="/tmp")
+    ap.add_argument("--blocks", default="4")
+    ap.add_argument("--modes", default="simple,int8")
+    ap.add_argument("--devices", default="cuda,cpu")
+    a = ap.parse_args()
+    here = os.path.dirname(os.path.abspath(__file__))
+    model = os.path.join(a.workdir, "wan_bench.safetensors")
+    if not os.path.exists(model):
+        subprocess.run([sys.executable, os.path.join(here, "make_demo_model.py"), "--preset", "wan14b", "--blocks", a.blocks,
+                        "-o", model], check=True)
+    size = os.path.getsize(model)
+    _, read_s, _, _, _ = timed(["dd", f"if={model}", "of=/dev/null", "bs=64M"])
+    copy = os.path.join(a.workdir, "copy.safetensors")
+    _, rw_s, _, _, _ = timed(["dd", f"if={model}", f"of={copy}", "bs=64M", "conv=fdatasync"])
+    os.remove(copy)
+    print(f"model {size / 1e9:.2f} GB; read {read_s:.2f} s ({size / read_s / 1e9:.2f} GB/s); read+write (fdatasync) {rw_s:.2f} s")
+    print(f"{'mode':9s} {'device':6s} {'wall s':>7s} {'GB/s':>6s} {'vs r+w':>7s} {'RSS MiB':>8s} {'GPU MiB':>8s} {'GPU busy':>8s}")
+    for mode in a.modes.split(","):
+        for device in a.devices.split(","):
+            out = os.path.join(a.workdir, f"out_{mode}_{device}.safetensors")
+            rc, wall, rss, mem, busy = timed([a.binary, "-i", model, "-o", out, "--overwrite", "--manual_seed", "0", "--progress",
+                                               "none", "--wan", "--device", device, *MODES[mode]])
+            status = "" if rc == 0 else f"  FAILED rc={rc}"
+            print(f"{mode:9s} {device:6s} {wall:7.2f} {size / wall / 1e9:6.2f} {wall / rw_s:7.2f} {rss / 2**20:8.0f} {mem:8d} "
+                  f"{busy:8.0%}{status}", flush=True)
+            if os.path.exists(out):
+                os.remove(out)
+
+
+if __name__ == "__main__":
+    main()
