@@ -47,10 +47,10 @@ def write_weights(path):
             f.write(blob)
 
 
-def run_quantflow(binary, weights, mode, work):
+def run_quantflow(binary, weights, mode, work, device):
     report = os.path.join(work, f"report_{mode}.json")
     args = [binary, "-i", weights, "-o", os.path.join(work, f"out_{mode}.safetensors"), "--overwrite", "--comfy_quant",
-            "--manual_seed", "0", "--progress", "none", "--report", report]
+            "--manual_seed", "0", "--progress", "none", "--report", report, "--device", device]
     args += ["--simple"] if mode == "simple" else ["--optimizer", mode, "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
                                                   "--min_k", "1", "--max_k", "16"]
     start = time.monotonic()
@@ -63,12 +63,14 @@ def run_quantflow(binary, weights, mode, work):
 
 def run_reference(python, weights, modes):
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_reference_rounding.py")
-    out = subprocess.run([python, script, weights, *modes], check=True, capture_output=True, text=True).stdout
     times = {}
-    for line in out.splitlines():
-        if line.startswith("{"):
-            r = json.loads(line)
-            times[(r["tensor"], r["mode"])] = r["seconds"]
+    with subprocess.Popen([python, script, weights, *modes], stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:  # streamed: a run cut short still shows what finished
+            if line.startswith("{"):
+                r = json.loads(line)
+                times[(r["tensor"], r["mode"])] = r["seconds"]
+                print(f"reference {r['tensor']} {r['mode']:9s} {r['seconds']:9.2f} s ({r['threads']} threads, torch {r['torch']})",
+                      file=sys.stderr, flush=True)
     return times
 
 
@@ -80,6 +82,7 @@ def main():
     ap.add_argument("--modes", default="simple,original,adamw,radam")
     ap.add_argument("--workdir", default=tempfile.gettempdir())
     ap.add_argument("--json", default="", help="also write the results here")
+    ap.add_argument("--device", default="cpu", help="quantflow --device (default cpu: issue 3 compares CPU with CPU)")
     a = ap.parse_args()
     modes = a.modes.split(",")
     with tempfile.TemporaryDirectory(dir=a.workdir, prefix="qf_bench_rounding.") as work:
@@ -87,10 +90,11 @@ def main():
         write_weights(weights)
         ours = {}
         for mode in modes:
-            per_layer, wall = run_quantflow(a.binary, weights, mode, work)
+            per_layer, wall = run_quantflow(a.binary, weights, mode, work, a.device)
             for name, s in per_layer.items():
                 ours[(name, mode)] = s
-            print(f"quantflow {mode:9s} whole run {wall:7.2f} s", file=sys.stderr)
+            print(f"quantflow {mode:9s} whole run {wall:7.2f} s; per tensor: " +
+                  ", ".join(f"{n} {t:.2f} s" for n, t in sorted(per_layer.items())), file=sys.stderr, flush=True)
         ref = run_reference(a.reference_python, weights, modes) if a.reference_python else {}
     commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs; quantflow {commit}; per-tensor seconds (FP8 tensor, seed defaults)")

@@ -17,9 +17,10 @@ done
 build=$root/build-gpu
 bundle=$root/.gpu_bundle
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DQF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$archs" >/dev/null
-cmake --build "$build" -j"$(nproc)" --target quantflow qf_gpu_tests qf_unit_tests
+cmake --build "$build" -j"$(nproc)" --target quantflow qf_gpu_tests
 rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fixtures"
-cp "$build/quantflow" "$build/tests/qf_gpu_tests" "$build/tests/qf_unit_tests" "$bundle/bin/"
+cp "$build/quantflow" "$build/tests/qf_gpu_tests" "$bundle/bin/"
+strip "$bundle"/bin/*
 # Shared libraries outside the C library and the CUDA toolkit.
 for exe in "$bundle"/bin/*; do ldd "$exe"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   case $(basename "$lib") in
@@ -29,5 +30,7 @@ for exe in "$bundle"/bin/*; do ldd "$exe"; done | awk '/=> \// {print $3}' | sor
 done
 fixtures=$root/../shared/fixtures/reference
 cp "$fixtures/small_model.safetensors" "$fixtures/runs.json" "$bundle/fixtures/"
-cp "$root/tools/gpu_run.sh" "$root/tools/make_demo_model.py" "$root/tools/bench_gpu.py" "$bundle/"
+cp "$root/tools/gpu_run.sh" "$root/tools/make_demo_model.py" "$root/tools/bench_gpu.py" "$root/tools/bench_rounding.py" \
+   "$root/tools/bench_reference_rounding.py" "$bundle/"
+strip "$bundle"/lib/*.so* 2>/dev/null || true
 du -sh "$bundle"
