@@ -4,8 +4,11 @@
 in an environment that has torch and convert-to-quant installed; prints one JSON object per (tensor, mode).
 
     python3 bench_reference_rounding.py WEIGHTS.safetensors MODE [MODE ...]    (MODE: simple original adamw radam)
+
+QF_BENCH_TENSORS=a,b limits the run to those tensors (comma-separated names).
 """
 import json
+import os
 import sys
 import time
 
@@ -25,7 +28,10 @@ def converter(mode):
 def main():
     path, modes = sys.argv[1], sys.argv[2:]
     tensors = load_file(path)
+    only = [t for t in os.environ.get("QF_BENCH_TENSORS", "").split(",") if t]
     for name in sorted(tensors):
+        if only and name not in only:
+            continue
         w = tensors[name]
         for mode in modes:
             conv = converter(mode)
