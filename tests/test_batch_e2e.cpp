@@ -117,7 +117,7 @@ TEST_CASE("batch: a manifest with per-file overrides and output names") {
     CHECK(log.find("group_size") != std::string::npos);
 }
 
-TEST_CASE("batch: three shards into one directory produce every output exactly once") {
+TEST_CASE("batch: three shards into one directory produce every output exactly once; concurrent files match") {
     const std::string dir = qftest::temp_dir("batch_shards");
     std::filesystem::create_directories(dir + "/in");
     for (int i = 0; i < 7; ++i) write_model(dir + "/in/f" + std::to_string(i) + ".safetensors", 32, 64, 20 + i);
@@ -130,6 +130,11 @@ TEST_CASE("batch: three shards into one directory produce every output exactly o
     }
     CHECK(total == 7);
     CHECK(qftest::list_dir(dir + "/out").size() == 7);
+    // Several files at once (budget divided between them) give the same bytes as one at a time.
+    REQUIRE(qftest::run_command(kBinary + " batch " + dir + "/in --out-dir " + dir + "/par --comfy_quant --simple --manual_seed 0 "
+                                "--progress none --concurrent-files 3", log) == 0);
+    CHECK(log.find("3 at a time") != std::string::npos);
+    for (const auto& f : qftest::list_dir(dir + "/out")) CHECK(qftest::read_file(dir + "/out/" + f) == qftest::read_file(dir + "/par/" + f));
 }
 
 TEST_CASE("batch: a second run on a locked directory stops at once; a full disk fails each file cleanly") {
