@@ -23,47 +23,26 @@ struct StepScalars {
     float b2, one_minus_b2, decay, step_size, bc2_sqrt, eps, rect;
 };
 
-// One row of one step. g_row / m_row hold (U Q V) and (U M1 V) for the row (unscaled), d the scales;
-// writes the new offsets into dst and dst * d into e.
-QF_VECTOR_CLONES void adamw_row(const float* g_row, const float* m_row, const float* d, const float* src, float* v,
-                                float* dst, float* e, std::int64_t n, const StepScalars s) {
+// One row of one step. g_row / m_row hold (U Q V) and (U M1 V) for the row (unscaled), d the scales; writes
+// the new offsets into dst and dst * d into e. AdamW: d*decay - step*m/(sqrt(v)/bc2_sqrt + eps); RAdam:
+// d - step*m*(rect ? rect*bc2_sqrt/(sqrt(v) + eps) : 1).
+template <bool AdamW>
+QF_VECTOR_CLONES void adam_row(const float* g_row, const float* m_row, const float* d, const float* src, float* v, float* dst,
+                               float* e, std::int64_t n, const StepScalars s) {
     for (std::int64_t c = 0; c < n; ++c) {
         const float g = g_row[c] * d[c], m = m_row[c] * d[c];
         const float vv = v[c] * s.b2 + s.one_minus_b2 * (g * g);
         v[c] = vv;
-        const float denom = std::sqrt(vv) / s.bc2_sqrt + s.eps;
-        const float x = src[c] * s.decay - s.step_size * (m / denom);
+        float x;
+        if constexpr (AdamW) {
+            x = src[c] * s.decay - s.step_size * (m / (std::sqrt(vv) / s.bc2_sqrt + s.eps));
+        } else {
+            const float adapt = s.rect > 0.0f ? s.rect * (s.bc2_sqrt / (std::sqrt(vv) + s.eps)) : 1.0f;
+            x = src[c] - s.step_size * m * adapt;
+        }
         dst[c] = x;
         e[c] = x * d[c];
     }
-}
-
-QF_VECTOR_CLONES void radam_row(const float* g_row, const float* m_row, const float* d, const float* src, float* v,
-                                float* dst, float* e, std::int64_t n, const StepScalars s) {
-    for (std::int64_t c = 0; c < n; ++c) {
-        const float g = g_row[c] * d[c], m = m_row[c] * d[c];
-        const float vv = v[c] * s.b2 + s.one_minus_b2 * (g * g);
-        v[c] = vv;
-        const float adapt = s.rect > 0.0f ? s.rect * (s.bc2_sqrt / (std::sqrt(vv) + s.eps)) : 1.0f;
-        const float x = src[c] - s.step_size * m * adapt;
-        dst[c] = x;
-        e[c] = x * d[c];
-    }
-}
-
-Matrix times_u_f(const LowRank& basis, const std::vector<double>& z) {
-    Matrix out(basis.rows, basis.k);
-    std::vector<float> zf(z.begin(), z.end());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(basis.rows), static_cast<int>(basis.k),
-                static_cast<int>(basis.k), 1.0f, basis.u.data(), static_cast<int>(basis.k), zf.data(),
-                static_cast<int>(basis.k), 0.0f, out.data.data(), static_cast<int>(basis.k));
-    return out;
-}
-
-void expand_rows(const Matrix& uz, const LowRank& basis, std::int64_t r0, std::int64_t rows, float* out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(basis.cols),
-                static_cast<int>(basis.k), 1.0f, uz.row(r0), static_cast<int>(basis.k), basis.v.data(),
-                static_cast<int>(basis.cols), 0.0f, out, static_cast<int>(basis.cols));
 }
 
 }  // namespace
@@ -105,16 +84,16 @@ RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const Ro
         const int target = current == best ? 1 - current : current;
         const float* src = delta[current].data();
         float* dst = delta[target].data();
-        const Matrix ug = times_u_f(basis, grad), um = times_u_f(basis, m1);
+        const Matrix ug = times_u(basis, grad), um = times_u(basis, m1);
         const bool adamw = settings.optimizer == Optimizer::AdamW;
         const std::vector<double> moved = project_error(basis, [&](std::int64_t r0, std::int64_t rows, float* e, float* g) {
-            expand_rows(ug, basis, r0, rows, g);
+            low_rank_rows(ug, basis, r0, rows, g);
             std::vector<float> mrow(static_cast<std::size_t>(rows * n)), d(static_cast<std::size_t>(n));
-            expand_rows(um, basis, r0, rows, mrow.data());
+            low_rank_rows(um, basis, r0, rows, mrow.data());
             for (std::int64_t i = 0; i < rows; ++i) {
                 row_scales(q, r0 + i, d.data());
                 const std::size_t off = static_cast<std::size_t>((r0 + i) * n);
-                (adamw ? adamw_row : radam_row)(g + i * n, mrow.data() + i * n, d.data(), src + off, second.data() + off,
+                (adamw ? adam_row<true> : adam_row<false>)(g + i * n, mrow.data() + i * n, d.data(), src + off, second.data() + off,
                                                 dst + off, e + i * n, n, s);
             }
         });

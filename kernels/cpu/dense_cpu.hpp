@@ -69,6 +69,11 @@ std::vector<double> project_error_f64(const LowRank& basis, const std::function<
 // P = U^T T for T = E V^T [basis.rows, k], summed in double in row order.
 std::vector<double> reduce_projection(const LowRank& basis, const Matrix& t);
 
+// U * Z for a k x k Z (double): basis.rows x k floats.
+Matrix times_u(const LowRank& basis, const std::vector<double>& z);
+// Rows r0 .. r0+rows-1 of (U Z) V, given uz = times_u(basis, z): rows x basis.cols floats into out.
+void low_rank_rows(const Matrix& uz, const LowRank& basis, std::int64_t r0, std::int64_t rows, float* out);
+
 // Frobenius norm of a k x k double matrix.
 double frobenius(std::span<const double> p);
 

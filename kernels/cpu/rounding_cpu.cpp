@@ -24,24 +24,6 @@
 namespace quantflow {
 namespace {
 
-// U * Z for a k x k double Z: M x k floats.
-Matrix times_u(const LowRank& basis, const std::vector<double>& z) {
-    const std::int64_t k = basis.k;
-    Matrix out(basis.rows, k);
-    std::vector<float> zf(z.begin(), z.end());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(basis.rows), static_cast<int>(k),
-                static_cast<int>(k), 1.0f, basis.u.data(), static_cast<int>(k), zf.data(), static_cast<int>(k), 0.0f,
-                out.data.data(), static_cast<int>(k));
-    return out;
-}
-
-// rows x cols block of (UZ) V starting at row r0.
-void low_rank_rows(const Matrix& uz, const LowRank& basis, std::int64_t r0, std::int64_t rows, float* out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(basis.cols),
-                static_cast<int>(basis.k), 1.0f, uz.row(r0), static_cast<int>(basis.k), basis.v.data(),
-                static_cast<int>(basis.cols), 0.0f, out, static_cast<int>(basis.cols));
-}
-
 // A(Y) with full-size products (4 M N k flops), in double like the k-space operator.
 std::vector<double> apply_direct(const QuantizedTensor& q, const LowRank& basis, const std::vector<double>& y) {
     const std::int64_t k = basis.k, n = basis.cols;
