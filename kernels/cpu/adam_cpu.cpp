@@ -7,7 +7,6 @@
 //  - the best iterate is never copied: delta lives in two buffers, and a step writes into the buffer that
 //    does not hold the best iterate (in place when the current one is not the best).
 // The iterate kept is the one whose loss was best (the reference keeps the step after it: spec 9).
-#include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
 #include <cmath>
