@@ -131,3 +131,31 @@ TEST_CASE("gpu end to end: --simple output with --device cuda is byte-identical 
         CHECK(qftest::read_file(dir + "/cpu.safetensors") == qftest::read_file(dir + "/cuda.safetensors"));
     }
 }
+
+TEST_CASE("gpu learned rounding, original: the same codes and losses as the CPU on the oracle matrices") {
+    for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{384, 512}, {512, 384}}) {
+        const std::vector<std::byte> bytes = qftest::random_bf16(static_cast<std::size_t>(rows * cols), 11);
+        const TensorView w{bytes.data(), DType::BF16, rows, cols};
+        const LowRank basis = top_k_svd_cpu("w", w, {choose_k(rows, cols, 0.01, 1, 16), 11, 10, 4, false});
+        for (const QuantSpec& spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Fp8Block, 64},
+                                      QuantSpec{QuantFormat::Int8Block, 64}, QuantSpec{QuantFormat::Int8Lode, 64}}) {
+            for (const bool aware : {false, true}) {
+                CAPTURE(rows);
+                CAPTURE(format_label(spec.format));
+                CAPTURE(aware);
+                QuantizedTensor qc = quantize_cpu("w", w, spec), qg = qc;
+                RoundingSettings s;
+                s.rounding_aware = aware;
+                const RoundingStats c = learned_round_cpu("w", w, basis, s, qc);
+                const RoundingStats g = gpu().learned_round("w", w, basis, s, qg);
+                std::size_t differ = 0;
+                for (std::size_t i = 0; i < qc.codes.size(); ++i) differ += qc.codes[i] != qg.codes[i];
+                CHECK(differ == 0);
+                CHECK(g.iterations == c.iterations);
+                CHECK(g.best_iteration == c.best_iteration);
+                CHECK(g.best_loss == doctest::Approx(c.best_loss).epsilon(1e-6));
+                CHECK(g.final_loss == doctest::Approx(c.final_loss).epsilon(1e-6));
+            }
+        }
+    }
+}

@@ -8,7 +8,6 @@ usage: bench_gpu.py --binary PATH [--workdir /tmp] [--blocks 4] [--modes simple,
 """
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -45,15 +44,18 @@ def timed(cmd):
     sampler = GpuSampler()
     sampler.start()
     start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with open(os.devnull, "w") as quiet:
+        proc = subprocess.Popen(cmd, stdout=quiet, stderr=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        err = proc.stderr.read()
     wall = time.monotonic() - start
     sampler.stop = True
     sampler.join()
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    code = os.waitstatus_to_exitcode(status)
     busy = sum(1 for b in sampler.busy if b > 0) / max(1, len(sampler.busy))
-    if proc.returncode != 0:
-        print(proc.stdout + proc.stderr, file=sys.stderr)
-    return proc.returncode, wall, rss, sampler.mem, busy
+    if code != 0:
+        print(err, file=sys.stderr)
+    return code, wall, usage.ru_maxrss * 1024, sampler.mem, busy
 
 
 def main():

@@ -168,12 +168,10 @@ std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& 
     return a;
 }
 
-RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
-                                 QuantizedTensor& q) {
+OriginalLoop run_original_loop(const std::vector<double>& p0, const QuantizedTensor& q, const LowRank& basis,
+                               const RoundingSettings& settings) {
     const bool fp8 = is_fp8(q.spec.format);
     const std::int64_t k = basis.k, kk = k * k;
-    const std::vector<double> p0 = initial_projection(w, q, basis);
-
     std::function<std::vector<double>(const std::vector<double>&)> apply_a;
     std::vector<double> a_matrix;
     std::vector<double> gu, gv;
@@ -195,18 +193,20 @@ RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, cons
         apply_a = [&](const std::vector<double>& y) { return apply_direct(q, basis, y); };
     }
 
-    RoundingStats stats;
+    OriginalLoop loop;
+    RoundingStats& stats = loop.stats;
     stats.k = k;
     stats.initial_loss = frobenius(p0);
     LrSchedule schedule(settings.lr, q.rows, q.cols, !fp8);
-    std::vector<double> p = p0, z(static_cast<std::size_t>(kk), 0.0), best_z = z, step(static_cast<std::size_t>(kk));
+    std::vector<double> p = p0, z(static_cast<std::size_t>(kk), 0.0), step(static_cast<std::size_t>(kk));
+    loop.best_z = z;
     for (int t = 0; t < settings.num_iter; ++t) {
         const double loss = frobenius(p);
         ++stats.iterations;
         stats.losses.push_back(loss);
         const auto verdict = schedule.observe(loss);
         if (verdict.improved) {
-            best_z = z;
+            loop.best_z = z;
             stats.best_iteration = t;
             stats.best_loss = loss;
         }
@@ -220,13 +220,20 @@ RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, cons
         for (std::int64_t i = 0; i < kk; ++i) p[static_cast<std::size_t>(i)] -= moved[static_cast<std::size_t>(i)];
         if (settings.on_progress) settings.on_progress("optimize", t + 1, settings.num_iter);
     }
+    return loop;
+}
 
+RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
+                                 QuantizedTensor& q) {
+    const bool fp8 = is_fp8(q.spec.format);
+    OriginalLoop loop = run_original_loop(initial_projection(w, q, basis), q, basis, settings);
+    RoundingStats& stats = loop.stats;
     if (stats.best_iteration == 0) {
         stats.final_loss = stats.initial_loss;
         return stats;
     }
     // One rank-k correction, then the final rounding: q = q0 - (U Z V) * (FP8: 1/D, INT8: D).
-    const Matrix uz = times_u(basis, best_z);
+    const Matrix uz = times_u(basis, loop.best_z);
     const std::int64_t n = basis.cols;
     stats.final_loss = apply_offsets(w, basis, q, [&](std::int64_t r0, std::int64_t rows, float* out) {
         low_rank_rows(uz, basis, r0, rows, out);

@@ -33,6 +33,16 @@ std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& 
 double refine_rounding_cpu(const TensorView& w, const LowRank& basis, QuantizedTensor& q, std::int64_t priority_k,
                            std::int64_t& flips);
 
+// The `original` loop in the k x k space from P0 (the step operator built from q's scales and the basis):
+// the kept Z and the loop's statistics (initial and best loss, iterations). The caller applies
+// q = q0 - (U Z V) * (FP8: 1/D, INT8: D) and rounds; shared by the CPU and CUDA backends.
+struct OriginalLoop {
+    std::vector<double> best_z;  // k x k, zero when the start was best
+    RoundingStats stats;
+};
+OriginalLoop run_original_loop(const std::vector<double>& p0, const QuantizedTensor& q, const LowRank& basis,
+                               const RoundingSettings& settings);
+
 RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
                                  QuantizedTensor& q);
 RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,

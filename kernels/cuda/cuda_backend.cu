@@ -11,7 +11,10 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/dense_cpu.hpp"
+#include "kernels/cpu/rounding_cpu.hpp"
 #include "kernels/cuda/handles.cuh"
+#include "kernels/cuda/rounding.cuh"
 #include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/svd.cuh"
 #include "kernels/numerics.hpp"
@@ -139,9 +142,64 @@ public:
         return cuda::randomized_svd(*solver_, s, f32.get(), w.rows, w.cols, settings);
     }
 
+    // `original`: the full-size products (P0, the rank-k correction with the final rounding, the final loss)
+    // on the GPU, the k x k loop on the host (shared with the CPU backend). AdamW/RAdam and the rounding-aware
+    // finish still run through the CPU implementation.
     RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
                                 QuantizedTensor& q) override {
-        return learned_round_cpu(name, w, basis, settings, q);
+        if (settings.optimizer != Optimizer::Original) return learned_round_cpu(name, w, basis, settings, q);
+        const bool narrower = settings.optimizer_k > 0 && settings.optimizer_k < basis.k;
+        const LowRank narrow = narrower ? leading_components(basis, settings.optimizer_k) : LowRank{};
+        const LowRank& used = narrower ? narrow : basis;
+        const bool fp8 = is_fp8(q.spec.format);
+        const int k = static_cast<int>(used.k);
+        OriginalLoop loop;
+        {
+            std::lock_guard lock(mutex_);
+            QF_CUDA_CHECK(cudaSetDevice(device_));
+            const auto& s = *stream_;
+            const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+            DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+            DeviceBuffer<std::uint8_t> codes(n);
+            DeviceBuffer<float> scales(q.scales.size()), v(used.v.size()), uz(static_cast<std::size_t>(w.rows) * k);
+            DeviceBuffer<double> t(static_cast<std::size_t>(w.rows) * k);
+            cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
+            cuda::upload(codes, q.codes.data(), n, s);
+            cuda::upload(scales, q.scales.data(), q.scales.size(), s);
+            cuda::upload(v, used.v.data(), used.v.size(), s);
+            const cuda::DeviceWeight dw{raw.get(), w.dtype, w.rows, w.cols};
+            const cuda::ScaleGrid g = grid_of(q.spec, q.rows, q.cols);
+            std::vector<double> th(static_cast<std::size_t>(w.rows) * k);
+            const auto project = [&] {
+                cuda::project_rows(dw, g, codes.get(), scales.get(), fp8, v.get(), k, t.get(), s.get());
+                cuda::download(th.data(), t, th.size(), s);
+                s.sync();
+                std::vector<double> p(static_cast<std::size_t>(k) * k, 0.0);
+                for (std::int64_t r = 0; r < w.rows; ++r)
+                    for (int i = 0; i < k; ++i)
+                        for (int j = 0; j < k; ++j)
+                            p[static_cast<std::size_t>(i * k + j)] += static_cast<double>(used.u[static_cast<std::size_t>(r * k + i)]) *
+                                                                      th[static_cast<std::size_t>(r * k + j)];
+                return p;
+            };
+            loop = run_original_loop(project(), q, used, settings);
+            loop.stats.final_loss = loop.stats.initial_loss;
+            if (loop.stats.best_iteration > 0) {
+                const Matrix uzh = times_u(used, loop.best_z);
+                cuda::upload(uz, uzh.data.data(), uzh.data.size(), s);
+                cuda::correct_codes(dw, g, codes.get(), scales.get(), fp8, uz.get(), v.get(), k, s.get());
+                cuda::download(q.codes.data(), codes, n, s);
+                loop.stats.final_loss = frobenius(project());
+            }
+        }
+        RoundingStats stats = loop.stats;
+        stats.rounded_loss = stats.final_loss;
+        if (settings.rounding_aware) {
+            if (settings.on_progress) settings.on_progress("round", 0, 1);
+            const double wide = refine_rounding_cpu(w, basis, q, used.k, stats.flips);
+            stats.final_loss = narrower ? frobenius(initial_projection(w, q, used)) : wide;
+        }
+        return stats;
     }
 
     QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs) override {

@@ -1,0 +1,84 @@
+#include "kernels/cuda/rounding.cuh"
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/numerics.hpp"
+
+namespace quantflow::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kChunk = 16;  // singular components summed per pass over a row
+
+__device__ __forceinline__ float load(const DeviceWeight& w, std::int64_t i) {
+    switch (w.dtype) {
+        case DType::BF16: return bf16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
+        case DType::F16: return f16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
+        default: return static_cast<const float*>(w.data)[i];
+    }
+}
+
+__device__ __forceinline__ float code_value(bool fp8, std::uint8_t code) {
+    return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
+}
+
+__device__ __forceinline__ float scale_at(const ScaleGrid& g, const float* scales, std::int64_t r, std::int64_t c) {
+    return scales[(r / g.block_rows) * g.grid_cols + c / g.block_cols];
+}
+
+__global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
+                               const float* v, int k, double* t) {
+    const std::int64_t r = blockIdx.x, n = w.cols;
+    __shared__ double partial[kThreads][kChunk + 1];
+    for (int j0 = 0; j0 < k; j0 += kChunk) {
+        const int jn = min(kChunk, k - j0);
+        double acc[kChunk];
+        for (int j = 0; j < kChunk; ++j) acc[j] = 0.0;
+        for (std::int64_t c = threadIdx.x; c < n; c += kThreads) {
+            const std::int64_t i = r * n + c;
+            const double e = static_cast<double>(code_value(fp8, codes[i])) * scale_at(g, scales, r, c) - load(w, i);
+            for (int j = 0; j < jn; ++j) acc[j] += e * v[static_cast<std::int64_t>(j0 + j) * n + c];
+        }
+        for (int j = 0; j < jn; ++j) partial[threadIdx.x][j] = acc[j];
+        __syncthreads();
+        for (int step = kThreads / 2; step > 0; step /= 2) {
+            if (threadIdx.x < step)
+                for (int j = 0; j < jn; ++j) partial[threadIdx.x][j] += partial[threadIdx.x + step][j];
+            __syncthreads();
+        }
+        if (threadIdx.x < jn) t[r * k + j0 + threadIdx.x] = partial[0][threadIdx.x];
+        __syncthreads();
+    }
+}
+
+__global__ void correct_kernel(DeviceWeight w, ScaleGrid g, std::uint8_t* codes, const float* scales, bool fp8, const float* uz,
+                               const float* v, int k) {
+    const std::int64_t total = w.rows * w.cols;
+    for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+        const std::int64_t r = i / w.cols, c = i % w.cols;
+        float corr = 0.0f;
+        for (int j = 0; j < k; ++j) corr += uz[r * k + j] * v[static_cast<std::int64_t>(j) * w.cols + c];
+        const float s = scale_at(g, scales, r, c);
+        const float delta = fp8 ? -corr * (1.0f / s) : -corr * s;
+        const float x = code_value(fp8, codes[i]) + delta;
+        codes[i] = fp8 ? f32_to_e4m3(clamp_abs(x, kFp8Max)) : static_cast<std::uint8_t>(int8_round(x));
+    }
+}
+
+}  // namespace
+
+void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+                  const float* v, int k, double* t, cudaStream_t s) {
+    project_kernel<<<static_cast<unsigned int>(w.rows), kThreads, 0, s>>>(w, g, codes, scales, fp8, v, k, t);
+    QF_CUDA_CHECK(cudaGetLastError());
+}
+
+void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, bool fp8,
+                   const float* uz, const float* v, int k, cudaStream_t s) {
+    const std::int64_t total = w.rows * w.cols;
+    const std::int64_t blocks = std::min<std::int64_t>((total + kThreads - 1) / kThreads, 65535LL * 32);
+    correct_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(w, g, codes, scales, fp8, uz, v, k);
+    QF_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace quantflow::cuda

@@ -1,0 +1,23 @@
+// kernels/cuda/rounding.cuh: the full-size parts of learned rounding on the GPU (the k x k loop runs on the
+// host, shared with the CPU backend: kernels/cpu/rounding_cpu.hpp).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/quantize.cuh"
+
+namespace quantflow::cuda {
+
+// t[r, j] = sum_c e[r, c] * v[j, c] in double, e = code_value * scale - w: the error of the codes projected on
+// the k right singular vectors (v is k x cols, row-major). One block per row, fixed reduction order.
+void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+                  const float* v, int k, double* t, cudaStream_t s);
+
+// codes <- round(code_value - (uz[r] . v[:, c]) * (FP8: 1/scale, INT8: scale)): the closed form's one rank-k
+// correction and the final rounding of spec 5.1/5.2. uz is rows x k.
+void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, bool fp8,
+                   const float* uz, const float* v, int k, cudaStream_t s);
+
+}  // namespace quantflow::cuda
