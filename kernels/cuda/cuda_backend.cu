@@ -38,6 +38,7 @@ cuda::ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t c
 class CudaBackend final : public Backend {
 public:
     explicit CudaBackend(int device) : device_(device) {
+        use_single_threaded_blas();  // the host-side parts run in oneTBB bands like the CPU backend's
         QF_CUDA_CHECK(cudaSetDevice(device_));
         stream_ = std::make_unique<cuda::Stream>();
         solver_ = std::make_unique<cuda::Solver>(stream_->get());
