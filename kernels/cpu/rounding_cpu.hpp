@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/dense_cpu.hpp"
 #include "kernels/quant_types.hpp"
+#include "kernels/refine_rules.hpp"
 #include "kernels/rounding.hpp"
 
 namespace quantflow {
@@ -32,6 +33,16 @@ std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& 
 // result on the whole basis and counts the moves in `flips`.
 double refine_rounding_cpu(const TensorView& w, const LowRank& basis, QuantizedTensor& q, std::int64_t priority_k,
                            std::int64_t& flips);
+
+// The same driver with the full-size passes supplied by a backend: `project` returns P of q's current codes,
+// `candidates(up, error2)` ranks every element with G = up * V (up = U (h.P), rows x k) through
+// refine_candidate() and adds ||W_hat - W||^2 to error2; `codes_changed` runs after moves were applied to
+// q.codes (a GPU backend uploads them).
+using RefineCandidatePass = std::function<std::vector<RefineCandidate>(const std::vector<float>& up, double& error2)>;
+double refine_rounding(const LowRank& basis, QuantizedTensor& q, std::int64_t priority_k, std::int64_t& flips,
+                       const std::function<std::vector<double>()>& project, const RefineCandidatePass& candidates,
+                       const std::function<void()>& codes_changed);
+RefineTables refine_tables(QuantFormat format);
 
 // The `original` loop in the k x k space from P0 (the step operator built from q's scales and the basis):
 // the kept Z and the loop's statistics (initial and best loss, iterations). The caller applies

@@ -143,9 +143,9 @@ public:
         return cuda::randomized_svd(*solver_, s, f32.get(), w.rows, w.cols, settings);
     }
 
-    // `original`: the full-size products (P0, the rank-k correction with the final rounding, the final loss)
-    // on the GPU, the k x k loop on the host (shared with the CPU backend). AdamW/RAdam and the rounding-aware
-    // finish still run through the CPU implementation.
+    // `original`: the full-size products (P0, the rank-k correction with the final rounding, the projections)
+    // and the rounding-aware finish's candidate pass on the GPU; the k x k loop and the greedy choice of moves
+    // on the host (shared with the CPU backend). AdamW/RAdam still run through the CPU implementation.
     RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
                                 QuantizedTensor& q) override {
         if (settings.optimizer != Optimizer::Original) return learned_round_cpu(name, w, basis, settings, q);
@@ -153,53 +153,77 @@ public:
         const LowRank narrow = narrower ? leading_components(basis, settings.optimizer_k) : LowRank{};
         const LowRank& used = narrower ? narrow : basis;
         const bool fp8 = is_fp8(q.spec.format);
-        const int k = static_cast<int>(used.k);
-        OriginalLoop loop;
-        {
-            std::lock_guard lock(mutex_);
-            QF_CUDA_CHECK(cudaSetDevice(device_));
-            const auto& s = *stream_;
-            const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-            DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
-            DeviceBuffer<std::uint8_t> codes(n);
-            DeviceBuffer<float> scales(q.scales.size()), v(used.v.size()), uz(static_cast<std::size_t>(w.rows) * k);
-            DeviceBuffer<double> t(static_cast<std::size_t>(w.rows) * k);
-            cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
-            cuda::upload(codes, q.codes.data(), n, s);
-            cuda::upload(scales, q.scales.data(), q.scales.size(), s);
-            cuda::upload(v, used.v.data(), used.v.size(), s);
-            const cuda::DeviceWeight dw{raw.get(), w.dtype, w.rows, w.cols};
-            const cuda::ScaleGrid g = grid_of(q.spec, q.rows, q.cols);
+        std::lock_guard lock(mutex_);
+        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const auto& s = *stream_;
+        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+        DeviceBuffer<std::uint8_t> codes(n);
+        DeviceBuffer<float> scales(q.scales.size()), v_used(used.v.size()), v_wide(basis.v.size());
+        DeviceBuffer<float> rows_k(static_cast<std::size_t>(w.rows * basis.k));
+        DeviceBuffer<double> t(static_cast<std::size_t>(w.rows * basis.k));
+        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
+        cuda::upload(codes, q.codes.data(), n, s);
+        cuda::upload(scales, q.scales.data(), q.scales.size(), s);
+        cuda::upload(v_used, used.v.data(), used.v.size(), s);
+        cuda::upload(v_wide, basis.v.data(), basis.v.size(), s);
+        const cuda::DeviceWeight dw{raw.get(), w.dtype, w.rows, w.cols};
+        const cuda::ScaleGrid g = grid_of(q.spec, q.rows, q.cols);
+        // P = U^T E V^T of the codes on the device, for the optimizer's basis or the finish's wider one.
+        const auto project = [&](const LowRank& b, const DeviceBuffer<float>& v) {
+            const int k = static_cast<int>(b.k);
             std::vector<double> th(static_cast<std::size_t>(w.rows) * k);
-            const auto project = [&] {
-                cuda::project_rows(dw, g, codes.get(), scales.get(), fp8, v.get(), k, t.get(), s.get());
-                cuda::download(th.data(), t, th.size(), s);
-                s.sync();
-                std::vector<double> p(static_cast<std::size_t>(k) * k, 0.0);
-                for (std::int64_t r = 0; r < w.rows; ++r)
-                    for (int i = 0; i < k; ++i)
-                        for (int j = 0; j < k; ++j)
-                            p[static_cast<std::size_t>(i * k + j)] += static_cast<double>(used.u[static_cast<std::size_t>(r * k + i)]) *
-                                                                      th[static_cast<std::size_t>(r * k + j)];
-                return p;
-            };
-            loop = run_original_loop(project(), q, used, settings);
-            loop.stats.final_loss = loop.stats.initial_loss;
-            if (loop.stats.best_iteration > 0) {
-                const Matrix uzh = times_u(used, loop.best_z);
-                cuda::upload(uz, uzh.data.data(), uzh.data.size(), s);
-                cuda::correct_codes(dw, g, codes.get(), scales.get(), fp8, uz.get(), v.get(), k, s.get());
-                cuda::download(q.codes.data(), codes, n, s);
-                loop.stats.final_loss = frobenius(project());
-            }
-        }
+            cuda::project_rows(dw, g, codes.get(), scales.get(), fp8, v.get(), k, t.get(), s.get());
+            cuda::download(th.data(), t, th.size(), s);
+            s.sync();
+            std::vector<double> p(static_cast<std::size_t>(k) * k, 0.0);
+            for (std::int64_t r = 0; r < w.rows; ++r)
+                for (int i = 0; i < k; ++i)
+                    for (int j = 0; j < k; ++j)
+                        p[static_cast<std::size_t>(i * k + j)] +=
+                            static_cast<double>(b.u[static_cast<std::size_t>(r * k + i)]) * th[static_cast<std::size_t>(r * k + j)];
+            return p;
+        };
+        OriginalLoop loop = run_original_loop(project(used, v_used), q, used, settings);
         RoundingStats stats = loop.stats;
-        stats.rounded_loss = stats.final_loss;
-        if (settings.rounding_aware) {
-            if (settings.on_progress) settings.on_progress("round", 0, 1);
-            const double wide = refine_rounding_cpu(w, basis, q, used.k, stats.flips);
-            stats.final_loss = narrower ? frobenius(initial_projection(w, q, used)) : wide;
+        stats.final_loss = stats.initial_loss;
+        if (stats.best_iteration > 0) {
+            const Matrix uz = times_u(used, loop.best_z);
+            cuda::upload(rows_k, uz.data.data(), uz.data.size(), s);
+            cuda::correct_codes(dw, g, codes.get(), scales.get(), fp8, rows_k.get(), v_used.get(), static_cast<int>(used.k), s.get());
+            cuda::download(q.codes.data(), codes, n, s);
+            stats.final_loss = frobenius(project(used, v_used));
         }
+        stats.rounded_loss = stats.final_loss;
+        if (!settings.rounding_aware) return stats;
+        if (settings.on_progress) settings.on_progress("round", 0, 1);
+        const RefineTables tables = refine_tables(q.spec.format);
+        const auto capacity = static_cast<unsigned long long>(std::max<std::size_t>(1 << 20, n / 8));
+        DeviceBuffer<RefineCandidate> found(static_cast<std::size_t>(capacity));
+        DeviceBuffer<unsigned long long> count(1);
+        DeviceBuffer<double> partial(cuda::refine_blocks(w.rows * w.cols));
+        const auto candidates = [&](const std::vector<float>& up, double& error2) {
+            cuda::upload(rows_k, up.data(), up.size(), s);
+            QF_CUDA_CHECK(cudaMemsetAsync(count.get(), 0, sizeof(unsigned long long), s.get()));
+            const unsigned int blocks = cuda::refine_candidates(dw, g, codes.get(), scales.get(), fp8, rows_k.get(), v_wide.get(),
+                                                                static_cast<int>(basis.k), tables, found.get(), count.get(), capacity,
+                                                                partial.get(), s.get());
+            unsigned long long total = 0;
+            std::vector<double> sums(blocks);
+            cuda::download(&total, count, 1, s);
+            cuda::download(sums.data(), partial, blocks, s);
+            s.sync();
+            for (const double x : sums) error2 += x;
+            QF_EXPECT(total <= capacity, "tensor '" + std::string(name) + "': " + std::to_string(total) +
+                                             " rounding candidates exceed the GPU buffer of " + std::to_string(capacity));
+            std::vector<RefineCandidate> out(static_cast<std::size_t>(total));
+            cuda::download(out.data(), found, out.size(), s);
+            s.sync();
+            return out;
+        };
+        const double wide = refine_rounding(basis, q, used.k, stats.flips, [&] { return project(basis, v_wide); }, candidates,
+                                            [&] { cuda::upload(codes, q.codes.data(), n, s); });
+        stats.final_loss = narrower ? frobenius(project(used, v_used)) : wide;
         return stats;
     }
 

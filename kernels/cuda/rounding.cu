@@ -1,5 +1,7 @@
 #include "kernels/cuda/rounding.cuh"
 
+#include <algorithm>
+
 #include "kernels/cuda/check.cuh"
 #include "kernels/numerics.hpp"
 
@@ -65,7 +67,50 @@ __global__ void correct_kernel(DeviceWeight w, ScaleGrid g, std::uint8_t* codes,
     }
 }
 
+__global__ void candidates_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
+                                  const float* up, const float* v, int k, RefineTables tables, RefineCandidate* out,
+                                  unsigned long long* count, unsigned long long capacity, double* error2_partial) {
+    const std::int64_t total = w.rows * w.cols;
+    double e2 = 0;
+    for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+        const std::int64_t r = i / w.cols, c = i % w.cols;
+        float grad = 0.0f;
+        for (int j = 0; j < k; ++j) grad += up[r * k + j] * v[static_cast<std::int64_t>(j) * w.cols + c];
+        const std::uint8_t code = codes[i];
+        const float sc = scale_at(g, scales, r, c);
+        const float e = code_value(fp8, code) * sc - load(w, i);
+        e2 += static_cast<double>(e) * e;
+        RefineCandidate cand;
+        if (refine_candidate(tables, code, sc, e, grad, i, cand)) {
+            const unsigned long long at = atomicAdd(count, 1ULL);
+            if (at < capacity) out[at] = cand;
+        }
+    }
+    __shared__ double sum[kThreads];
+    sum[threadIdx.x] = e2;
+    __syncthreads();
+    for (int step = kThreads / 2; step > 0; step /= 2) {
+        if (threadIdx.x < step) sum[threadIdx.x] += sum[threadIdx.x + step];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) error2_partial[blockIdx.x] = sum[0];
+}
+
 }  // namespace
+
+unsigned int refine_blocks(std::int64_t elements) {
+    return static_cast<unsigned int>(std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 4096));
+}
+
+unsigned int refine_candidates(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+                               const float* up, const float* v, int k, const RefineTables& tables, RefineCandidate* out,
+                               unsigned long long* count, unsigned long long capacity, double* error2_partial, cudaStream_t s) {
+    const unsigned int blocks = refine_blocks(w.rows * w.cols);
+    candidates_kernel<<<blocks, kThreads, 0, s>>>(w, g, codes, scales, fp8, up, v, k, tables, out, count, capacity, error2_partial);
+    QF_CUDA_CHECK(cudaGetLastError());
+    return blocks;
+}
 
 void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
                   const float* v, int k, double* t, cudaStream_t s) {

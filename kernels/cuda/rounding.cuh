@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/quantize.cuh"
+#include "kernels/refine_rules.hpp"
 
 namespace quantflow::cuda {
 
@@ -19,5 +20,14 @@ void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t*
 // correction and the final rounding of spec 5.1/5.2. uz is rows x k.
 void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, bool fp8,
                    const float* uz, const float* v, int k, cudaStream_t s);
+
+// The rounding-aware finish's candidate pass: G = up[r] . v[:, c], e = code_value * scale - w, and
+// refine_candidate() for every element (the CPU's rule). Candidates are appended at *count (up to
+// `capacity`; the caller checks for overflow); error2_partial[block] gets each block's sum of e^2 (a fixed
+// grid, summed in order on the host: deterministic). Returns the number of blocks.
+unsigned int refine_candidates(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+                               const float* up, const float* v, int k, const RefineTables& tables, RefineCandidate* out,
+                               unsigned long long* count, unsigned long long capacity, double* error2_partial, cudaStream_t s);
+unsigned int refine_blocks(std::int64_t elements);
 
 }  // namespace quantflow::cuda
