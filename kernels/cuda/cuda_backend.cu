@@ -54,9 +54,8 @@ public:
         QF_EXPECT(format_fits(spec, w.rows, w.cols),
                   "tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
                       "] does not fit " + std::string(format_label(spec.format)) + " with block size " + std::to_string(spec.block_size));
-        std::lock_guard lock(mutex_);
         QF_CUDA_CHECK(cudaSetDevice(device_));
-        const auto& s = *stream_;
+        const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
         cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
@@ -113,9 +112,8 @@ public:
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) override {
         QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
                   "residual_gemv: vector sizes do not match the weight");
-        std::lock_guard lock(mutex_);
         QF_CUDA_CHECK(cudaSetDevice(device_));
-        const auto& s = *stream_;
+        const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
         DeviceBuffer<std::uint8_t> codes(n);
@@ -153,9 +151,8 @@ public:
         const LowRank narrow = narrower ? leading_components(basis, settings.optimizer_k) : LowRank{};
         const LowRank& used = narrower ? narrow : basis;
         const bool fp8 = is_fp8(q.spec.format);
-        std::lock_guard lock(mutex_);
         QF_CUDA_CHECK(cudaSetDevice(device_));
-        const auto& s = *stream_;
+        const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
         DeviceBuffer<std::uint8_t> codes(n);
@@ -233,7 +230,7 @@ public:
 
 private:
     int device_;
-    std::mutex mutex_;  // one stream for now: jobs take turns on the GPU
+    std::mutex mutex_;  // the SVD's solver handle and stream are shared; every other call has its own stream
     std::unique_ptr<cuda::Stream> stream_;
     std::unique_ptr<cuda::Solver> solver_;
 };
