@@ -7,6 +7,7 @@
 //  - failures (NaN/Inf in a weight, a CUDA error) throw quantflow::Error naming the tensor given in `name`.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -22,6 +23,8 @@ public:
     virtual ~Backend() = default;
     // "cpu", "cuda:0".
     virtual std::string name() const = 0;
+    // Bytes of accelerator memory (0 for the CPU backend): picks the default hardware profile.
+    virtual std::uint64_t device_memory() const { return 0; }
     // Round-to-nearest quantization (spec 5.1 / 5.2): per-scale-block amax, scale, clamp, round.
     // An all-zero weight gives zero codes and every scale 1.0 (the reference's rule).
     virtual QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) = 0;

@@ -90,9 +90,16 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     } else {
         p.backend = make_backend(parse_device(o.device), device_line);
     }
-    const std::string profile_name = o.profile.empty() ? "cpu" : o.profile;
+    // Without --profile: "cpu", or the GPU profile that fits the device's memory.
+    std::string profile_name = o.profile, profile_source;
+    if (profile_name.empty()) {
+        const std::uint64_t gib = p.backend->device_memory() >> 30;
+        profile_name = gib >= 70 ? "gpu-80gb" : gib >= 20 ? "gpu-24gb" : gib >= 7 ? "gpu-8gb" : "cpu";
+        profile_source = gib > 0 ? "profile " + profile_name + " (picked for " + std::to_string(gib) + " GiB of GPU memory)"
+                                 : "default profile cpu";
+    }
     p.hardware = load_hardware_profile(profile_name);
-    const std::string profile_source = o.profile.empty() ? "default profile cpu" : "profile " + p.hardware.name;
+    if (profile_source.empty()) profile_source = "profile " + p.hardware.name;
     p.run.memory_budget = o.memory_budget.value_or(p.hardware.memory_budget);
     p.run.concurrency = std::max(1, p.hardware.tensors_in_flight);
     p.run.reader_chunk = p.hardware.reader_chunk;

@@ -49,6 +49,10 @@ public:
     }
 
     std::string name() const override { return "cuda:" + std::to_string(device_); }
+    std::uint64_t device_memory() const override {
+        cudaDeviceProp prop{};
+        return cudaGetDeviceProperties(&prop, device_) == cudaSuccess ? prop.totalGlobalMem : 0;
+    }
 
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
         QF_EXPECT(format_fits(spec, w.rows, w.cols),
