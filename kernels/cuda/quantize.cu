@@ -3,24 +3,13 @@
 #include <cstring>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/elements.cuh"
 #include "kernels/numerics.hpp"
 
 namespace quantflow::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ __forceinline__ float load(const DeviceWeight& w, std::int64_t i) {
-    switch (w.dtype) {
-        case DType::BF16: return bf16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
-        case DType::F16: return f16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
-        default: return static_cast<const float*>(w.data)[i];
-    }
-}
-
-__device__ __forceinline__ std::int64_t cell_of(const ScaleGrid& g, std::int64_t r, std::int64_t c) {
-    return (r / g.block_rows) * g.grid_cols + c / g.block_cols;
-}
 
 // One CUDA block per (cell, part): parts split big cells (a whole tensor) over many blocks.
 __global__ void amax_kernel(DeviceWeight w, ScaleGrid g, std::int64_t parts, std::int64_t chunk, unsigned int* amax,
@@ -59,10 +48,6 @@ __global__ void encode_kernel(DeviceWeight w, ScaleGrid g, const float* factor, 
             codes[i] = static_cast<std::uint8_t>(q);
         }
     }
-}
-
-__device__ __forceinline__ float code_value(bool fp8, std::uint8_t code) {
-    return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
 }
 
 // 8 threads per row, thread l summing columns l, l+8, ... in order: the CPU's lane l exactly.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/elements.cuh"
 #include "kernels/numerics.hpp"
 
 namespace quantflow::cuda {
@@ -11,20 +12,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kChunk = 16;  // singular components summed per pass over a row
 
-__device__ __forceinline__ float load(const DeviceWeight& w, std::int64_t i) {
-    switch (w.dtype) {
-        case DType::BF16: return bf16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
-        case DType::F16: return f16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
-        default: return static_cast<const float*>(w.data)[i];
-    }
-}
-
-__device__ __forceinline__ float code_value(bool fp8, std::uint8_t code) {
-    return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
-}
-
 __device__ __forceinline__ float scale_at(const ScaleGrid& g, const float* scales, std::int64_t r, std::int64_t c) {
-    return scales[(r / g.block_rows) * g.grid_cols + c / g.block_cols];
+    return scales[cell_of(g, r, c)];
 }
 
 __global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,

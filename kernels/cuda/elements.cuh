@@ -1,0 +1,28 @@
+// kernels/cuda/elements.cuh: per-element reads shared by the kernels (the CPU's decode_row_cpu,
+// code_values and row_scales, on the device).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/quantize.cuh"
+#include "kernels/numerics.hpp"
+
+namespace quantflow::cuda {
+
+__device__ __forceinline__ float load(const DeviceWeight& w, std::int64_t i) {
+    switch (w.dtype) {
+        case DType::BF16: return bf16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
+        case DType::F16: return f16_to_f32(static_cast<const std::uint16_t*>(w.data)[i]);
+        default: return static_cast<const float*>(w.data)[i];
+    }
+}
+
+__device__ __forceinline__ float code_value(bool fp8, std::uint8_t code) {
+    return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
+}
+
+__device__ __forceinline__ std::int64_t cell_of(const ScaleGrid& g, std::int64_t r, std::int64_t c) {
+    return (r / g.block_rows) * g.grid_cols + c / g.block_cols;
+}
+
+}  // namespace quantflow::cuda
