@@ -167,3 +167,29 @@ TEST_CASE("gpu learned rounding, original: the same codes and losses as the CPU 
         }
     }
 }
+
+TEST_CASE("gpu learned rounding, adamw and radam: the CPU's trajectory, step for step") {
+    const std::vector<std::byte> bytes = qftest::random_bf16(512 * 768, 13);
+    const TensorView w{bytes.data(), DType::BF16, 512, 768};
+    const LowRank basis = top_k_svd_cpu("w", w, {16, 13, 10, 4, false});
+    for (const Optimizer opt : {Optimizer::AdamW, Optimizer::RAdam}) {
+        for (const QuantSpec& spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Int8Block, 64}}) {
+            CAPTURE(static_cast<int>(opt));
+            CAPTURE(format_label(spec.format));
+            QuantizedTensor qc = quantize_cpu("w", w, spec), qg = qc;
+            RoundingSettings s;
+            s.optimizer = opt;
+            s.num_iter = 120;
+            s.rounding_aware = false;
+            const RoundingStats c = learned_round_cpu("w", w, basis, s, qc);
+            const RoundingStats g = gpu().learned_round("w", w, basis, s, qg);
+            REQUIRE(g.losses.size() == c.losses.size());
+            for (std::size_t i = 0; i < c.losses.size(); ++i) CHECK(g.losses[i] == doctest::Approx(c.losses[i]).epsilon(1e-3));
+            CHECK(g.best_iteration == c.best_iteration);
+            std::size_t differ = 0;
+            for (std::size_t i = 0; i < qc.codes.size(); ++i) differ += qc.codes[i] != qg.codes[i];
+            CHECK(differ * 1000 < qc.codes.size());
+            CHECK(g.final_loss == doctest::Approx(c.final_loss).epsilon(0.05));
+        }
+    }
+}

@@ -12,32 +12,20 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/adam_rules.hpp"
 #include "kernels/cpu/rounding_cpu.hpp"
 
 namespace quantflow {
 namespace {
 
-struct StepScalars {
-    float b2, one_minus_b2, decay, step_size, bc2_sqrt, eps, rect;
-};
 
 // One row of one step. g_row / m_row hold (U Q V) and (U M1 V) for the row (unscaled), d the scales; writes
-// the new offsets into dst and dst * d into e. AdamW: d*decay - step*m/(sqrt(v)/bc2_sqrt + eps); RAdam:
-// d - step*m*(rect ? rect*bc2_sqrt/(sqrt(v) + eps) : 1).
+// the new offsets into dst and dst * d into e (kernels/adam_rules.hpp has the element rule).
 template <bool AdamW>
 QF_VECTOR_CLONES void adam_row(const float* g_row, const float* m_row, const float* d, const float* src, float* v, float* dst,
-                               float* e, std::int64_t n, const StepScalars s) {
+                               float* e, std::int64_t n, const AdamScalars s) {
     for (std::int64_t c = 0; c < n; ++c) {
-        const float g = g_row[c] * d[c], m = m_row[c] * d[c];
-        const float vv = v[c] * s.b2 + s.one_minus_b2 * (g * g);
-        v[c] = vv;
-        float x;
-        if constexpr (AdamW) {
-            x = src[c] * s.decay - s.step_size * (m / (std::sqrt(vv) / s.bc2_sqrt + s.eps));
-        } else {
-            const float adapt = s.rect > 0.0f ? s.rect * (s.bc2_sqrt / (std::sqrt(vv) + s.eps)) : 1.0f;
-            x = src[c] - s.step_size * m * adapt;
-        }
+        const float x = adam_update<AdamW>(g_row[c] * d[c], m_row[c] * d[c], v[c], src[c], s);
         dst[c] = x;
         e[c] = x * d[c];
     }
@@ -45,19 +33,15 @@ QF_VECTOR_CLONES void adam_row(const float* g_row, const float* m_row, const flo
 
 }  // namespace
 
-RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
-                             QuantizedTensor& q) {
-    const std::int64_t n = basis.cols, kk = basis.k * basis.k;
-    const auto elements = static_cast<std::size_t>(q.rows * n);
-    const std::vector<double> p0 = initial_projection(w, q, basis);
+RoundingStats run_adam_loop(const std::vector<double>& p0, std::int64_t k, const RoundingSettings& settings, const AdamPass& pass,
+                            int& best_buffer) {
+    const std::int64_t kk = k * k;
     RoundingStats stats;
-    stats.k = basis.k;
+    stats.k = k;
     stats.initial_loss = frobenius(p0);
-
-    std::vector<float> delta[2] = {std::vector<float>(elements, 0.0f), std::vector<float>(elements)};
-    std::vector<float> second(elements, 0.0f);
     std::vector<double> p = p0, m1(static_cast<std::size_t>(kk), 0.0), grad(static_cast<std::size_t>(kk));
-    int current = 0, best = 0;
+    int current = 0;
+    best_buffer = 0;
     double best_loss = INFINITY;
     const double b1 = AdamConstants::beta1;
     for (int t = 0; t < settings.num_iter; ++t) {
@@ -66,7 +50,7 @@ RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const Ro
         stats.losses.push_back(loss);
         if (loss < best_loss) {
             best_loss = loss;
-            best = current;
+            best_buffer = current;
             stats.best_iteration = t;
         }
         if (best_loss < 1e-8) break;
@@ -75,16 +59,30 @@ RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const Ro
             grad[s] = p[s] / std::max(loss, 1e-20);
             m1[s] += (1.0 - b1) * (grad[s] - m1[s]);  // torch: exp_avg.lerp_(grad, 1 - beta1)
         }
-        const AdamStep a = adam_step_scalars(settings.optimizer, settings.lr, t + 1);
-        const StepScalars s{static_cast<float>(AdamConstants::beta2), static_cast<float>(1.0 - AdamConstants::beta2),
-                            static_cast<float>(a.decay), static_cast<float>(a.step_size), static_cast<float>(a.bc2_sqrt),
-                            static_cast<float>(AdamConstants::eps), static_cast<float>(a.rect)};
-        const int target = current == best ? 1 - current : current;
-        const float* src = delta[current].data();
-        float* dst = delta[target].data();
+        // The step writes into the buffer that does not hold the best iterate (in place when the current one is
+        // not the best): the best is never copied.
+        const int target = current == best_buffer ? 1 - current : current;
+        const std::vector<double> moved = pass(grad, m1, adam_scalars(settings.optimizer, settings.lr, t + 1), current, target);
+        for (std::size_t i = 0; i < p.size(); ++i) p[i] = p0[i] + moved[i];
+        current = target;
+        if (settings.on_progress) settings.on_progress("optimize", t + 1, settings.num_iter);
+    }
+    stats.best_loss = best_loss;
+    return stats;
+}
+
+RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
+                             QuantizedTensor& q) {
+    const std::int64_t n = basis.cols;
+    const auto elements = static_cast<std::size_t>(q.rows * n);
+    std::vector<float> delta[2] = {std::vector<float>(elements, 0.0f), std::vector<float>(elements)};
+    std::vector<float> second(elements, 0.0f);
+    const bool adamw = settings.optimizer == Optimizer::AdamW;
+    const AdamPass pass = [&](const std::vector<double>& grad, const std::vector<double>& m1, const AdamScalars& s, int from, int to) {
+        const float* src = delta[from].data();
+        float* dst = delta[to].data();
         const Matrix ug = times_u(basis, grad), um = times_u(basis, m1);
-        const bool adamw = settings.optimizer == Optimizer::AdamW;
-        const std::vector<double> moved = project_error(basis, [&](std::int64_t r0, std::int64_t rows, float* e, float* g) {
+        return project_error(basis, [&](std::int64_t r0, std::int64_t rows, float* e, float* g) {
             low_rank_rows(ug, basis, r0, rows, g);
             std::vector<float> mrow(static_cast<std::size_t>(rows * n)), d(static_cast<std::size_t>(n));
             low_rank_rows(um, basis, r0, rows, mrow.data());
@@ -92,14 +90,12 @@ RoundingStats round_adam_cpu(const TensorView& w, const LowRank& basis, const Ro
                 row_scales(q, r0 + i, d.data());
                 const std::size_t off = static_cast<std::size_t>((r0 + i) * n);
                 (adamw ? adam_row<true> : adam_row<false>)(g + i * n, mrow.data() + i * n, d.data(), src + off, second.data() + off,
-                                                dst + off, e + i * n, n, s);
+                                                           dst + off, e + i * n, n, s);
             }
         });
-        for (std::size_t i = 0; i < p.size(); ++i) p[i] = p0[i] + moved[i];
-        current = target;
-        if (settings.on_progress) settings.on_progress("optimize", t + 1, settings.num_iter);
-    }
-    stats.best_loss = best_loss;
+    };
+    int best = 0;
+    RoundingStats stats = run_adam_loop(initial_projection(w, q, basis), basis.k, settings, pass, best);
     const float* kept = delta[best].data();
     stats.final_loss = apply_offsets(w, basis, q, [&](std::int64_t r0, std::int64_t rows, float* out) {
         std::copy_n(kept + r0 * n, rows * n, out);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/dense_cpu.hpp"
+#include "kernels/adam_rules.hpp"
 #include "kernels/quant_types.hpp"
 #include "kernels/refine_rules.hpp"
 #include "kernels/rounding.hpp"
@@ -53,6 +54,15 @@ struct OriginalLoop {
 };
 OriginalLoop run_original_loop(const std::vector<double>& p0, const QuantizedTensor& q, const LowRank& basis,
                                const RoundingSettings& settings);
+
+// The AdamW / RAdam loop (adam_cpu.cpp) with the full-size step supplied by a backend: pass(grad, m1, scalars,
+// from, to) applies one step to the offsets in buffer `from`, writes them into buffer `to` (0 or 1; the same
+// buffer when `from` is not the best) and returns U^T ((offsets in `to`) * D) V^T. best_buffer receives the
+// buffer that holds the best iterate at the end; stats.final_loss is left to the caller.
+using AdamPass = std::function<std::vector<double>(const std::vector<double>& grad, const std::vector<double>& m1,
+                                                   const AdamScalars& scalars, int from, int to)>;
+RoundingStats run_adam_loop(const std::vector<double>& p0, std::int64_t k, const RoundingSettings& settings, const AdamPass& pass,
+                            int& best_buffer);
 
 RoundingStats round_original_cpu(const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
                                  QuantizedTensor& q);

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/quantize.cuh"
+#include "kernels/adam_rules.hpp"
 #include "kernels/refine_rules.hpp"
 
 namespace quantflow::cuda {
@@ -29,5 +30,18 @@ unsigned int refine_candidates(const DeviceWeight& w, const ScaleGrid& g, const 
                                const float* up, const float* v, int k, const RefineTables& tables, RefineCandidate* out,
                                unsigned long long* count, unsigned long long capacity, double* error2_partial, cudaStream_t s);
 unsigned int refine_blocks(std::int64_t elements);
+
+// AdamW / RAdam (k <= 16). out = u * z for u [rows, k] and a k x k z (row-major floats).
+void times_u(const float* u, std::int64_t rows, int k, const float* z, float* out, cudaStream_t s);
+// One fused step over the matrix: g = (ug[r] . v[:, c]) * scale, m = (um[r] . v[:, c]) * scale, the element
+// rule of kernels/adam_rules.hpp from src into dst (second moment in place), and t[r, j] = sum_c dst*scale*v[j, c]
+// in double (block per row, fixed order).
+void adam_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales, const float* ug,
+               const float* um, const float* v, int k, const AdamScalars& scalars, const float* src, float* dst, float* second,
+               double* t, cudaStream_t s);
+// p[i, j] = sum_r u[r, i] * t[r, j] (k x k doubles), fixed reduction order.
+void reduce_projection(const float* u, const double* t, std::int64_t rows, int k, double* p, cudaStream_t s);
+// codes <- round(code_value + offset[i]) (spec 5.1/5.2 clamp and rounding).
+void apply_offsets(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes, cudaStream_t s);
 
 }  // namespace quantflow::cuda
