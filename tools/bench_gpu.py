@@ -18,7 +18,11 @@ MODES = {
     "int8": ["--comfy_quant", "--simple", "--int8", "--block_size", "128"],
     "original": ["--comfy_quant", "--optimizer", "original", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
                  "--min_k", "1", "--max_k", "16"],
+    "adamw": ["--comfy_quant", "--optimizer", "adamw", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
+              "--min_k", "1", "--max_k", "16"],
 }
+# The reference's newer releases changed its defaults: the seed's are spelled out.
+REFERENCE_EXTRA = ["--lr_schedule", "adaptive", "--early_stop_stall", "500", "--early_stop_lr", "1e-8", "--early_stop_loss", "1e-8"]
 
 
 class GpuSampler(threading.Thread):
@@ -40,14 +44,19 @@ class GpuSampler(threading.Thread):
             time.sleep(0.1)
 
 
-def timed(cmd):
+def timed(cmd, timeout=None):
     sampler = GpuSampler()
     sampler.start()
     start = time.monotonic()
     with open(os.devnull, "w") as quiet:
         proc = subprocess.Popen(cmd, stdout=quiet, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        if timer:
+            timer.start()
         err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        if timer:
+            timer.cancel()
     wall = time.monotonic() - start
     sampler.stop = True
     sampler.join()
@@ -65,6 +74,8 @@ def main():
     ap.add_argument("--blocks", default="4")
     ap.add_argument("--modes", default="simple,int8")
     ap.add_argument("--devices", default="cuda,cpu")
+    ap.add_argument("--reference", action="store_true", help="also time the reference (python -m convert_to_quant) on the GPU")
+    ap.add_argument("--reference-timeout", type=float, default=240)
     a = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     model = os.path.join(a.workdir, "wan_bench.safetensors")
@@ -85,6 +96,17 @@ def main():
                                                "none", "--wan", "--device", device, *MODES[mode]])
             status = "" if rc == 0 else f"  FAILED rc={rc}"
             print(f"{mode:9s} {device:6s} {wall:7.2f} {size / wall / 1e9:6.2f} {wall / rw_s:7.2f} {rss / 2**20:8.0f} {mem:8d} "
+                  f"{busy:8.0%}{status}", flush=True)
+            if os.path.exists(out):
+                os.remove(out)
+        if a.reference:
+            out = os.path.join(a.workdir, f"ref_{mode}.safetensors")
+            args = [a if a != "--block_size" else "--block_size" for a in MODES[mode]]
+            extra = REFERENCE_EXTRA if mode in ("original", "adamw") else []
+            rc, wall, rss, mem, busy = timed([sys.executable, "-m", "convert_to_quant.convert_to_quant", "-i", model, "-o", out,
+                                               "--manual_seed", "0", "--wan", *args, *extra], timeout=a.reference_timeout)
+            status = "" if rc == 0 else (f"  STOPPED after {a.reference_timeout:.0f} s" if rc < 0 else f"  FAILED rc={rc}")
+            print(f"{mode:9s} {'ref':6s} {wall:7.2f} {size / wall / 1e9:6.2f} {wall / rw_s:7.2f} {rss / 2**20:8.0f} {mem:8d} "
                   f"{busy:8.0%}{status}", flush=True)
             if os.path.exists(out):
                 os.remove(out)
