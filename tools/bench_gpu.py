@@ -101,7 +101,7 @@ def main():
                 os.remove(out)
         if a.reference:
             out = os.path.join(a.workdir, f"ref_{mode}.safetensors")
-            args = [a if a != "--block_size" else "--block_size" for a in MODES[mode]]
+            args = MODES[mode]
             extra = REFERENCE_EXTRA if mode in ("original", "adamw") else []
             rc, wall, rss, mem, busy = timed([sys.executable, "-m", "convert_to_quant.convert_to_quant", "-i", model, "-o", out,
                                                "--manual_seed", "0", "--wan", *args, *extra], timeout=a.reference_timeout)
