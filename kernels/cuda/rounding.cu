@@ -103,8 +103,8 @@ __global__ void adam_kernel(std::int64_t cols, ScaleGrid g, const float* scales,
     __shared__ float urow[2 * kChunk];
     if (threadIdx.x < 2 * k) urow[threadIdx.x] = threadIdx.x < k ? ug[r * k + threadIdx.x] : um[r * k + threadIdx.x - k];
     __syncthreads();
-    double acc[kChunk];
-    for (int j = 0; j < kChunk; ++j) acc[j] = 0.0;
+    float acc[kChunk];  // per-thread partial sums in float (as the CPU's sgemm), combined in double below
+    for (int j = 0; j < kChunk; ++j) acc[j] = 0.0f;
     for (std::int64_t c = threadIdx.x; c < cols; c += kThreads) {
         float gq = 0.0f, gm = 0.0f;
         for (int j = 0; j < k; ++j) {
@@ -118,7 +118,7 @@ __global__ void adam_kernel(std::int64_t cols, ScaleGrid g, const float* scales,
         const float x = adam_update<AdamW>(gq * sc, gm * sc, v2, src[i], scalars);
         second[i] = v2;
         dst[i] = x;
-        const double e = static_cast<double>(x) * sc;
+        const float e = x * sc;
         for (int j = 0; j < k; ++j) acc[j] += e * v[static_cast<std::int64_t>(j) * cols + c];
     }
     __shared__ double partial[kThreads][kChunk + 1];
