@@ -1,6 +1,11 @@
 #include "kernels/dtype.hpp"
 
 #include <array>
+#include <cstring>
+#include <string>
+
+#include "kernels/error.hpp"
+#include "kernels/numerics.hpp"
 
 namespace quantflow {
 namespace {
@@ -40,6 +45,21 @@ int dtype_bits(DType dtype) { return kDTypes[static_cast<std::size_t>(dtype)].bi
 
 bool is_quantizable_float(DType dtype) {
     return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
+}
+
+std::vector<float> decode_floats(std::span<const std::byte> bytes, DType dtype) {
+    QF_EXPECT(is_quantizable_float(dtype), "cannot read " + std::string(dtype_name(dtype)) + " values as floats");
+    const std::size_t width = dtype == DType::F32 ? 4 : 2;
+    std::vector<float> out(bytes.size() / width);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        std::uint16_t h;
+        switch (dtype) {
+            case DType::BF16: std::memcpy(&h, bytes.data() + 2 * i, 2); out[i] = bf16_to_f32(h); break;
+            case DType::F16: std::memcpy(&h, bytes.data() + 2 * i, 2); out[i] = f16_to_f32(h); break;
+            default: std::memcpy(&out[i], bytes.data() + 4 * i, 4);
+        }
+    }
+    return out;
 }
 
 }  // namespace quantflow

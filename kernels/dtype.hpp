@@ -6,8 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
 #include <optional>
+#include <span>
 #include <string_view>
+#include <vector>
 
 namespace quantflow {
 
@@ -23,5 +26,8 @@ std::string_view dtype_name(DType dtype);
 int dtype_bits(DType dtype);
 // True for the dtypes quantflow may quantize: F32, F16, BF16.
 bool is_quantizable_float(DType dtype);
+
+// The F32/F16/BF16 values of `bytes` as float32 (exact); throws Error for any other dtype.
+std::vector<float> decode_floats(std::span<const std::byte> bytes, DType dtype);
 
 }  // namespace quantflow

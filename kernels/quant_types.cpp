@@ -1,5 +1,7 @@
 #include "kernels/quant_types.hpp"
 
+#include "kernels/numerics.hpp"
+
 namespace quantflow {
 
 bool is_fp8(QuantFormat format) {
@@ -35,6 +37,23 @@ bool format_fits(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
 
 std::int64_t scale_rows(const QuantSpec& spec, std::int64_t rows) { return rows / scale_block_rows(spec, rows); }
 std::int64_t scale_cols(const QuantSpec& spec, std::int64_t cols) { return cols / scale_block_cols(spec, cols); }
+
+float encode_factor(QuantFormat format, float amax) {
+    if (!is_fp8(format)) return int8_step(amax);
+    return format == QuantFormat::Fp8Block ? fp8_multiplier_reciprocal_first(amax) : fp8_multiplier(amax);
+}
+
+float stored_scale(QuantFormat format, float amax) {
+    return is_fp8(format) ? 1.0f / encode_factor(format, amax) : encode_factor(format, amax);
+}
+
+bool all_codes_zero(const QuantizedTensor& q) {
+    // +0 codes are 0x00 in both formats; -0.0 inputs give 0x80 in e4m3, so test magnitude bits.
+    const std::uint8_t mask = is_fp8(q.spec.format) ? 0x7F : 0xFF;
+    for (const std::uint8_t c : q.codes)
+        if ((c & mask) != 0) return false;
+    return true;
+}
 
 std::string_view format_label(QuantFormat format) {
     switch (format) {

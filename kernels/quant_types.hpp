@@ -36,6 +36,12 @@ std::int64_t scale_cols(const QuantSpec& spec, std::int64_t cols);
 // Rows and columns of the weight covered by one scale.
 std::int64_t scale_block_rows(const QuantSpec& spec, std::int64_t rows);
 std::int64_t scale_block_cols(const QuantSpec& spec, std::int64_t cols);
+// How a block whose largest |x| is amax is encoded (spec 5.1/5.2), for every backend: FP8 multiplies by
+// 448 / amax ((1 / amax) * 448 for the 1 x bs block format, the reference's rounding: numerics.hpp), INT8
+// divides by the step amax / 127.
+float encode_factor(QuantFormat format, float amax);
+// What the file stores for that block: dequantized value = code * scale (FP8 1 / multiplier, INT8 the step).
+float stored_scale(QuantFormat format, float amax);
 // "fp8 tensor", "int8 block 64", ... for plans and messages.
 std::string_view format_label(QuantFormat format);
 
@@ -54,5 +60,8 @@ struct QuantizedTensor {
     std::vector<std::uint8_t> codes;  // rows*cols bytes: e4m3 bits or int8 two's complement
     std::vector<float> scales;        // scale_rows x scale_cols, row-major
 };
+
+// Whether every code is zero (+0 or -0): the quantization of an all-zero weight.
+bool all_codes_zero(const QuantizedTensor& q);
 
 }  // namespace quantflow

@@ -36,21 +36,6 @@ struct OpenFile {
     std::span<const std::byte> data(const TensorInfo& t) const { return tensor_data(file, header, index.at(t.name)); }
 };
 
-std::vector<float> as_floats(std::span<const std::byte> bytes, DType dtype) {
-    const std::size_t n = bytes.size() * 8 / static_cast<std::size_t>(dtype_bits(dtype));
-    std::vector<float> out(n);
-    for (std::size_t i = 0; i < n; ++i) {
-        std::uint16_t h;
-        switch (dtype) {
-            case DType::BF16: std::memcpy(&h, bytes.data() + 2 * i, 2); out[i] = bf16_to_f32(h); break;
-            case DType::F16: std::memcpy(&h, bytes.data() + 2 * i, 2); out[i] = f16_to_f32(h); break;
-            case DType::F32: std::memcpy(&out[i], bytes.data() + 4 * i, 4); break;
-            default: throw Error("unsupported dtype " + std::string(dtype_name(dtype)));
-        }
-    }
-    return out;
-}
-
 std::string file_tensor(const std::string& path, std::string_view name) { return path + ": tensor '" + std::string(name) + "'"; }
 
 // The scale grid of a stored scale tensor as one of quantflow's formats (the reference's block scales are
@@ -159,7 +144,7 @@ Comparison compare_files(const CompareOptions& options, Backend& backend) {
         q.cols = c.cols;
         const auto codes = quant.data(*t);
         q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
-        q.scales = as_floats(quant.data(*scale), scale->dtype);
+        q.scales = decode_floats(quant.data(*scale), scale->dtype);
 
         const TensorView w = weight_view(original.file, original.header, original.index.at(ref->name));
         c.k = std::min<std::int64_t>(options.k, std::min(c.rows, c.cols));
@@ -170,8 +155,8 @@ Comparison compare_files(const CompareOptions& options, Backend& backend) {
         const TensorInfo* bias = original.find(layer + ".bias");
         const TensorInfo* bias_q = quant.find(layer + ".bias");
         if (bias && bias_q && bias->shape == bias_q->shape && bias->elements() == static_cast<std::uint64_t>(c.rows)) {
-            b = as_floats(original.data(*bias), bias->dtype);
-            b_new = as_floats(quant.data(*bias_q), bias_q->dtype);
+            b = decode_floats(original.data(*bias), bias->dtype);
+            b_new = decode_floats(quant.data(*bias_q), bias_q->dtype);
         }
         const QualityMetrics m = backend.measure(w, q, &basis, {x, options.samples, b, b_new});
         const double wn = m.weight_norm > 0 ? m.weight_norm : 1.0, yn = m.output_norm > 0 ? m.output_norm : 1.0;
@@ -181,7 +166,7 @@ Comparison compare_files(const CompareOptions& options, Backend& backend) {
 
         bool saturates = false;
         if (const TensorInfo* in = quant.find(layer + ".input_scale"); in && fp8 && q.scales.size() == 1) {
-            const auto v = as_floats(quant.data(*in), in->dtype);
+            const auto v = decode_floats(quant.data(*in), in->dtype);
             saturates = v.size() == 1 && v[0] != 1.0f && v[0] == q.scales[0];
         }
         comfy_verdict(c, legacy, has_marker, fpmm, static_cast<std::int64_t>(scale->elements()), scale->shape.size(), saturates);

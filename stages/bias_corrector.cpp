@@ -15,16 +15,6 @@ std::vector<float> draw_means(std::uint64_t seed, std::int64_t n, int samples) {
     return out;
 }
 
-float load(const std::byte* p, DType dtype, std::size_t i) {
-    std::uint16_t h;
-    float f;
-    switch (dtype) {
-        case DType::BF16: std::memcpy(&h, p + 2 * i, 2); return bf16_to_f32(h);
-        case DType::F16: std::memcpy(&h, p + 2 * i, 2); return f16_to_f32(h);
-        default: std::memcpy(&f, p + 4 * i, 4); return f;
-    }
-}
-
 void store(std::byte* p, DType dtype, std::size_t i, float v) {
     std::uint16_t h;
     switch (dtype) {
@@ -47,8 +37,9 @@ void correct_bias(TensorJob& job, const TensorView& weight, std::span<const std:
                   Backend& backend, CalibrationMeans& means) {
     std::vector<float> delta(static_cast<std::size_t>(weight.rows));
     backend.residual_gemv(weight, job.quant, means.for_width(weight.cols), delta);
+    const std::vector<float> original = decode_floats(bias, bias_dtype);
     job.bias.resize(bias.size());
-    for (std::size_t i = 0; i < delta.size(); ++i) store(job.bias.data(), bias_dtype, i, load(bias.data(), bias_dtype, i) + delta[i]);
+    for (std::size_t i = 0; i < delta.size(); ++i) store(job.bias.data(), bias_dtype, i, original[i] + delta[i]);
 }
 
 }  // namespace quantflow

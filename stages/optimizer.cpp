@@ -2,11 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <string>
 #include <vector>
 
-#include "kernels/numerics.hpp"
 #include "kernels/random.hpp"
 
 namespace quantflow {
@@ -20,31 +18,13 @@ SvdSettings svd_settings(const TensorJob& job, std::string_view name, const Opti
     return svd;
 }
 
-bool all_zero(const QuantizedTensor& q) {
-    const std::uint8_t mask = is_fp8(q.spec.format) ? 0x7F : 0xFF;
-    return std::all_of(q.codes.begin(), q.codes.end(), [mask](std::uint8_t c) { return (c & mask) == 0; });
-}
-
-std::vector<float> as_floats(const TensorView& v) {
-    std::vector<float> out(static_cast<std::size_t>(v.rows * v.cols));
-    for (std::size_t i = 0; i < out.size(); ++i) {
-        std::uint16_t h;
-        switch (v.dtype) {
-            case DType::BF16: std::memcpy(&h, v.data + 2 * i, 2); out[i] = bf16_to_f32(h); break;
-            case DType::F16: std::memcpy(&h, v.data + 2 * i, 2); out[i] = f16_to_f32(h); break;
-            default: std::memcpy(&out[i], v.data + 4 * i, 4);
-        }
-    }
-    return out;
-}
-
 }  // namespace
 
 void quantize_layer(TensorJob& job, std::string_view tensor_name, const TensorView& weight, Backend& backend,
                     const OptimizerSettings& settings) {
     const auto start = std::chrono::steady_clock::now();
     job.quant = backend.quantize(tensor_name, weight, job.plan->spec);
-    if (job.plan->rank_k > 0 && !all_zero(job.quant)) {
+    if (job.plan->rank_k > 0 && !all_codes_zero(job.quant)) {
         RoundingSettings rounding = settings.rounding;
         rounding.optimizer_k = job.plan->rank_k;
         if (settings.on_progress)
@@ -62,8 +42,11 @@ void measure_layer(TensorJob& job, std::string_view tensor_name, const TensorVie
     fill_normal(named_seed(settings.seed ^ 0x5157u, tensor_name), 1.0, x);
     std::vector<float> b, b_new;
     if (bias && bias_new) {
-        b = as_floats(*bias);
-        b_new = as_floats(*bias_new);
+        const auto values = [](const TensorView& v) {
+            return decode_floats({v.data, static_cast<std::size_t>(v.rows * v.cols * dtype_bits(v.dtype) / 8)}, v.dtype);
+        };
+        b = values(*bias);
+        b_new = values(*bias_new);
     }
     // The projected error of the report is on the optimizer's own k components (the basis may be wider).
     const LowRank basis = job.basis.k > 0 ? leading_components(job.basis, job.plan->rank_k) : LowRank{};

@@ -118,11 +118,16 @@ std::vector<double> project_error_f64(const LowRank& basis, const std::function<
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(k), static_cast<int>(n),
                     1.0, e.data(), static_cast<int>(n), v.data(), static_cast<int>(n), 0.0, t.data() + r0 * k, static_cast<int>(k));
     });
+    return reduce_projection(basis, t.data());
+}
+
+std::vector<double> reduce_projection(const LowRank& basis, const double* t) {
+    const std::int64_t k = basis.k;
     std::vector<double> p(static_cast<std::size_t>(k * k), 0.0);
-    for (std::int64_t r = 0; r < m; ++r)
+    for (std::int64_t r = 0; r < basis.rows; ++r)
         for (std::int64_t i = 0; i < k; ++i)
             for (std::int64_t j = 0; j < k; ++j)
-                p[static_cast<std::size_t>(i * k + j)] += static_cast<double>(basis.u[static_cast<std::size_t>(r * k + i)]) * t[static_cast<std::size_t>(r * k + j)];
+                p[static_cast<std::size_t>(i * k + j)] += static_cast<double>(basis.u[static_cast<std::size_t>(r * k + i)]) * t[r * k + j];
     return p;
 }
 

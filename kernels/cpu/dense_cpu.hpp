@@ -68,6 +68,7 @@ std::vector<double> project_error_f64(const LowRank& basis, const std::function<
 
 // P = U^T T for T = E V^T [basis.rows, k], summed in double in row order.
 std::vector<double> reduce_projection(const LowRank& basis, const Matrix& t);
+std::vector<double> reduce_projection(const LowRank& basis, const double* t);
 
 // U * Z for a k x k Z (double): basis.rows x k floats.
 Matrix times_u(const LowRank& basis, const std::vector<double>& z);

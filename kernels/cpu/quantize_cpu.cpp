@@ -66,27 +66,11 @@ QF_VECTOR_CLONES void encode_int8(const float* x, std::int64_t n, float step, st
     }
 }
 
-// How a block's amax becomes its scale: FP8 multiplies by 448 / amax (or (1 / amax) * 448 in the
-// reference's block path, see numerics.hpp), INT8 divides by amax / 127 (spec 5.1/5.2).
-enum class ScaleRule { Fp8, Fp8ReciprocalFirst, Int8 };
-
-ScaleRule scale_rule(QuantFormat format) {
-    if (format == QuantFormat::Fp8Block) return ScaleRule::Fp8ReciprocalFirst;
-    return is_fp8(format) ? ScaleRule::Fp8 : ScaleRule::Int8;
-}
-
-float multiplier(ScaleRule rule, float amax) {
-    return rule == ScaleRule::Fp8ReciprocalFirst ? fp8_multiplier_reciprocal_first(amax) : fp8_multiplier(amax);
-}
-
-// The stored value is what dequantization multiplies by.
-float stored_scale(ScaleRule rule, float amax) { return rule == ScaleRule::Int8 ? int8_step(amax) : 1.0f / multiplier(rule, amax); }
-
-void encode_block(ScaleRule rule, const float* x, std::int64_t n, float amax, std::uint8_t* out) {
-    if (rule == ScaleRule::Int8)
-        encode_int8(x, n, int8_step(amax), out);
+void encode_block(QuantFormat format, const float* x, std::int64_t n, float amax, std::uint8_t* out) {
+    if (is_fp8(format))
+        encode_fp8_cpu(x, n, encode_factor(format, amax), out);
     else
-        encode_fp8_cpu(x, n, multiplier(rule, amax), out);
+        encode_int8(x, n, encode_factor(format, amax), out);
 }
 
 // Largest |x| of a row straight from its stored bits: for 16-bit floats the order of the magnitude bits is
@@ -121,21 +105,21 @@ float tensor_amax(std::string_view name, const TensorView& w) {
 }
 
 // Tensor-wise: one amax, one scale.
-void quantize_tensorwise(std::string_view name, const TensorView& w, ScaleRule rule, QuantizedTensor& q) {
+void quantize_tensorwise(std::string_view name, const TensorView& w, QuantFormat format, QuantizedTensor& q) {
     const float amax = tensor_amax(name, w);
-    q.scales.assign(1, stored_scale(rule, amax));
+    q.scales.assign(1, stored_scale(format, amax));
     const std::int64_t chunk = rows_per_task(w.cols);
     oneapi::tbb::parallel_for(std::int64_t{0}, (w.rows + chunk - 1) / chunk, [&](std::int64_t t) {
         std::vector<float> row(static_cast<std::size_t>(w.cols));
         for (std::int64_t r = t * chunk; r < std::min(w.rows, (t + 1) * chunk); ++r) {
             decode_row_cpu(w, r, 0, w.cols, row.data());
-            encode_block(rule, row.data(), w.cols, amax, q.codes.data() + r * w.cols);
+            encode_block(format, row.data(), w.cols, amax, q.codes.data() + r * w.cols);
         }
     });
 }
 
 // Row and 1 x bs group formats: every scale depends on one row only.
-void quantize_rowgroups(std::string_view name, const TensorView& w, ScaleRule rule, std::int64_t group, QuantizedTensor& q) {
+void quantize_rowgroups(std::string_view name, const TensorView& w, QuantFormat format, std::int64_t group, QuantizedTensor& q) {
     const std::int64_t groups = w.cols / group;
     q.scales.assign(static_cast<std::size_t>(w.rows * groups), 0.0f);
     const std::int64_t chunk = rows_per_task(w.cols);
@@ -148,15 +132,15 @@ void quantize_rowgroups(std::string_view name, const TensorView& w, ScaleRule ru
                 const std::uint32_t bits = max_abs_bits(x, group);
                 if (bits >= 0x7F800000u) throw_non_finite(name, w, r);
                 const float amax = bits_f32(bits);
-                q.scales[static_cast<std::size_t>(r * groups + g)] = stored_scale(rule, amax);
-                encode_block(rule, x, group, amax, q.codes.data() + r * w.cols + g * group);
+                q.scales[static_cast<std::size_t>(r * groups + g)] = stored_scale(format, amax);
+                encode_block(format, x, group, amax, q.codes.data() + r * w.cols + g * group);
             }
         }
     });
 }
 
 // bs x bs tiles: one task per band of bs rows.
-void quantize_tiles(std::string_view name, const TensorView& w, ScaleRule rule, std::int64_t bs, QuantizedTensor& q) {
+void quantize_tiles(std::string_view name, const TensorView& w, QuantFormat format, std::int64_t bs, QuantizedTensor& q) {
     const std::int64_t tile_rows = w.rows / bs, tile_cols = w.cols / bs;
     q.scales.assign(static_cast<std::size_t>(tile_rows * tile_cols), 0.0f);
     oneapi::tbb::parallel_for(std::int64_t{0}, tile_rows, [&](std::int64_t tr) {
@@ -167,19 +151,14 @@ void quantize_tiles(std::string_view name, const TensorView& w, ScaleRule rule, 
             for (std::int64_t r = 0; r < bs; ++r) bits = std::max(bits, max_abs_bits(band.data() + r * w.cols + tc * bs, bs));
             if (bits >= 0x7F800000u) throw_non_finite(name, w, tr * bs);
             const float amax = bits_f32(bits);
-            q.scales[static_cast<std::size_t>(tr * tile_cols + tc)] = stored_scale(rule, amax);
+            q.scales[static_cast<std::size_t>(tr * tile_cols + tc)] = stored_scale(format, amax);
             for (std::int64_t r = 0; r < bs; ++r)
-                encode_block(rule, band.data() + r * w.cols + tc * bs, bs, amax,
+                encode_block(format, band.data() + r * w.cols + tc * bs, bs, amax,
                              q.codes.data() + (tr * bs + r) * w.cols + tc * bs);
         }
     });
 }
 
-bool all_codes_zero(const QuantizedTensor& q) {
-    // +0 codes are 0x00 in both formats; -0.0 inputs give 0x80 in e4m3, so test magnitude bits.
-    const std::uint8_t mask = is_fp8(q.spec.format) ? 0x7F : 0xFF;
-    return std::all_of(q.codes.begin(), q.codes.end(), [mask](std::uint8_t c) { return (c & mask) == 0; });
-}
 
 }  // namespace
 
@@ -209,16 +188,16 @@ QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const Q
     q.rows = w.rows;
     q.cols = w.cols;
     q.codes.resize(static_cast<std::size_t>(w.rows * w.cols));
-    const ScaleRule rule = scale_rule(spec.format);
+    const QuantFormat format = spec.format;
     switch (spec.format) {
         case QuantFormat::Fp8Tensor:
-        case QuantFormat::Int8Tensor: quantize_tensorwise(name, w, rule, q); break;
+        case QuantFormat::Int8Tensor: quantize_tensorwise(name, w, format, q); break;
         case QuantFormat::Fp8Row:
-        case QuantFormat::Int8Row: quantize_rowgroups(name, w, rule, w.cols, q); break;
+        case QuantFormat::Int8Row: quantize_rowgroups(name, w, format, w.cols, q); break;
         case QuantFormat::Fp8Block:
-        case QuantFormat::Int8Lode: quantize_rowgroups(name, w, rule, spec.block_size, q); break;
+        case QuantFormat::Int8Lode: quantize_rowgroups(name, w, format, spec.block_size, q); break;
         case QuantFormat::Fp8Block2d:
-        case QuantFormat::Int8Block: quantize_tiles(name, w, rule, spec.block_size, q); break;
+        case QuantFormat::Int8Block: quantize_tiles(name, w, format, spec.block_size, q); break;
     }
     // The reference stores scale 1.0 everywhere for an all-zero weight (fixture zero.proj); codes are 0.
     if (all_codes_zero(q) && tensor_amax(name, w) == 0.0f) std::fill(q.scales.begin(), q.scales.end(), 1.0f);

@@ -24,7 +24,18 @@ namespace {
 
 using cuda::DeviceBuffer;
 
-std::size_t element_bytes(DType d) { return d == DType::F32 ? 4 : 2; }
+// The weight's bytes on the device, in its file dtype: the kernels decode it on the fly.
+struct UploadedWeight {
+    DeviceBuffer<unsigned char> bytes;
+    cuda::DeviceWeight view;
+};
+
+UploadedWeight upload_weight(const TensorView& w, const cuda::Stream& s) {
+    UploadedWeight u{DeviceBuffer<unsigned char>(static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2)), {}};
+    cuda::upload(u.bytes, reinterpret_cast<const unsigned char*>(w.data), u.bytes.size(), s);
+    u.view = {u.bytes.get(), w.dtype, w.rows, w.cols};
+    return u;
+}
 
 cuda::ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
     cuda::ScaleGrid g;
@@ -61,9 +72,8 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
-        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
-        const cuda::DeviceWeight dw{raw.get(), w.dtype, w.rows, w.cols};
+        const UploadedWeight uw = upload_weight(w, s);
+        const cuda::DeviceWeight& dw = uw.view;
         const cuda::ScaleGrid g = grid_of(spec, w.rows, w.cols);
         const auto cells = static_cast<std::size_t>(g.cells());
 
@@ -82,7 +92,7 @@ public:
                         "] holds NaN or Inf in row " + std::to_string(bad_row) + "; refusing to quantize it");
 
         // Scales on the host with the CPU's own formulas (numerics.hpp): bit-identical by construction.
-        const bool fp8 = is_fp8(spec.format), reciprocal_first = spec.format == QuantFormat::Fp8Block;
+        const bool fp8 = is_fp8(spec.format);
         QuantizedTensor q;
         q.spec = spec;
         q.rows = w.rows;
@@ -93,13 +103,8 @@ public:
         for (std::size_t c = 0; c < cells; ++c) {
             const float a = bits_f32(amax_bits[c]);
             tensor_amax = std::max(tensor_amax, amax_bits[c]);
-            if (fp8) {
-                factor[c] = reciprocal_first ? fp8_multiplier_reciprocal_first(a) : fp8_multiplier(a);
-                q.scales[c] = 1.0f / factor[c];
-            } else {
-                factor[c] = int8_step(a);
-                q.scales[c] = factor[c];
-            }
+            factor[c] = encode_factor(spec.format, a);
+            q.scales[c] = stored_scale(spec.format, a);
         }
         DeviceBuffer<float> dfactor(cells);
         DeviceBuffer<std::uint8_t> codes(n);
@@ -119,14 +124,13 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+        const UploadedWeight uw = upload_weight(w, s);
         DeviceBuffer<std::uint8_t> codes(n);
         DeviceBuffer<float> scales(q.scales.size()), dx(x.size()), dy(y.size());
-        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
         cuda::upload(codes, q.codes.data(), n, s);
         cuda::upload(scales, q.scales.data(), q.scales.size(), s);
         cuda::upload(dx, x.data(), x.size(), s);
-        cuda::residual_gemv({raw.get(), w.dtype, w.rows, w.cols}, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(),
+        cuda::residual_gemv(uw.view, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(),
                             is_fp8(q.spec.format), dx.get(), dy.get(), s.get());
         cuda::download(y.data(), dy, y.size(), s);
         s.sync();
@@ -138,10 +142,9 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const auto& s = *stream_;
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+        const UploadedWeight uw = upload_weight(w, s);
         DeviceBuffer<float> f32(n);
-        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
-        cuda::decode({raw.get(), w.dtype, w.rows, w.cols}, f32.get(), s.get());
+        cuda::decode(uw.view, f32.get(), s.get());
         return cuda::randomized_svd(*solver_, s, f32.get(), w.rows, w.cols, settings);
     }
 
@@ -159,17 +162,16 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        DeviceBuffer<unsigned char> raw(n * element_bytes(w.dtype));
+        const UploadedWeight uw = upload_weight(w, s);
         DeviceBuffer<std::uint8_t> codes(n);
         DeviceBuffer<float> scales(q.scales.size()), v_used(used.v.size()), v_wide(basis.v.size());
         DeviceBuffer<float> rows_k(static_cast<std::size_t>(w.rows * basis.k));
         DeviceBuffer<double> t(static_cast<std::size_t>(w.rows * basis.k));
-        cuda::upload(raw, reinterpret_cast<const unsigned char*>(w.data), raw.size(), s);
         cuda::upload(codes, q.codes.data(), n, s);
         cuda::upload(scales, q.scales.data(), q.scales.size(), s);
         cuda::upload(v_used, used.v.data(), used.v.size(), s);
         cuda::upload(v_wide, basis.v.data(), basis.v.size(), s);
-        const cuda::DeviceWeight dw{raw.get(), w.dtype, w.rows, w.cols};
+        const cuda::DeviceWeight& dw = uw.view;
         const cuda::ScaleGrid g = grid_of(q.spec, q.rows, q.cols);
         // P = U^T E V^T of the codes on the device, for the optimizer's basis or the finish's wider one.
         const auto project = [&](const LowRank& b, const DeviceBuffer<float>& v) {
@@ -178,13 +180,7 @@ public:
             cuda::project_rows(dw, g, codes.get(), scales.get(), fp8, v.get(), k, t.get(), s.get());
             cuda::download(th.data(), t, th.size(), s);
             s.sync();
-            std::vector<double> p(static_cast<std::size_t>(k) * k, 0.0);
-            for (std::int64_t r = 0; r < w.rows; ++r)
-                for (int i = 0; i < k; ++i)
-                    for (int j = 0; j < k; ++j)
-                        p[static_cast<std::size_t>(i * k + j)] +=
-                            static_cast<double>(b.u[static_cast<std::size_t>(r * k + i)]) * th[static_cast<std::size_t>(r * k + j)];
-            return p;
+            return reduce_projection(b, th.data());
         };
         RoundingStats stats = adam ? adam_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used), q, s)
                                    : original_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used), q, s);

@@ -16,6 +16,17 @@ __device__ __forceinline__ float scale_at(const ScaleGrid& g, const float* scale
     return scales[cell_of(g, r, c)];
 }
 
+// partial[t][j] holds thread t's sums for j < jn; leaves the block's sums in partial[0][j], always adding in
+// the same tree order (deterministic).
+__device__ void sum_over_threads(double (*partial)[kChunk + 1], int jn) {
+    __syncthreads();
+    for (int step = kThreads / 2; step > 0; step /= 2) {
+        if (threadIdx.x < step)
+            for (int j = 0; j < jn; ++j) partial[threadIdx.x][j] += partial[threadIdx.x + step][j];
+        __syncthreads();
+    }
+}
+
 __global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
                                const float* v, int k, double* t) {
     const std::int64_t r = blockIdx.x, n = w.cols;
@@ -30,12 +41,7 @@ __global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* 
             for (int j = 0; j < jn; ++j) acc[j] += e * v[static_cast<std::int64_t>(j0 + j) * n + c];
         }
         for (int j = 0; j < jn; ++j) partial[threadIdx.x][j] = acc[j];
-        __syncthreads();
-        for (int step = kThreads / 2; step > 0; step /= 2) {
-            if (threadIdx.x < step)
-                for (int j = 0; j < jn; ++j) partial[threadIdx.x][j] += partial[threadIdx.x + step][j];
-            __syncthreads();
-        }
+        sum_over_threads(partial, jn);
         if (threadIdx.x < jn) t[r * k + j0 + threadIdx.x] = partial[0][threadIdx.x];
         __syncthreads();
     }
@@ -123,12 +129,7 @@ __global__ void adam_kernel(std::int64_t cols, ScaleGrid g, const float* scales,
     }
     __shared__ double partial[kThreads][kChunk + 1];
     for (int j = 0; j < k; ++j) partial[threadIdx.x][j] = acc[j];
-    __syncthreads();
-    for (int step = kThreads / 2; step > 0; step /= 2) {
-        if (threadIdx.x < step)
-            for (int j = 0; j < k; ++j) partial[threadIdx.x][j] += partial[threadIdx.x + step][j];
-        __syncthreads();
-    }
+    sum_over_threads(partial, k);
     if (threadIdx.x < k) t[r * k + threadIdx.x] = partial[0][threadIdx.x];
 }
 
