@@ -23,6 +23,44 @@ inline AdamScalars adam_scalars(Optimizer optimizer, double lr, int t) {
             static_cast<float>(a.rect)};
 }
 
+// The loop's state between steps (shared by the CPU loop and the CUDA backend's device-side loop).
+struct AdamLoopState {
+    double best_loss = INFINITY;
+    int iterations = 0;      // losses evaluated
+    int best_iteration = 0;  // the iterate whose loss was best
+    int current = 0;         // buffer holding the current iterate
+    int best_buffer = 0;     // buffer holding the best iterate
+    int target = 0;          // buffer the next step writes (never the best one unless it is also the current)
+    int stopped = 0;         // the loss reached 1e-8: no more steps
+};
+
+// The scalar part of loop step t over the k x k projection p (kk entries): the loss ||p||, the best iterate,
+// the stop rule, then the gradient direction grad = p / L and torch's first-moment lerp m1 += (1-b1)(grad-m1)
+// (the first moment is linear in the gradients, so it lives in the k x k space). Returns false when the loop
+// stops; loss receives ||p|| either way. The step then writes the buffer st.target.
+QF_HOST_DEVICE bool adam_control(AdamLoopState& st, int t, const double* p, int kk, double* grad, double* m1, double& loss) {
+    double s = 0;
+    for (int i = 0; i < kk; ++i) s += p[i] * p[i];
+    loss = sqrt(s);
+    st.iterations = t + 1;
+    if (loss < st.best_loss) {
+        st.best_loss = loss;
+        st.best_buffer = st.current;
+        st.best_iteration = t;
+    }
+    if (st.best_loss < 1e-8) {
+        st.stopped = 1;
+        return false;
+    }
+    const double inv = loss > 1e-20 ? loss : 1e-20;
+    for (int i = 0; i < kk; ++i) {
+        grad[i] = p[i] / inv;
+        m1[i] += (1.0 - AdamConstants::beta1) * (grad[i] - m1[i]);  // torch: exp_avg.lerp_(grad, 1 - beta1)
+    }
+    st.target = st.current == st.best_buffer ? 1 - st.current : st.current;
+    return true;
+}
+
 template <bool AdamW>
 QF_HOST_DEVICE float adam_update(float g, float m, float& v, float x, const AdamScalars& s) {
     const float vv = v * s.b2 + s.one_minus_b2 * (g * g);

@@ -35,39 +35,26 @@ QF_VECTOR_CLONES void adam_row(const float* g_row, const float* m_row, const flo
 
 RoundingStats run_adam_loop(const std::vector<double>& p0, std::int64_t k, const RoundingSettings& settings, const AdamPass& pass,
                             int& best_buffer) {
-    const std::int64_t kk = k * k;
+    const auto kk = static_cast<std::size_t>(k * k);
     RoundingStats stats;
     stats.k = k;
     stats.initial_loss = frobenius(p0);
-    std::vector<double> p = p0, m1(static_cast<std::size_t>(kk), 0.0), grad(static_cast<std::size_t>(kk));
-    int current = 0;
-    best_buffer = 0;
-    double best_loss = INFINITY;
-    const double b1 = AdamConstants::beta1;
+    std::vector<double> p = p0, m1(kk, 0.0), grad(kk);
+    AdamLoopState st;
     for (int t = 0; t < settings.num_iter; ++t) {
-        const double loss = frobenius(p);
-        ++stats.iterations;
+        double loss = 0;
+        const bool go = adam_control(st, t, p.data(), static_cast<int>(kk), grad.data(), m1.data(), loss);
         stats.losses.push_back(loss);
-        if (loss < best_loss) {
-            best_loss = loss;
-            best_buffer = current;
-            stats.best_iteration = t;
-        }
-        if (best_loss < 1e-8) break;
-        for (std::int64_t i = 0; i < kk; ++i) {
-            const auto s = static_cast<std::size_t>(i);
-            grad[s] = p[s] / std::max(loss, 1e-20);
-            m1[s] += (1.0 - b1) * (grad[s] - m1[s]);  // torch: exp_avg.lerp_(grad, 1 - beta1)
-        }
-        // The step writes into the buffer that does not hold the best iterate (in place when the current one is
-        // not the best): the best is never copied.
-        const int target = current == best_buffer ? 1 - current : current;
-        const std::vector<double> moved = pass(grad, m1, adam_scalars(settings.optimizer, settings.lr, t + 1), current, target);
-        for (std::size_t i = 0; i < p.size(); ++i) p[i] = p0[i] + moved[i];
-        current = target;
+        if (!go) break;
+        const std::vector<double> moved = pass(grad, m1, adam_scalars(settings.optimizer, settings.lr, t + 1), st.current, st.target);
+        for (std::size_t i = 0; i < kk; ++i) p[i] = p0[i] + moved[i];
+        st.current = st.target;
         if (settings.on_progress) settings.on_progress("optimize", t + 1, settings.num_iter);
     }
-    stats.best_loss = best_loss;
+    stats.iterations = st.iterations;
+    stats.best_iteration = st.best_iteration;
+    stats.best_loss = st.best_loss;
+    best_buffer = st.best_buffer;
     return stats;
 }
 

@@ -13,6 +13,7 @@
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cpu/dense_cpu.hpp"
 #include "kernels/cpu/rounding_cpu.hpp"
+#include "kernels/cuda/adam.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/rounding.cuh"
 #include "kernels/cuda/quantize.cuh"
@@ -157,7 +158,7 @@ public:
         const LowRank narrow = narrower ? leading_components(basis, settings.optimizer_k) : LowRank{};
         const LowRank& used = narrower ? narrow : basis;
         const bool adam = settings.optimizer != Optimizer::Original;
-        if (adam && used.k > kMaxAdamK) return learned_round_cpu(name, w, basis, settings, q);
+        if (adam && used.k > cuda::kMaxAdamK) return learned_round_cpu(name, w, basis, settings, q);
         const bool fp8 = is_fp8(q.spec.format);
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
@@ -182,8 +183,17 @@ public:
             s.sync();
             return reduce_projection(b, th.data());
         };
-        RoundingStats stats = adam ? adam_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used), q, s)
-                                   : original_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used), q, s);
+        RoundingStats stats;
+        if (adam) {
+            stats = cuda::adam_on_device(used, g, scales.get(), fp8, codes.get(), project(used, v_used), settings, s);
+            stats.final_loss = stats.initial_loss;
+            if (stats.best_iteration > 0) {
+                cuda::download(q.codes.data(), codes, n, s);
+                s.sync();
+            }
+        } else {
+            stats = original_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used), q, s);
+        }
         if (stats.best_iteration > 0) stats.final_loss = frobenius(project(used, v_used));
         stats.rounded_loss = stats.final_loss;
         if (!settings.rounding_aware) return stats;
@@ -218,8 +228,6 @@ public:
         return stats;
     }
 
-    static constexpr std::int64_t kMaxAdamK = 16;  // the fused step keeps a row's k components in registers
-
     // `original`: the k x k loop on the host, then one rank-k correction fused with the final rounding.
     static RoundingStats original_on_gpu(const RoundingSettings& settings, const LowRank& used, const cuda::DeviceWeight& dw,
                                          const cuda::ScaleGrid& g, DeviceBuffer<std::uint8_t>& codes, DeviceBuffer<float>& scales,
@@ -236,48 +244,6 @@ public:
         cuda::download(q.codes.data(), codes, q.codes.size(), s);
         s.sync();
         return loop.stats;
-    }
-
-    // AdamW / RAdam: one fused kernel per step over the matrix, the projection reduced on the device; only the
-    // k x k projection comes back to the host each step (2 KiB for k = 16).
-    static RoundingStats adam_on_gpu(const RoundingSettings& settings, const LowRank& used, const cuda::DeviceWeight& dw,
-                                     const cuda::ScaleGrid& g, DeviceBuffer<std::uint8_t>& codes, DeviceBuffer<float>& scales,
-                                     DeviceBuffer<float>& v, const std::vector<double>& p0, QuantizedTensor& q, const cuda::Stream& s) {
-        const std::int64_t rows = dw.rows, cols = dw.cols, k = used.k;
-        const std::size_t n = static_cast<std::size_t>(rows * cols);
-        DeviceBuffer<float> delta[2] = {DeviceBuffer<float>(n), DeviceBuffer<float>(n)};
-        DeviceBuffer<float> second(n), u(used.u.size()), ug(used.u.size()), um(used.u.size()), z(static_cast<std::size_t>(2 * k * k));
-        DeviceBuffer<double> t(static_cast<std::size_t>(rows * k)), pd(static_cast<std::size_t>(k * k));
-        QF_CUDA_CHECK(cudaMemsetAsync(delta[0].get(), 0, n * sizeof(float), s.get()));
-        QF_CUDA_CHECK(cudaMemsetAsync(second.get(), 0, n * sizeof(float), s.get()));
-        cuda::upload(u, used.u.data(), used.u.size(), s);
-        const bool adamw = settings.optimizer == Optimizer::AdamW;
-        std::vector<float> zh(static_cast<std::size_t>(2 * k * k));
-        std::vector<double> moved(static_cast<std::size_t>(k * k));
-        const AdamPass pass = [&](const std::vector<double>& grad, const std::vector<double>& m1, const AdamScalars& scalars, int from,
-                                  int to) {
-            for (std::size_t i = 0; i < grad.size(); ++i) {
-                zh[i] = static_cast<float>(grad[i]);
-                zh[grad.size() + i] = static_cast<float>(m1[i]);
-            }
-            cuda::upload(z, zh.data(), zh.size(), s);
-            cuda::times_u(u.get(), rows, static_cast<int>(k), z.get(), ug.get(), s.get());
-            cuda::times_u(u.get(), rows, static_cast<int>(k), z.get() + k * k, um.get(), s.get());
-            cuda::adam_step(adamw, rows, cols, g, scales.get(), ug.get(), um.get(), v.get(), static_cast<int>(k), scalars,
-                            delta[from].get(), delta[to].get(), second.get(), t.get(), s.get());
-            cuda::reduce_projection(u.get(), t.get(), rows, static_cast<int>(k), pd.get(), s.get());
-            cuda::download(moved.data(), pd, moved.size(), s);
-            s.sync();
-            return moved;
-        };
-        int best = 0;
-        RoundingStats stats = run_adam_loop(p0, k, settings, pass, best);
-        stats.final_loss = stats.initial_loss;
-        if (stats.best_iteration == 0) return stats;
-        cuda::apply_offsets(static_cast<std::int64_t>(n), is_fp8(q.spec.format), delta[best].get(), codes.get(), s.get());
-        cuda::download(q.codes.data(), codes, n, s);
-        s.sync();
-        return stats;
     }
 
     QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs) override {

@@ -1,4 +1,4 @@
-// kernels/cuda/handles.cuh: RAII for device memory, pinned host memory, streams and solver handles.
+// kernels/cuda/handles.cuh: RAII for device memory, pinned host memory, streams, events and solver handles.
 // Move-only; nothing CUDA lives in a static (STYLE convention 4).
 #pragma once
 
@@ -49,6 +49,55 @@ public:
 
 private:
     cudaStream_t s_ = nullptr;
+};
+
+// Page-locked host memory: the staging ring and the loop-state mirrors (DMA without the driver's bounce copy).
+template <typename T>
+class PinnedBuffer {
+public:
+    PinnedBuffer() = default;
+    explicit PinnedBuffer(std::size_t count) : count_(count) {
+        if (count) QF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T), cudaHostAllocDefault));
+    }
+    ~PinnedBuffer() {
+        if (ptr_) cudaFreeHost(ptr_);
+    }
+    PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)) {}
+    PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+        std::swap(ptr_, o.ptr_);
+        std::swap(count_, o.count_);
+        return *this;
+    }
+    PinnedBuffer(const PinnedBuffer&) = delete;
+    PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+    T* get() const { return ptr_; }
+    T& operator[](std::size_t i) const { return ptr_[i]; }
+    std::size_t size() const { return count_; }
+
+private:
+    T* ptr_ = nullptr;
+    std::size_t count_ = 0;
+};
+
+class Event {
+public:
+    Event() { QF_CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+    ~Event() {
+        if (e_) cudaEventDestroy(e_);
+    }
+    Event(Event&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+    Event& operator=(Event&& o) noexcept {
+        std::swap(e_, o.e_);
+        return *this;
+    }
+    Event(const Event&) = delete;
+    Event& operator=(const Event&) = delete;
+    void record(cudaStream_t s) const { QF_CUDA_CHECK(cudaEventRecord(e_, s)); }
+    void sync() const { QF_CUDA_CHECK(cudaEventSynchronize(e_)); }
+    cudaEvent_t get() const { return e_; }
+
+private:
+    cudaEvent_t e_ = nullptr;
 };
 
 class Solver {

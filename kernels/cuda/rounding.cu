@@ -92,61 +92,6 @@ __global__ void candidates_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_
     if (threadIdx.x == 0) error2_partial[blockIdx.x] = sum[0];
 }
 
-__global__ void times_u_kernel(const float* u, std::int64_t rows, int k, const float* z, float* out) {
-    const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-    if (i >= rows * k) return;
-    const std::int64_t r = i / k;
-    const int j = static_cast<int>(i % k);
-    float acc = 0.0f;
-    for (int a = 0; a < k; ++a) acc += u[r * k + a] * z[a * k + j];
-    out[i] = acc;
-}
-
-template <bool AdamW>
-__global__ void adam_kernel(std::int64_t cols, ScaleGrid g, const float* scales, const float* ug, const float* um, const float* v,
-                            int k, AdamScalars scalars, const float* src, float* dst, float* second, double* t) {
-    const std::int64_t r = blockIdx.x;
-    __shared__ float urow[2 * kChunk];
-    if (threadIdx.x < 2 * k) urow[threadIdx.x] = threadIdx.x < k ? ug[r * k + threadIdx.x] : um[r * k + threadIdx.x - k];
-    __syncthreads();
-    float acc[kChunk];  // per-thread partial sums in float (as the CPU's sgemm), combined in double below
-    for (int j = 0; j < kChunk; ++j) acc[j] = 0.0f;
-    for (std::int64_t c = threadIdx.x; c < cols; c += kThreads) {
-        float gq = 0.0f, gm = 0.0f;
-        for (int j = 0; j < k; ++j) {
-            const float vj = v[static_cast<std::int64_t>(j) * cols + c];
-            gq += urow[j] * vj;
-            gm += urow[k + j] * vj;
-        }
-        const std::int64_t i = r * cols + c;
-        const float sc = scale_at(g, scales, r, c);
-        float v2 = second[i];
-        const float x = adam_update<AdamW>(gq * sc, gm * sc, v2, src[i], scalars);
-        second[i] = v2;
-        dst[i] = x;
-        const float e = x * sc;
-        for (int j = 0; j < k; ++j) acc[j] += e * v[static_cast<std::int64_t>(j) * cols + c];
-    }
-    __shared__ double partial[kThreads][kChunk + 1];
-    for (int j = 0; j < k; ++j) partial[threadIdx.x][j] = acc[j];
-    sum_over_threads(partial, k);
-    if (threadIdx.x < k) t[r * k + threadIdx.x] = partial[0][threadIdx.x];
-}
-
-__global__ void reduce_kernel(const float* u, const double* t, std::int64_t rows, int k, double* p) {
-    const int i = blockIdx.x / k, j = blockIdx.x % k;
-    double acc = 0.0;
-    for (std::int64_t r = threadIdx.x; r < rows; r += kThreads) acc += static_cast<double>(u[r * k + i]) * t[r * k + j];
-    __shared__ double sum[kThreads];
-    sum[threadIdx.x] = acc;
-    __syncthreads();
-    for (int step = kThreads / 2; step > 0; step /= 2) {
-        if (threadIdx.x < step) sum[threadIdx.x] += sum[threadIdx.x + step];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) p[blockIdx.x] = sum[0];
-}
-
 __global__ void offsets_kernel(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes) {
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < elements;
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -156,26 +101,6 @@ __global__ void offsets_kernel(std::int64_t elements, bool fp8, const float* off
 }
 
 }  // namespace
-
-void times_u(const float* u, std::int64_t rows, int k, const float* z, float* out, cudaStream_t s) {
-    times_u_kernel<<<static_cast<unsigned int>((rows * k + kThreads - 1) / kThreads), kThreads, 0, s>>>(u, rows, k, z, out);
-    QF_CUDA_CHECK(cudaGetLastError());
-}
-
-void adam_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales, const float* ug,
-               const float* um, const float* v, int k, const AdamScalars& scalars, const float* src, float* dst, float* second,
-               double* t, cudaStream_t s) {
-    if (adamw)
-        adam_kernel<true><<<static_cast<unsigned int>(rows), kThreads, 0, s>>>(cols, g, scales, ug, um, v, k, scalars, src, dst, second, t);
-    else
-        adam_kernel<false><<<static_cast<unsigned int>(rows), kThreads, 0, s>>>(cols, g, scales, ug, um, v, k, scalars, src, dst, second, t);
-    QF_CUDA_CHECK(cudaGetLastError());
-}
-
-void reduce_projection(const float* u, const double* t, std::int64_t rows, int k, double* p, cudaStream_t s) {
-    reduce_kernel<<<static_cast<unsigned int>(k * k), kThreads, 0, s>>>(u, t, rows, k, p);
-    QF_CUDA_CHECK(cudaGetLastError());
-}
 
 void apply_offsets(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes, cudaStream_t s) {
     const std::int64_t blocks = std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 65535LL * 32);

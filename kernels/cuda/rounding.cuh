@@ -1,5 +1,6 @@
-// kernels/cuda/rounding.cuh: the full-size parts of learned rounding on the GPU (the k x k loop runs on the
-// host, shared with the CPU backend: kernels/cpu/rounding_cpu.hpp).
+// kernels/cuda/rounding.cuh: the full-size parts of `original` learned rounding and of the rounding-aware
+// finish on the GPU (their k x k loops run on the host, shared with the CPU backend: kernels/cpu/rounding_cpu.hpp;
+// AdamW / RAdam run entirely on the device: adam.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -31,16 +32,6 @@ unsigned int refine_candidates(const DeviceWeight& w, const ScaleGrid& g, const 
                                unsigned long long* count, unsigned long long capacity, double* error2_partial, cudaStream_t s);
 unsigned int refine_blocks(std::int64_t elements);
 
-// AdamW / RAdam (k <= 16). out = u * z for u [rows, k] and a k x k z (row-major floats).
-void times_u(const float* u, std::int64_t rows, int k, const float* z, float* out, cudaStream_t s);
-// One fused step over the matrix: g = (ug[r] . v[:, c]) * scale, m = (um[r] . v[:, c]) * scale, the element
-// rule of kernels/adam_rules.hpp from src into dst (second moment in place), and t[r, j] = sum_c dst*scale*v[j, c]
-// in double (block per row, fixed order).
-void adam_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales, const float* ug,
-               const float* um, const float* v, int k, const AdamScalars& scalars, const float* src, float* dst, float* second,
-               double* t, cudaStream_t s);
-// p[i, j] = sum_r u[r, i] * t[r, j] (k x k doubles), fixed reduction order.
-void reduce_projection(const float* u, const double* t, std::int64_t rows, int k, double* p, cudaStream_t s);
 // codes <- round(code_value + offset[i]) (spec 5.1/5.2 clamp and rounding).
 void apply_offsets(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes, cudaStream_t s);
 
