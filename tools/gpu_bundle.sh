@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds quantflow with the CUDA backend here (Release, sm_90 by default) and bundles what the GPU machine
 # needs into .gpu_bundle/ (git-ignored, carried by the device tool): the binary, the GPU and unit test
-# executables, every non-CUDA shared library they load (the GPU machine has no Debian libraries; the CUDA
-# libraries come from its own toolkit), the reference fixtures and the bench scripts.
+# executables, the skinny-product benchmark (qf_bench_skinny), every non-CUDA shared library they load (the
+# GPU machine has no Debian libraries; the CUDA libraries come from its own toolkit), the reference fixtures
+# and the bench scripts.
 #
 # usage: tools/gpu_bundle.sh [--archs "90"]        then, on the GPU machine: bash .gpu_bundle/gpu_run.sh
 set -euo pipefail
@@ -17,9 +18,9 @@ done
 build=$root/build-gpu
 bundle=$root/.gpu_bundle
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DQF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$archs" >/dev/null
-cmake --build "$build" -j"$(nproc)" --target quantflow qf_gpu_tests
+cmake --build "$build" -j"$(nproc)" --target quantflow qf_gpu_tests qf_bench_skinny
 rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fixtures"
-cp "$build/quantflow" "$build/tests/qf_gpu_tests" "$bundle/bin/"
+cp "$build/quantflow" "$build/tests/qf_gpu_tests" "$build/qf_bench_skinny" "$bundle/bin/"
 strip "$bundle"/bin/*
 # Shared libraries outside the C library and the CUDA toolkit.
 for exe in "$bundle"/bin/*; do ldd "$exe"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
