@@ -25,6 +25,10 @@ DeviceChoice parse_device(std::string_view text) {
     throw Error("--device '" + std::string(text) + "' is not one of auto, cpu, cuda, cuda:N", ExitCode::kUsage);
 }
 
+LayerMemory Backend::layer_memory(const LayerWork& layer) const {
+    return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer) : 0, 0};
+}
+
 std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& why) {
 #if QF_HAVE_CUDA
     const int gpus = cuda_device_count();

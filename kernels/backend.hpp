@@ -18,6 +18,27 @@
 
 namespace quantflow {
 
+// Keeps a weight resident on an accelerator while it lives (see Backend::hold).
+class WeightHold {
+public:
+    virtual ~WeightHold() = default;
+};
+
+// One layer's memory while it is in flight, by where it lives: host RAM (counted by the memory budget) or
+// accelerator memory (counted by the GPU memory budget).
+struct LayerMemory {
+    std::uint64_t host = 0, device = 0;
+};
+
+// What a layer asks of a backend: its shape and file dtype, and the basis width of learned rounding (0 for
+// round-to-nearest).
+struct LayerWork {
+    std::int64_t rows = 0, cols = 0;
+    DType dtype = DType::BF16;
+    std::int64_t basis_k = 0;
+    Optimizer optimizer = Optimizer::Original;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -25,6 +46,22 @@ public:
     virtual std::string name() const = 0;
     // Bytes of accelerator memory (0 for the CPU backend): picks the default hardware profile.
     virtual std::uint64_t device_memory() const { return 0; }
+    // Working memory of one layer beyond its input pages, codes, scales and biases (which the reader counts):
+    // the CPU backend's learned rounding lives in host memory; an accelerator's in device memory.
+    virtual LayerMemory layer_memory(const LayerWork& layer) const;
+    // Host staging for copies to and from the accelerator: `slabs` page-locked buffers of `slab_bytes` (the
+    // hardware profile's pinned buffers). Takes effect before the first copy; no-op for the CPU backend.
+    virtual void set_staging(std::uint64_t slab_bytes, int slabs) {
+        (void)slab_bytes;
+        (void)slabs;
+    }
+    // Keeps w's bytes on the accelerator while the returned hold lives: the calls below on the same weight
+    // (same data pointer) then copy it once instead of once per call. nullptr: nothing to keep (CPU).
+    virtual std::unique_ptr<WeightHold> hold(std::string_view name, const TensorView& w) {
+        (void)name;
+        (void)w;
+        return nullptr;
+    }
     // Round-to-nearest quantization (spec 5.1 / 5.2): per-scale-block amax, scale, clamp, round.
     // An all-zero weight gives zero codes and every scale 1.0 (the reference's rule).
     virtual QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) = 0;

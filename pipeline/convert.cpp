@@ -101,6 +101,19 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     p.hardware = load_hardware_profile(profile_name);
     if (profile_source.empty()) profile_source = "profile " + p.hardware.name;
     p.run.memory_budget = o.memory_budget.value_or(p.hardware.memory_budget);
+    const std::uint64_t gpu_memory = p.backend->device_memory();
+    std::string staging_line;
+    if (gpu_memory > 0) {
+        p.run.gpu_memory_budget = p.hardware.gpu_memory_budget > 0 ? std::min(p.hardware.gpu_memory_budget, gpu_memory) : gpu_memory / 2;
+        // The staging ring is pinned host memory: it comes out of the memory budget (a quarter of it at most).
+        const std::uint64_t pinned = std::min(p.hardware.pinned_slab * static_cast<std::uint64_t>(std::max(p.hardware.pinned_slabs, 2)),
+                                              p.run.memory_budget / 4);
+        const int slabs = std::max(2, p.hardware.pinned_slabs);
+        p.backend->set_staging(std::max<std::uint64_t>(pinned / static_cast<std::uint64_t>(slabs), 1 << 20), slabs);
+        p.run.memory_budget -= pinned;
+        staging_line = format_size(pinned) + " of it pinned staging (" + std::to_string(slabs) + " x " +
+                       format_size(pinned / static_cast<std::uint64_t>(slabs)) + ")";
+    }
     p.run.concurrency = std::max(1, p.hardware.tensors_in_flight);
     p.run.reader_chunk = p.hardware.reader_chunk;
     p.run.seed = o.seed;
@@ -115,19 +128,25 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     const int threads = o.threads > 0 ? o.threads : p.hardware.cpu_threads;
 
     p.plan = build_plan(std::move(header), o, filter_options(o));
+    plan_memory(p.plan, *p.backend, o);
     p.context.output_path = output;
     p.context.device_line = device_line;
     p.context.memory_budget = p.run.memory_budget;
     p.context.model_line = model_line;
-    for (const auto& job : make_jobs(p.plan.layers, p.plan.input, p.run.reader_chunk))
+    p.context.gpu_memory_budget = p.run.gpu_memory_budget;
+    for (const auto& job : make_jobs(p.plan.layers, p.plan.input, p.run.reader_chunk)) {
         p.context.largest_job_bytes = std::max(p.context.largest_job_bytes, job.budget_bytes);
+        p.context.largest_device_job_bytes = std::max(p.context.largest_device_job_bytes, job.device_bytes);
+    }
     p.context.settings = {
-        {"memory_budget", format_size(p.run.memory_budget), o.memory_budget ? "--memory-budget" : profile_source},
+        {"memory_budget", format_size(o.memory_budget.value_or(p.hardware.memory_budget)) + (staging_line.empty() ? "" : ", " + staging_line),
+         o.memory_budget ? "--memory-budget" : profile_source},
         {"tensors_in_flight", std::to_string(p.run.concurrency), profile_source},
+        {"gpu_memory_budget", gpu_memory > 0 ? format_size(p.run.gpu_memory_budget) : "none (no GPU)",
+         p.hardware.gpu_memory_budget > 0 || gpu_memory == 0 ? profile_source : "half the GPU's memory"},
         {"threads", threads > 0 ? std::to_string(threads) : "all cores", o.threads > 0 ? "--threads" : profile_source},
         {"reader_chunk", format_size(p.run.reader_chunk), profile_source},
         {"gpu_streams", std::to_string(p.hardware.gpu_streams), profile_source},
-        {"pinned_buffers", std::to_string(p.hardware.pinned_slabs) + " x " + format_size(p.hardware.pinned_slab), profile_source},
         {"concurrent_files", std::to_string(p.hardware.concurrent_files), profile_source},
         {"seed", std::to_string(o.seed), o.manual_seed == -1 ? "drawn" : "--manual_seed"},
         {"rounding", o.simple ? "round-to-nearest" : rounding_summary(o), o.simple ? "--simple" : "--optimizer"},

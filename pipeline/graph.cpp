@@ -31,6 +31,7 @@ struct RunContext {
     OutputFile& out;
     Backend& backend;
     ByteBudget budget;
+    ByteBudget device_budget;
     CalibrationMeans means;
     Progress& progress;
     const RunSettings& settings;
@@ -43,12 +44,12 @@ const TensorInfo& job_tensor(const RunContext& ctx, const TensorJob& job) { retu
 void quantize_body(RunContext& ctx, TensorJob& job) {
     check_interrupt();
     if (job.plan->action != Action::Quantize) return;
-    quantize_layer(job, job_tensor(ctx, job).name, weight_view(ctx.input, ctx.plan.input, job.plan->input), ctx.backend,
-                   ctx.settings.optimizer);
+    const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
+    job.held = ctx.backend.hold(job_tensor(ctx, job).name, weight);  // one copy to the GPU for every stage
+    quantize_layer(job, job_tensor(ctx, job).name, weight, ctx.backend, ctx.settings.optimizer);
 }
 
-void correct_body(RunContext& ctx, TensorJob& job) {
-    if (job.plan->action != Action::Quantize) return;
+void correct_stages(RunContext& ctx, TensorJob& job) {
     const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
     const auto bias_index = job.plan->bias_input;
     if (bias_index != kNoTensor)
@@ -65,6 +66,14 @@ void correct_body(RunContext& ctx, TensorJob& job) {
     const TensorView bias_new{job.bias.data(), b.dtype, 1, b.shape.at(0)};
     measure_layer(job, job_tensor(ctx, job).name, weight, &bias, &bias_new, ctx.backend, ctx.settings.optimizer,
                   ctx.settings.quality_samples);
+}
+
+void correct_body(RunContext& ctx, TensorJob& job) {
+    if (job.plan->action != Action::Quantize) return;
+    correct_stages(ctx, job);
+    job.held.reset();  // the accelerator is done with this layer
+    ctx.device_budget.release(job.device_bytes);
+    job.device_bytes = 0;
 }
 
 void write_body(RunContext& ctx, TensorJob& job) {
@@ -91,6 +100,7 @@ auto guarded(RunContext& ctx, Body body) {
             body(ctx, *job);
         } catch (...) {
             ctx.budget.cancel();
+            ctx.device_budget.cancel();
             throw;
         }
         return job;
@@ -111,7 +121,7 @@ RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& o
         run.optimizer.on_progress = [&progress](std::string_view tensor, std::string_view phase, int step, int steps) {
             progress.activity(tensor, phase, step, steps);
         };
-    RunContext ctx{plan, input, out, backend, ByteBudget(settings.memory_budget),
+    RunContext ctx{plan, input, out, backend, ByteBudget(settings.memory_budget), ByteBudget(settings.gpu_memory_budget),
                    CalibrationMeans(settings.seed, settings.calib_samples), progress, run, {}, {}};
     std::vector<TensorJob> jobs = make_jobs(plan.layers, plan.input, settings.reader_chunk);
     write_header_and_constants(plan.layout, out);
@@ -130,6 +140,10 @@ RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& o
         try {
             for (auto& job : jobs) {
                 if (g_interrupted.load() || !ctx.budget.acquire(job.budget_bytes)) break;
+                if (!ctx.device_budget.acquire(job.device_bytes)) {
+                    ctx.budget.release(job.budget_bytes);
+                    break;
+                }
                 prefetch_job(job, input, plan.input);
                 quantize.try_put(std::make_shared<TensorJob>(std::move(job)));
             }
@@ -142,6 +156,7 @@ RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& o
         g.wait_for_all();
     } catch (...) {
         ctx.budget.cancel();
+        ctx.device_budget.cancel();
         reader.join();
         throw;
     }

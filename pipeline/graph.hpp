@@ -25,6 +25,7 @@ namespace quantflow {
 struct RunSettings {
     int concurrency = 2;                   // jobs computed at once (profile tensors_in_flight)
     std::uint64_t memory_budget = 1ull << 30;
+    std::uint64_t gpu_memory_budget = 0;   // accelerator bytes of the jobs in flight (0: no accelerator)
     std::uint64_t reader_chunk = 64ull << 20;
     std::uint64_t seed = 0;
     int calib_samples = 3072;

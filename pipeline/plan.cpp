@@ -72,8 +72,6 @@ struct PlanBuilder {
         ++plan.counts.quantized;
         if (!options.simple) {
             lp.rank_k = choose_k(rows, cols, options.top_p, options.min_k, options.max_k);
-            const std::int64_t basis_k = options.rounding_aware ? std::max(lp.rank_k, kRefineRank) : lp.rank_k;
-            lp.work_bytes = learned_rounding_work_bytes(rows, cols, basis_k, parse_optimizer(options.optimizer));
         }
 
         const bool comfy = options.comfy_quant;
@@ -182,6 +180,17 @@ FilterOptions filter_options(const Options& options) {
     filter.heur = options.heur;
     filter.block_size = options.block_size;
     return filter;
+}
+
+void plan_memory(Plan& plan, const Backend& backend, const Options& options) {
+    for (auto& lp : plan.layers) {
+        if (lp.action != Action::Quantize) continue;
+        const TensorInfo& t = plan.input.tensors[lp.input];
+        const std::int64_t basis_k = lp.rank_k > 0 && options.rounding_aware ? std::max(lp.rank_k, kRefineRank) : lp.rank_k;
+        const LayerMemory m = backend.layer_memory({t.shape[0], t.shape[1], t.dtype, basis_k, parse_optimizer(options.optimizer)});
+        lp.work_bytes = m.host;
+        lp.device_bytes = m.device;
+    }
 }
 
 Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOptions& filter) {

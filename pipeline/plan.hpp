@@ -40,6 +40,9 @@ QuantSpec requested_spec(const Options& options);
 FilterOptions filter_options(const Options& options);
 
 Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOptions& filter);
+// Each quantized layer's working memory as the backend that runs it counts it (host: the memory budget;
+// device: the GPU memory budget).
+void plan_memory(Plan& plan, const Backend& backend, const Options& options);
 
 // The options that change output bytes, canonical (sorted flags, fixed spelling): recorded in the
 // output's "quantflow" metadata so two runs with the same inputs give identical files (threads, memory

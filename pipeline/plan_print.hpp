@@ -23,6 +23,8 @@ struct PlanContext {
     std::vector<PlanSetting> settings;
     std::uint64_t largest_job_bytes = 0;
     std::uint64_t memory_budget = 0;
+    std::uint64_t gpu_memory_budget = 0;      // 0: no accelerator
+    std::uint64_t largest_device_job_bytes = 0;
 };
 
 std::string plan_text(const Plan& plan, const PlanContext& ctx);

@@ -234,7 +234,7 @@ HardwareProfile load_hardware_profile(std::string_view name_or_path) {
     simdjson::dom::parser parser;
     const FieldReader reader(file, parser);
     reader.check_keys(reader.root(),
-                      {"name", "device", "memory_budget", "tensors_in_flight", "cpu_threads", "gpu_streams",
+                      {"name", "device", "memory_budget", "gpu_memory_budget", "tensors_in_flight", "cpu_threads", "gpu_streams",
                        "pinned_slab", "pinned_slabs", "reader_chunk", "concurrent_files"});
 
     const HardwareProfile defaults;
@@ -247,6 +247,7 @@ HardwareProfile load_hardware_profile(std::string_view name_or_path) {
              "\"");
     // The upper bounds only catch typos (an extra zero or two); no real machine comes near them.
     hw.memory_budget = reader.size("memory_budget", defaults.memory_budget, 1);
+    hw.gpu_memory_budget = reader.size("gpu_memory_budget", defaults.gpu_memory_budget, 0);
     hw.tensors_in_flight = reader.integer("tensors_in_flight", defaults.tensors_in_flight, 1, 1024);
     hw.cpu_threads = reader.integer("cpu_threads", defaults.cpu_threads, 0, 4096);
     hw.gpu_streams = reader.integer("gpu_streams", defaults.gpu_streams, 0, 64);

@@ -18,7 +18,8 @@ namespace quantflow {
 struct HardwareProfile {
     std::string name;
     std::string device = "auto";            // "cpu", "cuda", "auto"
-    std::uint64_t memory_budget = 1ull << 30;  // bytes of tensors in flight (input + work + output)
+    std::uint64_t memory_budget = 1ull << 30;  // host bytes of tensors in flight (input pages + work + output)
+    std::uint64_t gpu_memory_budget = 0;       // accelerator bytes of the jobs in flight (0: half the GPU's memory)
     int tensors_in_flight = 4;              // concurrency of the compute stage
     int cpu_threads = 0;                    // 0 = all cores
     int gpu_streams = 2;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend.hpp"
 #include "kernels/quant_types.hpp"
 #include "kernels/rounding.hpp"
 
@@ -33,7 +34,8 @@ struct LayerPlan {
     QuantSpec spec;
     bool full_precision_mm = false;        // written into comfy_quant
     std::int64_t rank_k = 0;               // learned rounding: singular components (0 = round-to-nearest)
-    std::uint64_t work_bytes = 0;          // learned rounding's working memory, counted by the byte budget
+    std::uint64_t work_bytes = 0;          // working memory in host RAM, counted by the memory budget
+    std::uint64_t device_bytes = 0;        // accelerator memory while in flight, counted by the GPU memory budget
     std::size_t bias_input = kNoTensor;    // input index of the layer's bias when it is corrected
     std::size_t out_scale = kNoTensor;     // output index of the scale tensor
     std::size_t out_input_scale = kNoTensor;  // output index of an input_scale copied from the weight scale
@@ -49,6 +51,8 @@ struct TensorJob {
     std::uint64_t chunk_begin = 0;  // Copy: byte range inside the tensor's data
     std::uint64_t chunk_end = 0;
     std::uint64_t budget_bytes = 0;  // what this job holds in memory while in flight
+    std::uint64_t device_bytes = 0;  // what it holds in accelerator memory (from the optimizer to the bias corrector)
+    std::unique_ptr<WeightHold> held;  // the weight kept on the accelerator for those stages
 
     QuantizedTensor quant;           // filled by the optimizer stage
     LowRank basis;                   // learned rounding's top-k basis (k = 0 without one)

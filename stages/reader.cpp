@@ -49,6 +49,7 @@ std::vector<TensorJob> make_jobs(const std::vector<LayerPlan>& layers, const Saf
             std::uint64_t bias = lp.bias_input != kNoTensor ? 2 * input.tensors[lp.bias_input].bytes() : 0;
             job.budget_bytes = t.bytes() + elements + elements / std::max<std::int64_t>(lp.spec.block_size, 1) * 4 + bias +
                                lp.work_bytes;
+            job.device_bytes = lp.device_bytes;
             jobs.push_back(std::move(job));
         }
     }

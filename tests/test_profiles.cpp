@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <doctest/doctest.h>
 
 #include <fstream>
@@ -60,12 +61,17 @@ TEST_CASE("shipped hardware profiles are cpu, gpu-8gb, gpu-24gb, gpu-80gb") {
 
 TEST_CASE("shipped hardware profiles load with sane values") {
     const std::vector<std::pair<std::string, std::uint64_t>> budgets = {
-        {"cpu", 1 * kGiB}, {"gpu-8gb", 2 * kGiB}, {"gpu-24gb", 6 * kGiB}, {"gpu-80gb", 16 * kGiB}};
+        {"cpu", 1 * kGiB}, {"gpu-8gb", 768 * kMiB}, {"gpu-24gb", 1280 * kMiB}, {"gpu-80gb", 1280 * kMiB}};
+    // Host budgets stay small with a GPU (the work lives in GPU memory): peak RSS below 2 GiB whatever the model.
+    const std::vector<std::pair<std::string, std::uint64_t>> gpu_budgets = {
+        {"cpu", 0}, {"gpu-8gb", 4 * kGiB}, {"gpu-24gb", 12 * kGiB}, {"gpu-80gb", 40 * kGiB}};
     for (const auto& [name, budget] : budgets) {
         CAPTURE(name);
         const HardwareProfile hw = load_hardware_profile(name);
         CHECK(hw.name == name);
         CHECK(hw.memory_budget == budget);
+        CHECK(hw.memory_budget < 2 * kGiB);
+        CHECK(hw.gpu_memory_budget == std::find_if(gpu_budgets.begin(), gpu_budgets.end(), [&](const auto& g) { return g.first == name; })->second);
         CHECK(hw.tensors_in_flight >= 1);
         CHECK(hw.cpu_threads == 0);
         CHECK(hw.concurrent_files == 1);
@@ -80,12 +86,13 @@ TEST_CASE("shipped hardware profiles load with sane values") {
         } else {
             CHECK(hw.device == "cuda");
             CHECK(hw.gpu_streams >= 2);
-            CHECK(hw.pinned_slab >= 64 * kMiB);
+            CHECK(hw.pinned_slab >= 32 * kMiB);
             CHECK(hw.pinned_slabs >= hw.gpu_streams);
+            CHECK(hw.pinned_slab * static_cast<std::uint64_t>(hw.pinned_slabs) <= hw.memory_budget / 4);
         }
     }
-    CHECK(load_hardware_profile("gpu-24gb").pinned_slab == 256 * kMiB);
-    CHECK(load_hardware_profile("gpu-24gb").pinned_slabs == 8);
+    CHECK(load_hardware_profile("gpu-24gb").pinned_slab == 64 * kMiB);
+    CHECK(load_hardware_profile("gpu-24gb").pinned_slabs == 4);
     CHECK(load_hardware_profile("gpu-80gb").gpu_streams == 4);
 }
 
@@ -195,7 +202,7 @@ TEST_CASE("hardware profile: a partial file keeps the defaults of the other fiel
 
 TEST_CASE("hardware profile: unknown keys, wrong types and bad sizes name the field") {
     CHECK(hardware_error("u.json", R"({"name": "x", "streams": 2})") ==
-          "unknown key 'streams' (expected one of: name, device, memory_budget, tensors_in_flight, cpu_threads, "
+          "unknown key 'streams' (expected one of: name, device, memory_budget, gpu_memory_budget, tensors_in_flight, cpu_threads, "
           "gpu_streams, pinned_slab, pinned_slabs, reader_chunk, concurrent_files)");
     CHECK(hardware_error("s.json", R"({"name": "x", "memory_budget": "6gib"})") ==
           "field 'memory_budget': invalid size '6gib' (unknown unit 'gib'; " + std::string(kSizeUnits) + ")");

@@ -1,6 +1,7 @@
-// The CUDA backend: round-to-nearest quantization, the bias-correction product and the top-k SVD on the
-// GPU. Learned rounding and quality metrics still run through the CPU implementation (the GPU kernels for
-// them are the next step of issue 4); results are the same either way.
+// The CUDA backend: round-to-nearest quantization, the bias-correction product, the top-k SVD and learned
+// rounding on the GPU (quality metrics and the exact SVD of --full_matrix run through the CPU implementation).
+// Every call has its own stream, so the jobs in flight overlap on the GPU; weights held by the pipeline
+// (hold()) are copied once per layer, and every large copy goes through the pinned staging ring.
 #include "kernels/cuda/cuda_backend.hpp"
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -17,6 +19,7 @@
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/rounding.cuh"
 #include "kernels/cuda/quantize.cuh"
+#include "kernels/cuda/staging.cuh"
 #include "kernels/cuda/svd.cuh"
 #include "kernels/numerics.hpp"
 
@@ -25,18 +28,14 @@ namespace {
 
 using cuda::DeviceBuffer;
 
-// The weight's bytes on the device, in its file dtype: the kernels decode it on the fly.
-struct UploadedWeight {
-    DeviceBuffer<unsigned char> bytes;
+// A weight on the device in its file dtype (the kernels decode it on the fly): a held copy (Backend::hold)
+// or one uploaded for this call alone.
+struct DeviceWeightRef {
+    DeviceBuffer<unsigned char> owned;
     cuda::DeviceWeight view;
 };
 
-UploadedWeight upload_weight(const TensorView& w, const cuda::Stream& s) {
-    UploadedWeight u{DeviceBuffer<unsigned char>(static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2)), {}};
-    cuda::upload(u.bytes, reinterpret_cast<const unsigned char*>(w.data), u.bytes.size(), s);
-    u.view = {u.bytes.get(), w.dtype, w.rows, w.cols};
-    return u;
-}
+std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2); }
 
 cuda::ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
     cuda::ScaleGrid g;
@@ -46,6 +45,19 @@ cuda::ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t c
     g.grid_cols = scale_cols(spec, cols);
     return g;
 }
+
+class CudaBackend;
+
+// A weight kept on the device between the pipeline's stages (Backend::hold).
+class CudaHold final : public WeightHold {
+public:
+    CudaHold(CudaBackend& backend, const void* key) : backend_(backend), key_(key) {}
+    ~CudaHold() override;
+
+private:
+    CudaBackend& backend_;
+    const void* key_;
+};
 
 class CudaBackend final : public Backend {
 public:
@@ -61,6 +73,52 @@ public:
     }
 
     std::string name() const override { return "cuda:" + std::to_string(device_); }
+
+    void set_staging(std::uint64_t slab_bytes, int slabs) override {
+        std::lock_guard lock(staging_mutex_);
+        if (!ring_) {
+            slab_bytes_ = static_cast<std::size_t>(slab_bytes);
+            slabs_ = slabs;
+        }
+    }
+
+    // Device memory of one layer in flight: the weight and its codes, plus the largest phase of learned
+    // rounding (the SVD's float32 copy and cuSOLVER's workspace; AdamW/RAdam's two offset buffers and second
+    // moment; the rounding-aware finish's candidate buffer). The host keeps the finish's candidates (about
+    // one byte per element; the device buffer's bound is n/8 of 24-byte candidates).
+    LayerMemory layer_memory(const LayerWork& l) const override {
+        const auto n = static_cast<std::uint64_t>(l.rows) * static_cast<std::uint64_t>(l.cols);
+        const std::uint64_t weight = n * (l.dtype == DType::F32 ? 4 : 2) + n;
+        if (l.basis_k == 0) return {0, weight + n / 2};  // + amax cells and scale factors (at most n / 2 bytes)
+        const auto basis = static_cast<std::uint64_t>(l.rows + l.cols) * static_cast<std::uint64_t>(l.basis_k + 10) * 4;
+        const std::uint64_t svd = 8 * n + 4 * basis;
+        const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
+        const std::uint64_t finish = std::max<std::uint64_t>(n / 8, 1 << 20) * sizeof(RefineCandidate);
+        return {n, weight + std::max({svd, adam, finish}) + basis};
+    }
+
+    std::unique_ptr<WeightHold> hold(std::string_view name, const TensorView& w) override {
+        (void)name;
+        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::Stream s;
+        auto held = std::make_unique<Held>();
+        held->bytes = DeviceBuffer<unsigned char>(weight_bytes(w));
+        staging().upload(held->bytes.get(), w.data, held->bytes.size(), s);
+        held->view = {held->bytes.get(), w.dtype, w.rows, w.cols};
+        s.sync();  // other streams read it from now on
+        std::lock_guard lock(held_mutex_);
+        held_[w.data] = std::move(held);
+        return std::make_unique<CudaHold>(*this, w.data);
+    }
+
+    void release(const void* key) noexcept {
+        std::unique_ptr<Held> gone;
+        std::lock_guard lock(held_mutex_);
+        const auto it = held_.find(key);
+        if (it == held_.end()) return;
+        gone = std::move(it->second);
+        held_.erase(it);
+    }
     std::uint64_t device_memory() const override {
         cudaDeviceProp prop{};
         return cudaGetDeviceProperties(&prop, device_) == cudaSuccess ? prop.totalGlobalMem : 0;
@@ -73,7 +131,7 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        const UploadedWeight uw = upload_weight(w, s);
+        const DeviceWeightRef uw = device_weight(w, s);
         const cuda::DeviceWeight& dw = uw.view;
         const cuda::ScaleGrid g = grid_of(spec, w.rows, w.cols);
         const auto cells = static_cast<std::size_t>(g.cells());
@@ -112,8 +170,7 @@ public:
         cuda::upload(dfactor, factor.data(), cells, s);
         cuda::encode(dw, g, dfactor.get(), fp8, codes.get(), s.get());
         q.codes.resize(n);
-        cuda::download(q.codes.data(), codes, n, s);
-        s.sync();
+        staging().download(q.codes.data(), codes.get(), n, s);
         // The reference stores scale 1.0 everywhere for an all-zero weight (its codes are all zero).
         if (tensor_amax == 0) std::fill(q.scales.begin(), q.scales.end(), 1.0f);
         return q;
@@ -125,10 +182,10 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        const UploadedWeight uw = upload_weight(w, s);
+        const DeviceWeightRef uw = device_weight(w, s);
         DeviceBuffer<std::uint8_t> codes(n);
         DeviceBuffer<float> scales(q.scales.size()), dx(x.size()), dy(y.size());
-        cuda::upload(codes, q.codes.data(), n, s);
+        staging().upload(codes.get(), q.codes.data(), n, s);
         cuda::upload(scales, q.scales.data(), q.scales.size(), s);
         cuda::upload(dx, x.data(), x.size(), s);
         cuda::residual_gemv(uw.view, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(),
@@ -143,7 +200,7 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const auto& s = *stream_;
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        const UploadedWeight uw = upload_weight(w, s);
+        const DeviceWeightRef uw = device_weight(w, s);
         DeviceBuffer<float> f32(n);
         cuda::decode(uw.view, f32.get(), s.get());
         return cuda::randomized_svd(*solver_, s, f32.get(), w.rows, w.cols, settings);
@@ -163,12 +220,12 @@ public:
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        const UploadedWeight uw = upload_weight(w, s);
+        const DeviceWeightRef uw = device_weight(w, s);
         DeviceBuffer<std::uint8_t> codes(n);
         DeviceBuffer<float> scales(q.scales.size()), v_used(used.v.size()), v_wide(basis.v.size());
         DeviceBuffer<float> rows_k(static_cast<std::size_t>(w.rows * basis.k));
         DeviceBuffer<double> t(static_cast<std::size_t>(w.rows * basis.k));
-        cuda::upload(codes, q.codes.data(), n, s);
+        staging().upload(codes.get(), q.codes.data(), n, s);
         cuda::upload(scales, q.scales.data(), q.scales.size(), s);
         cuda::upload(v_used, used.v.data(), used.v.size(), s);
         cuda::upload(v_wide, basis.v.data(), basis.v.size(), s);
@@ -187,10 +244,7 @@ public:
         if (adam) {
             stats = cuda::adam_on_device(used, g, scales.get(), fp8, codes.get(), project(used, v_used), settings, s);
             stats.final_loss = stats.initial_loss;
-            if (stats.best_iteration > 0) {
-                cuda::download(q.codes.data(), codes, n, s);
-                s.sync();
-            }
+            if (stats.best_iteration > 0) staging().download(q.codes.data(), codes.get(), n, s);
         } else {
             stats = original_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used), q, s);
         }
@@ -223,13 +277,13 @@ public:
             return out;
         };
         const double wide = refine_rounding(basis, q, used.k, stats.flips, [&] { return project(basis, v_wide); }, candidates,
-                                            [&] { cuda::upload(codes, q.codes.data(), n, s); });
+                                            [&] { staging().upload(codes.get(), q.codes.data(), n, s); });
         stats.final_loss = narrower ? frobenius(project(used, v_used)) : wide;
         return stats;
     }
 
     // `original`: the k x k loop on the host, then one rank-k correction fused with the final rounding.
-    static RoundingStats original_on_gpu(const RoundingSettings& settings, const LowRank& used, const cuda::DeviceWeight& dw,
+    RoundingStats original_on_gpu(const RoundingSettings& settings, const LowRank& used, const cuda::DeviceWeight& dw,
                                          const cuda::ScaleGrid& g, DeviceBuffer<std::uint8_t>& codes, DeviceBuffer<float>& scales,
                                          DeviceBuffer<float>& v, const std::vector<double>& p0, QuantizedTensor& q,
                                          const cuda::Stream& s) {
@@ -241,8 +295,7 @@ public:
         cuda::upload(duz, uz.data.data(), uz.data.size(), s);
         cuda::correct_codes(dw, g, codes.get(), scales.get(), is_fp8(q.spec.format), duz.get(), v.get(), static_cast<int>(used.k),
                             s.get());
-        cuda::download(q.codes.data(), codes, q.codes.size(), s);
-        s.sync();
+        staging().download(q.codes.data(), codes.get(), q.codes.size(), s);
         return loop.stats;
     }
 
@@ -251,11 +304,43 @@ public:
     }
 
 private:
+    struct Held {
+        DeviceBuffer<unsigned char> bytes;
+        cuda::DeviceWeight view;
+    };
+
+    cuda::StagingRing& staging() {
+        std::lock_guard lock(staging_mutex_);
+        if (!ring_) ring_ = std::make_unique<cuda::StagingRing>(slab_bytes_, slabs_);
+        return *ring_;
+    }
+
+    // The held copy of w, or an upload for this call (through the staging ring, on s).
+    DeviceWeightRef device_weight(const TensorView& w, const cuda::Stream& s) {
+        {
+            std::lock_guard lock(held_mutex_);
+            const auto it = held_.find(w.data);
+            if (it != held_.end() && it->second->view.rows == w.rows && it->second->view.cols == w.cols) return {{}, it->second->view};
+        }
+        DeviceWeightRef ref{DeviceBuffer<unsigned char>(weight_bytes(w)), {}};
+        staging().upload(ref.owned.get(), w.data, ref.owned.size(), s);
+        ref.view = {ref.owned.get(), w.dtype, w.rows, w.cols};
+        return ref;
+    }
+
     int device_;
+    std::mutex staging_mutex_;
+    std::size_t slab_bytes_ = 64u << 20;
+    int slabs_ = 4;
+    std::unique_ptr<cuda::StagingRing> ring_;
+    std::mutex held_mutex_;
+    std::unordered_map<const void*, std::unique_ptr<Held>> held_;
     std::mutex mutex_;  // the SVD's solver handle and stream are shared; every other call has its own stream
     std::unique_ptr<cuda::Stream> stream_;
     std::unique_ptr<cuda::Solver> solver_;
 };
+
+CudaHold::~CudaHold() { backend_.release(key_); }
 
 }  // namespace
 
