@@ -46,6 +46,9 @@ void quantize_body(RunContext& ctx, TensorJob& job) {
     if (job.plan->action != Action::Quantize) return;
     const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
     job.held = ctx.backend.hold(job_tensor(ctx, job).name, weight);  // one copy to the GPU for every stage
+    // The device has its copy: drop the input pages now (a later read on the host faults them back from the
+    // page cache), so resident memory holds codes, not weights, while the GPU works.
+    if (job.held) release_job(job, ctx.input, ctx.plan.input);
     quantize_layer(job, job_tensor(ctx, job).name, weight, ctx.backend, ctx.settings.optimizer);
 }
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -169,11 +170,16 @@ TEST_CASE("gpu learned rounding, original: the same codes and losses as the CPU 
 }
 
 TEST_CASE("gpu learned rounding, adamw and radam: the CPU's trajectory, step for step") {
-    const std::vector<std::byte> bytes = qftest::random_bf16(512 * 768, 13);
-    const TensorView w{bytes.data(), DType::BF16, 512, 768};
-    const LowRank basis = top_k_svd_cpu("w", w, {16, 13, 10, 4, false});
-    for (const Optimizer opt : {Optimizer::AdamW, Optimizer::RAdam}) {
+    // k 16, and k 5 / 3 (the device kernels run zero-padded to 8 / 4 components); 514 rows for FP8 (a partial
+    // block of rows when QF_ADAM_ROWS > 1), 512 for INT8 blocks.
+    for (const auto& [opt, k] : {std::pair{Optimizer::AdamW, 16}, std::pair{Optimizer::RAdam, 16}, std::pair{Optimizer::AdamW, 5},
+                                 std::pair{Optimizer::RAdam, 3}}) {
         for (const QuantSpec& spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Int8Block, 64}}) {
+            const std::int64_t rows = spec.format == QuantFormat::Fp8Tensor ? 514 : 512;
+            const std::vector<std::byte> bytes = qftest::random_bf16(static_cast<std::size_t>(rows * 768), 13);
+            const TensorView w{bytes.data(), DType::BF16, rows, 768};
+            const LowRank basis = top_k_svd_cpu("w", w, {k, 13, 10, 4, false});
+            CAPTURE(k);
             CAPTURE(static_cast<int>(opt));
             CAPTURE(format_label(spec.format));
             QuantizedTensor qc = quantize_cpu("w", w, spec), qg = qc;
@@ -191,5 +197,46 @@ TEST_CASE("gpu learned rounding, adamw and radam: the CPU's trajectory, step for
             CHECK(differ * 1000 < qc.codes.size());
             CHECK(g.final_loss == doctest::Approx(c.final_loss).epsilon(0.05));
         }
+    }
+}
+
+TEST_CASE("gpu staging ring and held weights: small slabs, concurrent jobs, the same codes as the CPU") {
+    // A backend of its own with a ring of two 1 MiB slabs: every copy below spans several slabs, and four
+    // threads share them (uploads, downloads and held weights at once).
+    const std::unique_ptr<Backend> b = make_cuda_backend(0);
+    b->set_staging(1 << 20, 2);
+    const std::int64_t rows = 1000, cols = 1552;  // 3.1 MB of bf16: not a whole number of slabs
+    std::vector<std::vector<std::byte>> weights;
+    for (int i = 0; i < 4; ++i) weights.push_back(qftest::random_bf16(static_cast<std::size_t>(rows * cols), 100 + i));
+    std::vector<QuantizedTensor> got(4), want(4);
+    std::vector<std::vector<float>> y(4, std::vector<float>(rows)), y_cpu(4, std::vector<float>(rows));
+    std::vector<float> x(cols);
+    for (std::int64_t c = 0; c < cols; ++c) x[static_cast<std::size_t>(c)] = static_cast<float>(c % 7) * 0.25f - 0.5f;
+    const QuantSpec spec{QuantFormat::Fp8Block, 16};
+    std::vector<std::thread> threads;
+    std::vector<std::string> errors(4);
+    for (int i = 0; i < 4; ++i)
+        threads.emplace_back([&, i] {
+            try {
+                const TensorView w{weights[static_cast<std::size_t>(i)].data(), DType::BF16, rows, cols};
+                const auto held = i % 2 == 0 ? b->hold("w", w) : nullptr;  // half of them held, half uploaded per call
+                for (int round = 0; round < 3; ++round) {
+                    got[static_cast<std::size_t>(i)] = b->quantize("w", w, spec);
+                    b->residual_gemv(w, got[static_cast<std::size_t>(i)], x, y[static_cast<std::size_t>(i)]);
+                }
+            } catch (const std::exception& e) {
+                errors[static_cast<std::size_t>(i)] = e.what();
+            }
+        });
+    for (auto& t : threads) t.join();
+    const std::unique_ptr<Backend> cpu = make_cpu_backend();
+    for (int i = 0; i < 4; ++i) {
+        CAPTURE(i);
+        CHECK(errors[static_cast<std::size_t>(i)] == "");
+        const TensorView w{weights[static_cast<std::size_t>(i)].data(), DType::BF16, rows, cols};
+        want[static_cast<std::size_t>(i)] = quantize_cpu("w", w, spec);
+        cpu->residual_gemv(w, want[static_cast<std::size_t>(i)], x, y_cpu[static_cast<std::size_t>(i)]);
+        CHECK(got[static_cast<std::size_t>(i)].codes == want[static_cast<std::size_t>(i)].codes);
+        CHECK(std::memcmp(y[static_cast<std::size_t>(i)].data(), y_cpu[static_cast<std::size_t>(i)].data(), rows * sizeof(float)) == 0);
     }
 }

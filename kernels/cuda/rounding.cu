@@ -16,33 +16,39 @@ __device__ __forceinline__ float scale_at(const ScaleGrid& g, const float* scale
     return scales[cell_of(g, r, c)];
 }
 
-// partial[t][j] holds thread t's sums for j < jn; leaves the block's sums in partial[0][j], always adding in
-// the same tree order (deterministic).
-__device__ void sum_over_threads(double (*partial)[kChunk + 1], int jn) {
-    __syncthreads();
-    for (int step = kThreads / 2; step > 0; step /= 2) {
-        if (threadIdx.x < step)
-            for (int j = 0; j < jn; ++j) partial[threadIdx.x][j] += partial[threadIdx.x + step][j];
-        __syncthreads();
-    }
-}
-
+// One block per row; kChunk components per pass (predicated beyond k, so acc stays in registers). Each
+// thread sums its columns in double, the warp combines by shuffles, the warps in order: deterministic.
 __global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
                                const float* v, int k, double* t) {
     const std::int64_t r = blockIdx.x, n = w.cols;
-    __shared__ double partial[kThreads][kChunk + 1];
+    const std::int64_t cell_row = (r / g.block_rows) * g.grid_cols;
+    const auto block_cols = static_cast<unsigned int>(g.block_cols);
+    __shared__ double warp_sum[kThreads / 32][kChunk];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     for (int j0 = 0; j0 < k; j0 += kChunk) {
-        const int jn = min(kChunk, k - j0);
         double acc[kChunk];
+#pragma unroll
         for (int j = 0; j < kChunk; ++j) acc[j] = 0.0;
         for (std::int64_t c = threadIdx.x; c < n; c += kThreads) {
             const std::int64_t i = r * n + c;
-            const double e = static_cast<double>(code_value(fp8, codes[i])) * scale_at(g, scales, r, c) - load(w, i);
-            for (int j = 0; j < jn; ++j) acc[j] += e * v[static_cast<std::int64_t>(j0 + j) * n + c];
+            const float sc = scales[cell_row + static_cast<unsigned int>(c) / block_cols];
+            const double e = static_cast<double>(code_value(fp8, codes[i])) * sc - load(w, i);
+#pragma unroll
+            for (int j = 0; j < kChunk; ++j)
+                if (j0 + j < k) acc[j] = __fma_rn(e, static_cast<double>(v[static_cast<std::int64_t>(j0 + j) * n + c]), acc[j]);
         }
-        for (int j = 0; j < jn; ++j) partial[threadIdx.x][j] = acc[j];
-        sum_over_threads(partial, jn);
-        if (threadIdx.x < jn) t[r * k + j0 + threadIdx.x] = partial[0][threadIdx.x];
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) {
+            double x = acc[j];
+            for (int off = 16; off > 0; off /= 2) x += __shfl_down_sync(0xffffffffu, x, off);
+            if (lane == 0) warp_sum[warp][j] = x;
+        }
+        __syncthreads();
+        if (threadIdx.x < kChunk && j0 + static_cast<int>(threadIdx.x) < k) {
+            double sum = 0.0;
+            for (int x = 0; x < kThreads / 32; ++x) sum += warp_sum[x][threadIdx.x];
+            t[r * k + j0 + threadIdx.x] = sum;
+        }
         __syncthreads();
     }
 }
