@@ -19,6 +19,7 @@
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/rounding.cuh"
 #include "kernels/cuda/quantize.cuh"
+#include "kernels/cuda/skinny.cuh"
 #include "kernels/cuda/staging.cuh"
 #include "kernels/cuda/svd.cuh"
 #include "kernels/numerics.hpp"
@@ -94,7 +95,7 @@ public:
         const std::uint64_t svd = 8 * n + 4 * basis;
         const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
         const std::uint64_t finish = std::max<std::uint64_t>(n / 8, 1 << 20) * sizeof(RefineCandidate);
-        return {n, weight + std::max({svd, adam, finish}) + basis};
+        return {n, weight + 8 * n + std::max({svd, adam, finish}) + basis};  // 8 n: the error in double for the projections
     }
 
     std::unique_ptr<WeightHold> hold(std::string_view name, const TensorView& w) override {
@@ -232,10 +233,17 @@ public:
         const cuda::DeviceWeight& dw = uw.view;
         const cuda::ScaleGrid g = grid_of(q.spec, q.rows, q.cols);
         // P = U^T E V^T of the codes on the device, for the optimizer's basis or the finish's wider one.
+        // (cuBLASLt in double on the materialised error: kernels/cuda/skinny.cuh says why.)
+        const cuda::LtHandle lt;
+        DeviceBuffer<double> e_work(n), v_used_d(used.v.size()), v_wide_d(basis.v.size());
+        const std::vector<double> vu(used.v.begin(), used.v.end()), vw(basis.v.begin(), basis.v.end());
+        cuda::upload(v_used_d, vu.data(), vu.size(), s);
+        cuda::upload(v_wide_d, vw.data(), vw.size(), s);
         const auto project = [&](const LowRank& b, const DeviceBuffer<float>& v) {
             const int k = static_cast<int>(b.k);
             std::vector<double> th(static_cast<std::size_t>(w.rows) * k);
-            cuda::project_rows(dw, g, codes.get(), scales.get(), fp8, v.get(), k, t.get(), s.get());
+            cuda::project_rows_lt(lt, dw, g, codes.get(), scales.get(), fp8, (&v == &v_used ? v_used_d : v_wide_d).get(), k, e_work.get(),
+                                  t.get(), s.get());
             cuda::download(th.data(), t, th.size(), s);
             s.sync();
             return reduce_projection(b, th.data());

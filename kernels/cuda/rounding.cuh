@@ -13,6 +13,8 @@
 
 namespace quantflow::cuda {
 
+// The fused alternative to skinny.cuh's project_rows_lt (kept as the baseline that tools/bench_skinny_gpu.cu
+// measures cuBLASLt against; the backend uses cuBLASLt, which is faster).
 // t[r, j] = sum_c e[r, c] * v[j, c] in double, e = code_value * scale - w: the error of the codes projected on
 // the k right singular vectors (v is k x cols, row-major). One block per row, fixed reduction order.
 void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
