@@ -95,12 +95,21 @@ void write_body(RunContext& ctx, TensorJob& job) {
     ctx.progress.advance(consumed, job_tensor(ctx, job).name);
 }
 
-// A body that fails wakes the reader before the exception cancels the graph.
+// A body that fails wakes the reader before the exception cancels the graph. An error that does not name
+// its tensor (a CUDA call that failed, say) gets the tensor's name in front.
 template <typename Body>
 auto guarded(RunContext& ctx, Body body) {
     return [&ctx, body](JobPtr job) {
         try {
-            body(ctx, *job);
+            try {
+                body(ctx, *job);
+            } catch (const Interrupted&) {
+                throw;
+            } catch (const Error& e) {
+                const std::string& name = job_tensor(ctx, *job).name;
+                if (std::string_view(e.what()).find(name) != std::string_view::npos) throw;
+                throw Error("tensor '" + name + "': " + e.what(), e.code());
+            }
         } catch (...) {
             ctx.budget.cancel();
             ctx.device_budget.cancel();
