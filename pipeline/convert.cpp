@@ -106,13 +106,12 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     if (gpu_memory > 0) {
         p.run.gpu_memory_budget = p.hardware.gpu_memory_budget > 0 ? std::min(p.hardware.gpu_memory_budget, gpu_memory) : gpu_memory / 2;
         // The staging ring is pinned host memory: it comes out of the memory budget (a quarter of it at most).
-        const std::uint64_t pinned = std::min(p.hardware.pinned_slab * static_cast<std::uint64_t>(std::max(p.hardware.pinned_slabs, 2)),
-                                              p.run.memory_budget / 4);
         const int slabs = std::max(2, p.hardware.pinned_slabs);
-        p.backend->set_staging(std::max<std::uint64_t>(pinned / static_cast<std::uint64_t>(slabs), 1 << 20), slabs);
+        const std::uint64_t pinned = std::min(p.hardware.pinned_slab * static_cast<std::uint64_t>(slabs), p.run.memory_budget / 4);
+        const std::uint64_t slab = pinned / static_cast<std::uint64_t>(slabs);
+        p.backend->set_staging(slab, slabs);
         p.run.memory_budget -= pinned;
-        staging_line = format_size(pinned) + " of it pinned staging (" + std::to_string(slabs) + " x " +
-                       format_size(pinned / static_cast<std::uint64_t>(slabs)) + ")";
+        staging_line = format_size(pinned) + " of it pinned staging (" + std::to_string(slabs) + " x " + format_size(slab) + ")";
     }
     p.run.concurrency = std::max(1, p.hardware.tensors_in_flight);
     p.run.reader_chunk = p.hardware.reader_chunk;

@@ -239,24 +239,23 @@ public:
         const std::vector<double> vu(used.v.begin(), used.v.end()), vw(basis.v.begin(), basis.v.end());
         cuda::upload(v_used_d, vu.data(), vu.size(), s);
         cuda::upload(v_wide_d, vw.data(), vw.size(), s);
-        const auto project = [&](const LowRank& b, const DeviceBuffer<float>& v) {
+        const auto project = [&](const LowRank& b, const DeviceBuffer<double>& v) {
             const int k = static_cast<int>(b.k);
             std::vector<double> th(static_cast<std::size_t>(w.rows) * k);
-            cuda::project_rows_lt(lt, dw, g, codes.get(), scales.get(), fp8, (&v == &v_used ? v_used_d : v_wide_d).get(), k, e_work.get(),
-                                  t.get(), s.get());
+            cuda::project_rows_lt(lt, dw, g, codes.get(), scales.get(), fp8, v.get(), k, e_work.get(), t.get(), s.get());
             cuda::download(th.data(), t, th.size(), s);
             s.sync();
             return reduce_projection(b, th.data());
         };
         RoundingStats stats;
         if (adam) {
-            stats = cuda::adam_on_device(used, g, scales.get(), fp8, codes.get(), project(used, v_used), settings, s);
+            stats = cuda::adam_on_device(used, g, scales.get(), fp8, codes.get(), project(used, v_used_d), settings, s);
             stats.final_loss = stats.initial_loss;
             if (stats.best_iteration > 0) staging().download(q.codes.data(), codes.get(), n, s);
         } else {
-            stats = original_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used), q, s);
+            stats = original_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used_d), q, s);
         }
-        if (stats.best_iteration > 0) stats.final_loss = frobenius(project(used, v_used));
+        if (stats.best_iteration > 0) stats.final_loss = frobenius(project(used, v_used_d));
         stats.rounded_loss = stats.final_loss;
         if (!settings.rounding_aware) return stats;
         if (settings.on_progress) settings.on_progress("round", 0, 1);
@@ -284,9 +283,9 @@ public:
             s.sync();
             return out;
         };
-        const double wide = refine_rounding(basis, q, used.k, stats.flips, [&] { return project(basis, v_wide); }, candidates,
+        const double wide = refine_rounding(basis, q, used.k, stats.flips, [&] { return project(basis, v_wide_d); }, candidates,
                                             [&] { staging().upload(codes.get(), q.codes.data(), n, s); });
-        stats.final_loss = narrower ? frobenius(project(used, v_used)) : wide;
+        stats.final_loss = narrower ? frobenius(project(used, v_used_d)) : wide;
         return stats;
     }
 
