@@ -15,6 +15,7 @@
 
 #include "kernels/quant_types.hpp"
 #include "kernels/rounding.hpp"
+#include "kernels/rounding_work.hpp"
 
 namespace quantflow {
 
@@ -71,10 +72,21 @@ public:
                                std::span<float> y) = 0;
     // Top-k singular subspaces of w (spec 5.3): randomized (sketch seeded by settings.seed) or exact.
     virtual LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) = 0;
-    // Learned rounding (spec 5.3): q enters as quantize()'s result for w and leaves with the optimized codes
-    // (scales unchanged).
+    // The learned-rounding primitives of one layer (kernels/rounding_work.hpp) over w, the basis and q's
+    // round-to-nearest codes and scales. q must outlive the work, which may change q.codes at any time (the
+    // result is complete after fetch_codes).
+    virtual std::unique_ptr<RoundingWork> rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,
+                                                        QuantizedTensor& q) = 0;
+    // Why this backend runs a layer's learned rounding on the host instead of its own device (empty: it does
+    // not). The plan prints it and counts that layer's memory on the host (layer_memory).
+    virtual std::string host_fallback(const LayerWork& layer) const {
+        (void)layer;
+        return {};
+    }
+    // Learned rounding (spec 5.3) through the one driver (kernels/learned_rounding.hpp) over rounding_work():
+    // q enters as quantize()'s result for w and leaves with the optimized codes (scales unchanged).
     virtual RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis,
-                                        const RoundingSettings& settings, QuantizedTensor& q) = 0;
+                                        const RoundingSettings& settings, QuantizedTensor& q);
     // Error metrics of q against w (projected error only when a basis is given).
     virtual QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis,
                                    const QualityInputs& inputs) = 0;

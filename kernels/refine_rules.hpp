@@ -1,47 +1,48 @@
-// kernels/refine_rules.hpp: the per-element rule of the rounding-aware finish (kernels/cpu/refine_cpu.cpp),
-// shared by the CPU pass and the CUDA kernel so both rank candidates identically.
+// kernels/refine_rules.hpp: the per-element rule of the rounding-aware finish's candidate pass
+// (RoundingWork::midpoint_moves), shared by the CPU pass and the CUDA kernel so both find identical moves.
 //
-// An element's move goes against the gradient of ||P||^2 / 2 by one grid step (delta, dequantized units).
-// Its cost, the growth of ||W_hat - W||^2, is 2 e delta + delta^2 (e = its current error); only moves costing
-// at most kRefineCostShare * delta^2 (elements within 5% of a rounding midpoint, moving towards W) qualify,
-// ranked by first-order gain per cost.
+// An element's one admissible move goes to the grid neighbour across its rounding midpoint, towards W: with e
+// its current error (dequantized value - W), delta = the step to the next grid point down (e > 0) or up
+// (e < 0), times the scale. Its cost, the growth of ||W_hat - W||^2, is 2 e delta + delta^2, small for an
+// element near the midpoint; only moves costing at most cost_share * delta^2 qualify.
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/numerics.hpp"
+#include "kernels/quant_types.hpp"
 
 namespace quantflow {
 
-inline constexpr float kRefineCostShare = 0.1f;
-
-// Value of the next grid point up / down from each code minus the code's value (0 at the grid's ends).
+// Value of the next grid point up / down from each code minus the code's value (0 at the grid's ends and
+// for NaN codes).
 struct RefineTables {
     float step_up[256];
     float step_down[256];
 };
 
-struct RefineCandidate {
-    std::int64_t element;
-    float ratio;  // first-order gain in ||P||^2 / 2 per unit of Frobenius cost
-    float delta;  // move in dequantized units
-    float cost;   // increase of ||W_hat - W||^2
-    std::int8_t step;
-};
+RefineTables refine_tables(QuantFormat format);
 
-QF_HOST_DEVICE bool refine_candidate(const RefineTables& t, std::uint8_t code, float scale, float e, float grad, std::int64_t element,
-                                     RefineCandidate& out) {
-    const float delta = (grad > 0 ? t.step_down[code] : t.step_up[code]) * scale;
-    if (!(2 * e * delta <= (kRefineCostShare - 1) * delta * delta) || delta == 0 || grad == 0) return false;
-    double cost = 2.0 * e * delta + static_cast<double>(delta) * delta;
-    cost = cost > 0 ? cost : 0.0;
-    const double floor = 1e-30 * static_cast<double>(delta) * delta;
-    const double gain = -static_cast<double>(grad) * delta;
-    out.element = element;
-    out.ratio = static_cast<float>(gain / (cost > floor ? cost : floor));
-    out.delta = delta;
-    out.cost = static_cast<float>(cost);
-    out.step = static_cast<std::int8_t>(grad > 0 ? -1 : 1);
+// The code one grid step up (step = 1) or down (step = -1) from `code`, in grid order (FP8 sign-magnitude).
+QF_HOST_DEVICE std::uint8_t grid_step(bool fp8, std::uint8_t code, int step) {
+    if (!fp8) return static_cast<std::uint8_t>(static_cast<std::int8_t>(static_cast<int>(static_cast<std::int8_t>(code)) + step));
+    const int mag = code & 0x7F;
+    const int index = ((code & 0x80) ? -mag : mag) + step;
+    return static_cast<std::uint8_t>(index < 0 ? (0x80 | -index) : index);
+}
+
+// The admissible move of an element (code, scale, error e); false when it has none. delta and cost as above,
+// step the grid direction.
+QF_HOST_DEVICE bool midpoint_move(const RefineTables& t, std::uint8_t code, float scale, float e, float cost_share, float& delta,
+                                  float& cost, std::int8_t& step) {
+    if (e == 0) return false;
+    const float d = (e > 0 ? t.step_down[code] : t.step_up[code]) * scale;
+    if (d == 0) return false;
+    const double c = 2.0 * static_cast<double>(e) * d + static_cast<double>(d) * d;
+    if (!(c <= static_cast<double>(cost_share) * d * d)) return false;
+    delta = d;
+    cost = static_cast<float>(c > 0 ? c : 0.0);
+    step = static_cast<std::int8_t>(e > 0 ? -1 : 1);
     return true;
 }
 

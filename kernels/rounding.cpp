@@ -28,7 +28,9 @@ std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, 
     // moment (the first moment lives in the k x k space).
     const std::uint64_t svd = elements * 4;
     const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? 0 : elements * 12;
-    return std::max(svd, optimizer_bytes) + basis;
+    // The rounding-aware finish's admissible moves (24 bytes each, about 5% of the elements) and its pool.
+    const std::uint64_t finish = elements * 2;
+    return std::max(svd, optimizer_bytes) + finish + basis;
 }
 
 LowRank leading_components(const LowRank& basis, std::int64_t k) {

@@ -90,6 +90,13 @@ struct QualityInputs {
     std::span<const float> bias_new;
 };
 
+// Frobenius norm of a k x k double matrix.
+inline double frobenius(std::span<const double> p) {
+    double s = 0;
+    for (const double x : p) s += x * x;
+    return std::sqrt(s);
+}
+
 // The leading k components of a basis.
 LowRank leading_components(const LowRank& basis, std::int64_t k);
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/cpu/dense_cpu.hpp"
+#include "kernels/cpu/rounding_cpu.hpp"
 #include "kernels/error.hpp"
 #include "kernels/numerics.hpp"
 
@@ -31,9 +32,9 @@ public:
     LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) override {
         return top_k_svd_cpu(name, w, settings);
     }
-    RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis,
-                                const RoundingSettings& settings, QuantizedTensor& q) override {
-        return learned_round_cpu(name, w, basis, settings, q);
+    std::unique_ptr<RoundingWork> rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,
+                                                QuantizedTensor& q) override {
+        return make_rounding_work_cpu(name, w, basis, q);
     }
     QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis,
                            const QualityInputs& inputs) override {
@@ -84,7 +85,6 @@ void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<
 }
 
 std::unique_ptr<Backend> make_cpu_backend() {
-    use_single_threaded_blas();  // parallelism comes from oneTBB bands (dense_cpu.hpp)
     return std::make_unique<CpuBackend>();
 }
 

@@ -158,10 +158,5 @@ void low_rank_rows(const Matrix& uz, const LowRank& basis, std::int64_t r0, std:
                 0.0f, out, static_cast<int>(basis.cols));
 }
 
-double frobenius(std::span<const double> p) {
-    double s = 0;
-    for (const double x : p) s += x * x;
-    return std::sqrt(s);
-}
 
 }  // namespace quantflow

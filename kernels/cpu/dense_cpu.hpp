@@ -27,7 +27,8 @@ struct Matrix {
     const float* row(std::int64_t r) const { return data.data() + r * cols; }
 };
 
-// OpenBLAS runs single-threaded inside our tasks (called once by the CPU backend).
+// OpenBLAS runs single-threaded inside our tasks: every CPU kernel entry point calls this itself (the setting
+// is process-global, so a caller or another library may have changed it).
 void use_single_threaded_blas();
 
 // The whole weight as float32 (exact for F32/F16/BF16).
@@ -75,7 +76,5 @@ Matrix times_u(const LowRank& basis, const std::vector<double>& z);
 // Rows r0 .. r0+rows-1 of (U Z) V, given uz = times_u(basis, z): rows x basis.cols floats into out.
 void low_rank_rows(const Matrix& uz, const LowRank& basis, std::int64_t r0, std::int64_t rows, float* out);
 
-// Frobenius norm of a k x k double matrix.
-double frobenius(std::span<const double> p);
 
 }  // namespace quantflow

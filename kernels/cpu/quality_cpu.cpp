@@ -13,6 +13,7 @@
 namespace quantflow {
 
 QualityMetrics measure_cpu(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& in) {
+    use_single_threaded_blas();
     const std::int64_t m = w.rows, n = w.cols, samples = in.samples;
     QF_EXPECT(static_cast<std::int64_t>(in.x.size()) == n * samples, "measure: test inputs do not match the weight width");
     const std::int64_t k = basis ? basis->k : 0;

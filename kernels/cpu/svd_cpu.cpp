@@ -80,6 +80,7 @@ LowRank top_k_svd_dense(std::string_view name, const Matrix& w, const SvdSetting
 }
 
 LowRank top_k_svd_cpu(std::string_view name, const TensorView& w, const SvdSettings& settings) {
+    use_single_threaded_blas();
     return top_k_svd_dense(name, decode_matrix(w), settings);
 }
 

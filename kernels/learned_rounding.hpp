@@ -1,0 +1,46 @@
+// kernels/learned_rounding.hpp: the one learned-rounding driver (spec 5.3), shared by every backend.
+//
+// It runs the optimizer (`original` in the k x k space, or the AdamW / RAdam loop), then the rounding-aware
+// finish, over the primitives of a RoundingWork (kernels/rounding_work.hpp). The basis may be wider than the
+// optimizer's k (settings.optimizer_k): the optimizer uses its leading components, the finish the whole basis.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/quant_types.hpp"
+#include "kernels/rounding.hpp"
+#include "kernels/rounding_work.hpp"
+
+namespace quantflow {
+
+// Learned rounding of one layer. q holds the round-to-nearest codes and the scales on entry (as `work` was
+// created from) and the optimized codes on return (scales unchanged). With settings.rounding_aware the result
+// is never worse than round-to-nearest on the optimizer's projected error; without it, it is the reference's
+// algorithm.
+RoundingStats run_learned_rounding(RoundingWork& work, const LowRank& basis, const RoundingSettings& settings, QuantizedTensor& q);
+
+// The `original` loop in the k x k space from P0 (exposed for the tests' oracles): the kept Z (k x k, zero when
+// the start was best) and the loop's statistics. The step operator comes from q's scales and the basis (INT8),
+// or work.int8_step_direct when the k-space operator would be too large.
+struct OriginalLoop {
+    std::vector<double> best_z;
+    RoundingStats stats;
+};
+OriginalLoop run_original_loop(const std::vector<double>& p0, const QuantizedTensor& q, const LowRank& basis,
+                               const RoundingSettings& settings, RoundingWork& work);
+
+// The k^2 x k^2 operator of one INT8 `original` step in the k x k space, built from per-block Gram matrices.
+std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& basis);
+
+// The rounding-aware finish's constants (learned_rounding_finish.cpp explains them).
+inline constexpr float kMidpointCostShare = 0.1f;  // admissible moves cost at most this share of delta^2
+inline constexpr double kFinishBudget = 2e-4;      // all moves together: at most this share of ||W_hat - W||^2
+
+// The rounding-aware finish alone: moves codes across their midpoints (work.midpoint_moves) so that the
+// projected error on `basis` falls, its leading priority_k components first, never raising their error above
+// its value on entry, within the Frobenius budget. Returns P of the result on the whole basis; flips counts
+// the moved codes.
+std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, std::int64_t& flips);
+
+}  // namespace quantflow

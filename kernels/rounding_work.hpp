@@ -1,0 +1,68 @@
+// kernels/rounding_work.hpp: one layer's learned rounding as the backend-neutral driver
+// (kernels/learned_rounding.cpp) sees it — the few full-size operations every backend implements over its own
+// copies of the weight W, the codes q, the scales D and the basis (U [M, K], V [K, N], K the basis width).
+//
+// The driver owns every decision (the `original` lr schedule in the k x k space, the Adam loop rule, the
+// rounding-aware finish's selection of moves); a RoundingWork only computes. All k x k matrices are row-major
+// doubles; "the leading k components" means U's first k columns and V's first k rows (k <= K).
+// Methods throw quantflow::Error (a failed device call names the tensor given at creation).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/adam_rules.hpp"
+#include "kernels/quant_types.hpp"
+#include "kernels/rounding.hpp"
+
+namespace quantflow {
+
+// One admissible move of the rounding-aware finish: the element's code steps one grid point (`step` = +1 or
+// -1 in grid order) across its rounding midpoint, towards W. `delta` is the change of W_hat in dequantized
+// units and `cost` the growth of ||W_hat - W||^2 (2 e delta + delta^2, clamped at 0).
+struct MidpointMove {
+    std::int64_t element = 0;  // row * cols + col
+    float delta = 0;
+    float cost = 0;
+    std::int8_t step = 0;
+};
+
+class RoundingWork {
+public:
+    virtual ~RoundingWork() = default;
+
+    // P = U_k^T (dequant(q) - W) V_k^T of the current codes (k x k).
+    virtual std::vector<double> project(std::int64_t k) = 0;
+
+    // `original`'s closed form applied (spec 5.3): q <- round(q - (U_k Z V_k) * f), f = 1/D (FP8) or D (INT8),
+    // with the clamp and rounding of spec 5.1/5.2. Z is k x k.
+    virtual void correct_and_round(const std::vector<double>& z, std::int64_t k) = 0;
+
+    // The INT8 `original` step operator applied with full-size products: U_k^T ((U_k Y V_k) * D^2) V_k^T.
+    // Only called when the k-space operator would be too large (learned_rounding.cpp: use_k_space).
+    virtual std::vector<double> int8_step_direct(const std::vector<double>& y, std::int64_t k) = 0;
+
+    // AdamW / RAdam (spec 5.3) on a free offset of the codes over the leading k components. adam_begin zeroes
+    // the offsets and moments and takes P0; adam_steps runs steps t0 .. t0 + count - 1 (each: adam_control of
+    // kernels/adam_rules.hpp on the k x k state, then the fused full-size step), stopping early when the rule
+    // says so, appends every evaluated loss to `losses` and returns the loop state; adam_finish rounds the
+    // offsets of buffer `best_buffer` into the codes (spec 5.1/5.2).
+    virtual void adam_begin(std::int64_t k, const std::vector<double>& p0, Optimizer optimizer, double lr) = 0;
+    virtual AdamLoopState adam_steps(int t0, int count, std::vector<double>& losses) = 0;
+    virtual void adam_finish(int best_buffer) = 0;
+
+    // The rounding-aware finish's one full pass: every element whose move to the grid neighbour across its
+    // midpoint (towards W) costs at most cost_share * delta^2, in element order; error2 receives
+    // ||dequant(q) - W||^2 of the current codes. Deterministic whatever the parallelism.
+    virtual std::vector<MidpointMove> midpoint_moves(float cost_share, double& error2) = 0;
+    // Applies the moves' steps to the codes.
+    virtual void move_codes(std::span<const MidpointMove> moves) = 0;
+
+    // Puts back the codes the work was created with (round-to-nearest): the never-worse guarantee.
+    virtual void reset_codes() = 0;
+    // Makes q.codes (the tensor the work was created from) hold the current codes.
+    virtual void fetch_codes(QuantizedTensor& q) = 0;
+};
+
+}  // namespace quantflow
