@@ -187,7 +187,11 @@ void plan_memory(Plan& plan, const Backend& backend, const Options& options) {
         if (lp.action != Action::Quantize) continue;
         const TensorInfo& t = plan.input.tensors[lp.input];
         const std::int64_t basis_k = lp.rank_k > 0 && options.rounding_aware ? std::max(lp.rank_k, kRefineRank) : lp.rank_k;
-        const LayerMemory m = backend.layer_memory({t.shape[0], t.shape[1], t.dtype, basis_k, parse_optimizer(options.optimizer)});
+        const LayerWork work{t.shape[0], t.shape[1], t.dtype, basis_k, parse_optimizer(options.optimizer)};
+        const LayerMemory m = backend.layer_memory(work);
+        // A layer the backend's device cannot optimize runs on the host: decided here, shown by `plan`.
+        const std::string fallback = basis_k > 0 ? backend.host_fallback(work) : std::string();
+        if (!fallback.empty()) lp.reason += (lp.reason.empty() ? "" : "; ") + std::string("learned rounding on the host: ") + fallback;
         lp.work_bytes = m.host;
         lp.device_bytes = m.device;
     }

@@ -74,6 +74,8 @@ def model_tensors(dim, ffn, blocks):
 def make_tensor(name, shape, kind, seed, alpha):
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     if kind == "w":
+        if alpha is None:
+            return iid_weight(rng, shape[0], shape[1])
         return structured_weight(rng, shape[0], shape[1], alpha=alpha)
     x = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02 if kind == "b" else 0.05)
     return x + np.float32(1.0) if kind == "n" else x
@@ -137,6 +139,7 @@ def main(argv=None):
     ap.add_argument("--alpha", type=float, default=0.8, help="power-law exponent of the singular values")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=["bf16", "f32"], default="bf16")
+    ap.add_argument("--iid", action="store_true", help="i.i.d. Gaussian weights instead (no meaningful top-k subspace)")
     args = ap.parse_args(argv)
     cfg = dict(SHAPES[args.shapes], blocks=args.blocks)
     for key in ("dim", "ffn"):
@@ -150,7 +153,7 @@ def main(argv=None):
                 "dim": str(cfg["dim"]), "ffn_dim": str(cfg["ffn"]), "num_layers": str(cfg["blocks"]),
                 "alpha": str(args.alpha), "seed": str(args.seed)}
     t0 = time.monotonic()
-    size = write_model(args.output, tensors, dtype, metadata, args.seed, args.alpha)
+    size = write_model(args.output, tensors, dtype, metadata, args.seed, None if args.iid else args.alpha)
     check_file(args.output, tensors, dtype)
     print(f"{args.output}: {len(tensors)} tensors, {size} bytes, {time.monotonic() - t0:.1f} s")
     return 0
