@@ -36,12 +36,12 @@ std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& w
         case DeviceKind::Cuda:
             why = "device: cuda:" + std::to_string(device.cuda_index) + " (" + cuda_device_description(device.cuda_index) +
                   ", requested with --device)";
-            return make_cuda_backend(device.cuda_index);
+            return make_cuda_backend(device.cuda_index, make_cpu_backend());
         case DeviceKind::Cpu: why = "device: cpu (requested with --device cpu)"; return make_cpu_backend();
         case DeviceKind::Auto:
             if (gpus > 0) {
                 why = "device: cuda:0 (" + cuda_device_description(0) + "; --device auto found " + std::to_string(gpus) + " GPU(s))";
-                return make_cuda_backend(0);
+                return make_cuda_backend(0, make_cpu_backend());
             }
             why = "device: cpu (--device auto found no CUDA device or driver)";
             return make_cpu_backend();

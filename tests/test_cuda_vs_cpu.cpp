@@ -1,6 +1,7 @@
 // [gpu] Every CUDA backend method against the CPU backend: bit-identical quantization (codes and scales) and
-// bias-correction product in every format and dtype, the randomized SVD against LAPACK's exact one, and the
-// binary's --simple output with --device cuda byte-identical to --device cpu.
+// bias-correction product in every format and dtype, the randomized SVD against LAPACK's exact one, the
+// learned-rounding primitives (RoundingWork) against the CPU work's, and the binary's --simple output with
+// --device cuda byte-identical to --device cpu.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -11,8 +12,10 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/rounding_cpu.hpp"
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/error.hpp"
+#include "kernels/learned_rounding.hpp"
 #include "tests/test_support.hpp"
 
 using namespace quantflow;
@@ -25,7 +28,7 @@ std::string env_or(const char* name, const char* fallback) {
 }
 
 Backend& gpu() {
-    static std::unique_ptr<Backend> backend = make_cuda_backend(0);
+    static std::unique_ptr<Backend> backend = make_cuda_backend(0, make_cpu_backend());
     return *backend;
 }
 
@@ -156,17 +159,86 @@ TEST_CASE("gpu learned rounding, original: the same codes and losses as the CPU 
                 CHECK(g.best_loss == doctest::Approx(c.best_loss).epsilon(1e-6));
                 CHECK(g.rounded_loss == doctest::Approx(c.rounded_loss).epsilon(1e-6));
                 if (!aware) {
-                    CHECK(differ == 0);  // the reference's algorithm: the same codes
+                    // The reference's algorithm: the same codes, but for an element within a float ulp of a rounding
+                    // midpoint (U Z is summed in a plain float loop on the GPU side, by OpenBLAS's sgemm on the CPU).
+                    CHECK(differ * 100000 <= qc.codes.size());
                 } else {
-                    // The finish ranks candidates by a gradient summed in another order (float): a few moves may
-                    // differ, the result is as good.
+                    // The finish is deterministic given its inputs, and its moves are identical (the next test case);
+                    // only P differs, in the last bits (cuBLASLt's double GEMM vs OpenBLAS's dgemm sum in other
+                    // orders), which can reorder near-tied scores: a few codes may differ, the loss agrees.
                     CHECK(differ * 1000 < qc.codes.size());
-                    CHECK(g.final_loss <= 1.05 * c.final_loss + 1e-12);
+                    CHECK(g.final_loss == doctest::Approx(c.final_loss).epsilon(1e-6));
                     CHECK(g.final_loss < 0.5 * g.rounded_loss);
                 }
             }
         }
     }
+}
+
+TEST_CASE("gpu rounding work: midpoint moves and moved codes identical to the CPU work's") {
+    const std::int64_t rows = 384, cols = 512;
+    const std::vector<std::byte> bytes = qftest::random_bf16(static_cast<std::size_t>(rows * cols), 21);
+    const TensorView w{bytes.data(), DType::BF16, rows, cols};
+    const LowRank basis = top_k_svd_cpu("w", w, {16, 21, 10, 4, false});
+    for (const QuantSpec& spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Fp8Block, 64},
+                                  QuantSpec{QuantFormat::Int8Block, 64}}) {
+        CAPTURE(format_label(spec.format));
+        QuantizedTensor qc = quantize_cpu("w", w, spec), qg = qc;
+        const QuantizedTensor rtn = qc;
+        const auto cpu = make_rounding_work_cpu("w", w, basis, qc);
+        const auto dev = gpu().rounding_work("w", w, basis, qg);
+        double e2c = 0, e2g = 0;
+        const std::vector<MidpointMove> mc = cpu->midpoint_moves(kMidpointCostShare, e2c), mg = dev->midpoint_moves(kMidpointCostShare, e2g);
+        REQUIRE(mc.size() == mg.size());
+        REQUIRE(!mc.empty());
+        std::size_t differ = 0;
+        for (std::size_t i = 0; i < mc.size(); ++i)
+            differ += mc[i].element != mg[i].element || std::memcmp(&mc[i].delta, &mg[i].delta, 4) != 0 ||
+                      std::memcmp(&mc[i].cost, &mg[i].cost, 4) != 0 || mc[i].step != mg[i].step;
+        CHECK(differ == 0);
+        // The sum of e^2 is summed in bands on the CPU and in blocks on the GPU.
+        CHECK(e2g == doctest::Approx(e2c).epsilon(1e-12));
+        // Every other move, applied on both sides: the same codes.
+        std::vector<MidpointMove> some;
+        for (std::size_t i = 0; i < mc.size(); i += 2) some.push_back(mc[i]);
+        cpu->move_codes(some);
+        dev->move_codes(some);
+        cpu->fetch_codes(qc);
+        dev->fetch_codes(qg);
+        CHECK(qg.codes == qc.codes);
+        CHECK(qg.codes != rtn.codes);
+        // P of the moved codes: the same up to the GEMMs' summation order.
+        const std::vector<double> pc = cpu->project(16), pg = dev->project(16);
+        for (std::size_t i = 0; i < pc.size(); ++i) CHECK(pg[i] == doctest::Approx(pc[i]).epsilon(1e-9));
+        if (!is_fp8(spec.format)) {
+            std::vector<double> y(16 * 16);
+            for (std::size_t i = 0; i < y.size(); ++i) y[i] = 1e-3 * static_cast<double>(static_cast<int>(i % 7) - 3);
+            const std::vector<double> ac = cpu->int8_step_direct(y, 16), ag = dev->int8_step_direct(y, 16);
+            for (std::size_t i = 0; i < ac.size(); ++i) CHECK(ag[i] == doctest::Approx(ac[i]).epsilon(1e-9));
+        }
+        dev->reset_codes();
+        dev->fetch_codes(qg);
+        CHECK(qg.codes == rtn.codes);
+    }
+}
+
+TEST_CASE("gpu host fallback: adamw with k > 16 is named, counted on the host and runs the CPU's loop") {
+    const LayerWork wide{256, 384, DType::BF16, 24, Optimizer::AdamW};
+    CHECK(gpu().host_fallback(wide) == "adamw with k 24 > 16 (the GPU step keeps k components in registers)");
+    CHECK(gpu().layer_memory(wide).host > 0);
+    CHECK(gpu().host_fallback({256, 384, DType::BF16, 16, Optimizer::AdamW}) == "");
+    CHECK(gpu().host_fallback({256, 384, DType::BF16, 24, Optimizer::Original}) == "");
+    const std::vector<std::byte> bytes = qftest::random_bf16(256 * 384, 23);
+    const TensorView w{bytes.data(), DType::BF16, 256, 384};
+    const LowRank basis = top_k_svd_cpu("w", w, {24, 23, 10, 4, false});
+    QuantizedTensor qc = quantize_cpu("w", w, {QuantFormat::Fp8Tensor, 64}), qg = qc;
+    RoundingSettings s;
+    s.optimizer = Optimizer::AdamW;
+    s.num_iter = 30;
+    const RoundingStats c = learned_round_cpu("w", w, basis, s, qc);
+    const RoundingStats g = gpu().learned_round("w", w, basis, s, qg);
+    CHECK(g.losses == c.losses);  // the very same loop on the host
+    CHECK(qg.codes == qc.codes);
 }
 
 TEST_CASE("gpu learned rounding, adamw and radam: the CPU's trajectory, step for step") {
@@ -203,7 +275,7 @@ TEST_CASE("gpu learned rounding, adamw and radam: the CPU's trajectory, step for
 TEST_CASE("gpu staging ring and held weights: small slabs, concurrent jobs, the same codes as the CPU") {
     // A backend of its own with a ring of two 1 MiB slabs: every copy below spans several slabs, and four
     // threads share them (uploads, downloads and held weights at once).
-    const std::unique_ptr<Backend> b = make_cuda_backend(0);
+    const std::unique_ptr<Backend> b = make_cuda_backend(0, make_cpu_backend());
     b->set_staging(1 << 20, 2);
     const std::int64_t rows = 1000, cols = 1552;  // 3.1 MB of bf16: not a whole number of slabs
     std::vector<std::vector<std::byte>> weights;

@@ -12,6 +12,9 @@ check() {  # check DIR PATTERN WHY
 check kernels 'stages/|pipeline/|tools/' "kernels/ must not include upper layers"
 check stages 'pipeline/|tools/' "stages/ must not include pipeline/ or tools/"
 check pipeline 'tools/' "pipeline/ must not include tools/"
+# A backend implements the primitives and never borrows another backend's code (the host backend is handed
+# in by kernels/backend.cpp).
+check kernels/cuda 'kernels/cpu/' "kernels/cuda/ must not include kernels/cpu/"
 for f in stages/*.hpp stages/*.cpp; do
   own="stages/$(basename "${f%.*}").hpp"
   hits=$(grep -nE '#include "stages/[a-z_]+\.hpp"' "$f" | grep -v "\"$own\"" | grep -v '"stages/messages.hpp"' || true)

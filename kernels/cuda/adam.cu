@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "kernels/adam_rules.hpp"
-#include "kernels/cpu/dense_cpu.hpp"
+#include "kernels/error.hpp"
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/elements.cuh"
 #include "kernels/cuda/rounding.cuh"
@@ -15,12 +16,12 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kChunkSteps = 25;
-constexpr int kDefaultRows = 1;  // measured on an H100 (tools/bench_gpu.py --adam-rows 1,2,4): 14.6 s vs 19.0 / 18.8 s  // steps enqueued between two reads of the loop state
+constexpr int kDefaultRows = 1;  // measured on an H100 (tools/bench_gpu.py --adam-rows 1,2,4): 14.6 s vs 19.0 / 18.8 s
 
 // Loop step t's scalar part (one thread): p = P0 + the previous step's projection, then adam_control.
 // z receives the gradient direction and the first moment as floats (2 k x k) for the fused step.
-__global__ void control_kernel(int t, int kk, AdamLoopState* st, const double* p0, const double* moved, double* p, double* grad,
+// losses[t - t0] receives the loss (the chunk's buffer).
+__global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const double* p0, const double* moved, double* p, double* grad,
                                double* m1, float* z, double* losses) {
     if (st->stopped) return;
     if (t > 0) {
@@ -29,7 +30,7 @@ __global__ void control_kernel(int t, int kk, AdamLoopState* st, const double* p
     }
     double loss = 0;
     const bool go = adam_control(*st, t, p, kk, grad, m1, loss);
-    losses[t] = loss;
+    losses[t - t0] = loss;
     if (!go) return;
     for (int i = 0; i < kk; ++i) {
         z[i] = static_cast<float>(grad[i]);
@@ -160,74 +161,73 @@ int padded_k(std::int64_t k) { return k <= 4 ? 4 : k <= 8 ? 8 : 16; }
 
 }  // namespace
 
-RoundingStats adam_on_device(const LowRank& used, const ScaleGrid& g, const float* scales, bool fp8, std::uint8_t* codes,
-                             const std::vector<double>& p0, const RoundingSettings& settings, const Stream& s) {
-    const std::int64_t rows = used.rows, cols = used.cols, k = used.k;
-    const int K = padded_k(k), kk = K * K;
-    const std::size_t n = static_cast<std::size_t>(rows * cols);
-    std::vector<float> up(static_cast<std::size_t>(rows * K), 0.0f), vp(static_cast<std::size_t>(K * cols), 0.0f);
-    std::vector<double> p0p(static_cast<std::size_t>(kk), 0.0);
-    for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t j = 0; j < k; ++j) up[static_cast<std::size_t>(r * K + j)] = used.u[static_cast<std::size_t>(r * k + j)];
-    std::copy(used.v.begin(), used.v.end(), vp.begin());  // k x cols, then zero rows
+AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g, const float* scales, const std::vector<double>& p0,
+                       Optimizer optimizer, double lr, const Stream& s)
+    : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
+      lr_(lr), s_(s) {
+    QF_EXPECT(k >= 1 && k <= kMaxAdamK, "AdamW/RAdam on the GPU takes k <= " + std::to_string(kMaxAdamK) + " components, not " +
+                                            std::to_string(k) + " (the backend runs such layers on the host)");
+    const int K = padded_;
+    const std::size_t n = static_cast<std::size_t>(rows_ * cols_);
+    std::vector<float> up(static_cast<std::size_t>(rows_ * K), 0.0f), vp(static_cast<std::size_t>(K * cols_), 0.0f);
+    std::vector<double> p0p(static_cast<std::size_t>(kk_), 0.0);
+    for (std::int64_t r = 0; r < rows_; ++r)
+        for (std::int64_t j = 0; j < k; ++j) up[static_cast<std::size_t>(r * K + j)] = basis.u[static_cast<std::size_t>(r * basis.k + j)];
+    std::copy_n(basis.v.begin(), k * cols_, vp.begin());  // the leading k rows, then zero rows
     for (std::int64_t i = 0; i < k; ++i)
         for (std::int64_t j = 0; j < k; ++j) p0p[static_cast<std::size_t>(i * K + j)] = p0[static_cast<std::size_t>(i * k + j)];
 
-    const int steps = std::max(settings.num_iter, 0);
-    DeviceBuffer<float> du(up.size()), dv(vp.size()), z(static_cast<std::size_t>(2 * kk));
-    DeviceBuffer<float> delta0(n), delta1(n), second(n);
-    DeviceBuffer<double> dp0(p0p.size()), p(p0p.size()), moved(p0p.size()), grad(p0p.size()), m1(p0p.size());
-    DeviceBuffer<double> t(static_cast<std::size_t>(rows * K)), losses(static_cast<std::size_t>(std::max(steps, 1)));
-    DeviceBuffer<AdamLoopState> state(1);
-    PinnedBuffer<AdamLoopState> mirror(2);
+    u_ = DeviceBuffer<float>(up.size());
+    v_ = DeviceBuffer<float>(vp.size());
+    z_ = DeviceBuffer<float>(static_cast<std::size_t>(2 * kk_));
+    delta0_ = DeviceBuffer<float>(n);
+    delta1_ = DeviceBuffer<float>(n);
+    second_ = DeviceBuffer<float>(n);
+    for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &grad_, &m1_}) *b = DeviceBuffer<double>(p0p.size());
+    t_ = DeviceBuffer<double>(static_cast<std::size_t>(rows_ * K));
+    state_ = DeviceBuffer<AdamLoopState>(1);
+    mirror_ = PinnedBuffer<AdamLoopState>(1);
     const AdamLoopState start;
-    upload(du, up.data(), up.size(), s);
-    upload(dv, vp.data(), vp.size(), s);
-    upload(dp0, p0p.data(), p0p.size(), s);
-    upload(p, p0p.data(), p0p.size(), s);
-    upload(state, &start, 1, s);
-    QF_CUDA_CHECK(cudaMemsetAsync(m1.get(), 0, m1.size() * sizeof(double), s.get()));
-    QF_CUDA_CHECK(cudaMemsetAsync(delta0.get(), 0, n * sizeof(float), s.get()));
-    QF_CUDA_CHECK(cudaMemsetAsync(second.get(), 0, n * sizeof(float), s.get()));
+    upload(u_, up.data(), up.size(), s);
+    upload(v_, vp.data(), vp.size(), s);
+    upload(p0_, p0p.data(), p0p.size(), s);
+    upload(p_, p0p.data(), p0p.size(), s);
+    upload(state_, &start, 1, s);
+    QF_CUDA_CHECK(cudaMemsetAsync(m1_.get(), 0, m1_.size() * sizeof(double), s.get()));
+    QF_CUDA_CHECK(cudaMemsetAsync(delta0_.get(), 0, n * sizeof(float), s.get()));
+    QF_CUDA_CHECK(cudaMemsetAsync(second_.get(), 0, n * sizeof(float), s.get()));
+    s.sync();  // the host vectors above die here
+}
 
-    const bool adamw = settings.optimizer == Optimizer::AdamW;
-    const StepLauncher launch = step_launcher(K, rows_per_block());
-    const Event done[2];
-    for (int t0 = 0, chunk = 0; t0 < steps; t0 += kChunkSteps, ++chunk) {
-        for (int step = t0; step < std::min(steps, t0 + kChunkSteps); ++step) {
-            control_kernel<<<1, 1, 0, s.get()>>>(step, kk, state.get(), dp0.get(), moved.get(), p.get(), grad.get(), m1.get(), z.get(),
-                                                 losses.get());
-            const AdamScalars sc = adam_scalars(settings.optimizer, settings.lr, step + 1);
-            launch(adamw, rows, cols, g, scales, du.get(), z.get(), dv.get(), sc, state.get(), delta0.get(), delta1.get(), second.get(),
-                   t.get(), s.get());
-            reduce_kernel<<<static_cast<unsigned int>(kk), kThreads, 0, s.get()>>>(state.get(), du.get(), t.get(), rows, K, moved.get());
-        }
-        QF_CUDA_CHECK(cudaGetLastError());
-        // Read the state of the chunk before this one while this one runs: the GPU never waits for the host.
-        QF_CUDA_CHECK(cudaMemcpyAsync(&mirror[chunk % 2], state.get(), sizeof(AdamLoopState), cudaMemcpyDeviceToHost, s.get()));
-        done[chunk % 2].record(s.get());
-        if (chunk > 0) {
-            done[(chunk - 1) % 2].sync();
-            const AdamLoopState& seen = mirror[(chunk - 1) % 2];
-            if (settings.on_progress) settings.on_progress("optimize", seen.iterations, settings.num_iter);
-            if (seen.stopped) break;
-        }
+AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) {
+    if (count <= 0) return {};
+    const bool adamw = optimizer_ == Optimizer::AdamW;
+    const StepLauncher launch = step_launcher(padded_, rows_per_block());
+    DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count));
+    for (int step = t0; step < t0 + count; ++step) {
+        control_kernel<<<1, 1, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), moved_.get(), p_.get(), grad_.get(), m1_.get(),
+                                              z_.get(), chunk_losses.get());
+        const AdamScalars sc = adam_scalars(optimizer_, lr_, step + 1);
+        launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),
+               second_.get(), t_.get(), s_.get());
+        reduce_kernel<<<static_cast<unsigned int>(kk_), kThreads, 0, s_.get()>>>(state_.get(), u_.get(), t_.get(), rows_, padded_,
+                                                                                 moved_.get());
     }
-    AdamLoopState end;
-    download(&end, state, 1, s);
-    s.sync();
-    RoundingStats stats;
-    stats.k = k;
-    stats.initial_loss = frobenius(p0);
-    stats.iterations = end.iterations;
-    stats.best_iteration = end.best_iteration;
-    stats.best_loss = end.best_loss;
-    if (settings.on_progress) settings.on_progress("optimize", end.iterations, settings.num_iter);
-    stats.losses.resize(static_cast<std::size_t>(end.iterations));
-    if (end.iterations > 0) download(stats.losses.data(), losses, stats.losses.size(), s);
-    if (end.best_iteration > 0) apply_offsets(static_cast<std::int64_t>(n), fp8, end.best_buffer ? delta1.get() : delta0.get(), codes, s.get());
-    s.sync();
-    return stats;
+    QF_CUDA_CHECK(cudaGetLastError());
+    QF_CUDA_CHECK(cudaMemcpyAsync(mirror_.get(), state_.get(), sizeof(AdamLoopState), cudaMemcpyDeviceToHost, s_.get()));
+    s_.sync();
+    const AdamLoopState end = mirror_[0];
+    // Steps evaluated in this chunk: up to the one that stopped the loop (its loss is written too).
+    const int evaluated = std::clamp(end.iterations - t0, 0, count);
+    const std::size_t before = losses.size();
+    losses.resize(before + static_cast<std::size_t>(evaluated));
+    if (evaluated > 0) download(losses.data() + before, chunk_losses, static_cast<std::size_t>(evaluated), s_);
+    s_.sync();
+    return end;
+}
+
+void AdamDevice::finish(int best_buffer, bool fp8, std::uint8_t* codes) {
+    apply_offsets(rows_ * cols_, fp8, best_buffer ? delta1_.get() : delta0_.get(), codes, s_.get());
 }
 
 }  // namespace quantflow::cuda

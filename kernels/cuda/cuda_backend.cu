@@ -1,5 +1,6 @@
 // The CUDA backend: round-to-nearest quantization, the bias-correction product, the top-k SVD and learned
-// rounding on the GPU (quality metrics and the exact SVD of --full_matrix run through the CPU implementation).
+// rounding's primitives on the GPU (rounding_work.cu). Quality metrics, the exact SVD of --full_matrix and
+// the layers host_fallback() names run on the host backend the factory hands in.
 // Every call has its own stream, so the jobs in flight overlap on the GPU; weights held by the pipeline
 // (hold()) are copied once per layer, and every large copy goes through the pinned staging ring.
 #include "kernels/cuda/cuda_backend.hpp"
@@ -12,16 +13,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kernels/cpu/cpu_backend.hpp"
-#include "kernels/cpu/dense_cpu.hpp"
-#include "kernels/cpu/rounding_cpu.hpp"
 #include "kernels/cuda/adam.cuh"
 #include "kernels/cuda/handles.cuh"
-#include "kernels/cuda/rounding.cuh"
 #include "kernels/cuda/quantize.cuh"
-#include "kernels/cuda/skinny.cuh"
+#include "kernels/cuda/rounding_work.cuh"
 #include "kernels/cuda/staging.cuh"
 #include "kernels/cuda/svd.cuh"
+#include "kernels/learned_rounding.hpp"
 #include "kernels/numerics.hpp"
 
 namespace quantflow {
@@ -29,23 +27,10 @@ namespace {
 
 using cuda::DeviceBuffer;
 
-// A weight on the device in its file dtype (the kernels decode it on the fly): a held copy (Backend::hold)
-// or one uploaded for this call alone.
-struct DeviceWeightRef {
-    DeviceBuffer<unsigned char> owned;
-    cuda::DeviceWeight view;
-};
+using cuda::DeviceWeightRef;
+using cuda::grid_of;
 
 std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2); }
-
-cuda::ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
-    cuda::ScaleGrid g;
-    g.block_rows = scale_block_rows(spec, rows);
-    g.block_cols = scale_block_cols(spec, cols);
-    g.grid_rows = scale_rows(spec, rows);
-    g.grid_cols = scale_cols(spec, cols);
-    return g;
-}
 
 class CudaBackend;
 
@@ -62,8 +47,7 @@ private:
 
 class CudaBackend final : public Backend {
 public:
-    explicit CudaBackend(int device) : device_(device) {
-        use_single_threaded_blas();  // the host-side parts run in oneTBB bands like the CPU backend's
+    CudaBackend(int device, std::unique_ptr<Backend> host) : device_(device), host_(std::move(host)) {
         QF_CUDA_CHECK(cudaSetDevice(device_));
         stream_ = std::make_unique<cuda::Stream>();
         solver_ = std::make_unique<cuda::Solver>(stream_->get());
@@ -85,17 +69,27 @@ public:
 
     // Device memory of one layer in flight: the weight and its codes, plus the largest phase of learned
     // rounding (the SVD's float32 copy and cuSOLVER's workspace; AdamW/RAdam's two offset buffers and second
-    // moment; the rounding-aware finish's candidate buffer). The host keeps the finish's candidates (about
-    // one byte per element; the device buffer's bound is n/8 of 24-byte candidates).
+    // moment; the rounding-aware finish's first candidate buffer of n/16 + 1M moves), the error in double for
+    // the projections and the round-to-nearest codes kept for reset_codes. The host keeps the finish's moves
+    // and the driver's ranking of them (24 + 12 bytes per move, about n/16 moves). A layer that runs on the
+    // host (host_fallback) has the host backend's learned-rounding memory, and only its SVD on the device.
     LayerMemory layer_memory(const LayerWork& l) const override {
         const auto n = static_cast<std::uint64_t>(l.rows) * static_cast<std::uint64_t>(l.cols);
         const std::uint64_t weight = n * (l.dtype == DType::F32 ? 4 : 2) + n;
         if (l.basis_k == 0) return {0, weight + n / 2};  // + amax cells and scale factors (at most n / 2 bytes)
         const auto basis = static_cast<std::uint64_t>(l.rows + l.cols) * static_cast<std::uint64_t>(l.basis_k + 10) * 4;
         const std::uint64_t svd = 8 * n + 4 * basis;
+        if (!host_fallback(l).empty()) return {Backend::layer_memory(l).host, weight + svd + basis};
         const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
-        const std::uint64_t finish = std::max<std::uint64_t>(n / 8, 1 << 20) * sizeof(RefineCandidate);
-        return {n, weight + 8 * n + std::max({svd, adam, finish}) + basis};  // 8 n: the error in double for the projections
+        const std::uint64_t finish = (n / 16 + (1u << 20)) * sizeof(MidpointMove);
+        return {n / 16 * 36, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
+    }
+
+    std::string host_fallback(const LayerWork& l) const override {
+        if (l.basis_k > 0 && l.optimizer != Optimizer::Original && l.basis_k > cuda::kMaxAdamK)
+            return std::string(optimizer_name(l.optimizer)) + " with k " + std::to_string(l.basis_k) + " > " +
+                   std::to_string(cuda::kMaxAdamK) + " (the GPU step keeps k components in registers)";
+        return {};
     }
 
     std::unique_ptr<WeightHold> hold(std::string_view name, const TensorView& w) override {
@@ -196,7 +190,7 @@ public:
     }
 
     LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) override {
-        if (settings.exact) return top_k_svd_cpu(name, w, settings);  // LAPACK gesdd: cuSOLVER's gesvd needs m >= n
+        if (settings.exact) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd: cuSOLVER's gesvd needs m >= n
         std::lock_guard lock(mutex_);
         QF_CUDA_CHECK(cudaSetDevice(device_));
         const auto& s = *stream_;
@@ -207,107 +201,23 @@ public:
         return cuda::randomized_svd(*solver_, s, f32.get(), w.rows, w.cols, settings);
     }
 
-    // Learned rounding: the full-size products on the GPU (P0 and every projection, `original`'s rank-k
-    // correction with the final rounding, AdamW/RAdam's fused steps, the rounding-aware finish's candidate
-    // pass); the k x k loops and the greedy choice of moves on the host, shared with the CPU backend.
-    RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
-                                QuantizedTensor& q) override {
-        const bool narrower = settings.optimizer_k > 0 && settings.optimizer_k < basis.k;
-        const LowRank narrow = narrower ? leading_components(basis, settings.optimizer_k) : LowRank{};
-        const LowRank& used = narrower ? narrow : basis;
-        const bool adam = settings.optimizer != Optimizer::Original;
-        if (adam && used.k > cuda::kMaxAdamK) return learned_round_cpu(name, w, basis, settings, q);
-        const bool fp8 = is_fp8(q.spec.format);
+    std::unique_ptr<RoundingWork> rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,
+                                                QuantizedTensor& q) override {
         QF_CUDA_CHECK(cudaSetDevice(device_));
-        const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
-        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        const DeviceWeightRef uw = device_weight(w, s);
-        DeviceBuffer<std::uint8_t> codes(n);
-        DeviceBuffer<float> scales(q.scales.size()), v_used(used.v.size()), v_wide(basis.v.size());
-        DeviceBuffer<float> rows_k(static_cast<std::size_t>(w.rows * basis.k));
-        DeviceBuffer<double> t(static_cast<std::size_t>(w.rows * basis.k));
-        staging().upload(codes.get(), q.codes.data(), n, s);
-        cuda::upload(scales, q.scales.data(), q.scales.size(), s);
-        cuda::upload(v_used, used.v.data(), used.v.size(), s);
-        cuda::upload(v_wide, basis.v.data(), basis.v.size(), s);
-        const cuda::DeviceWeight& dw = uw.view;
-        const cuda::ScaleGrid g = grid_of(q.spec, q.rows, q.cols);
-        // P = U^T E V^T of the codes on the device, for the optimizer's basis or the finish's wider one.
-        // (cuBLASLt in double on the materialised error: kernels/cuda/skinny.cuh says why.)
-        const cuda::LtHandle lt;
-        DeviceBuffer<double> e_work(n), v_used_d(used.v.size()), v_wide_d(basis.v.size());
-        const std::vector<double> vu(used.v.begin(), used.v.end()), vw(basis.v.begin(), basis.v.end());
-        cuda::upload(v_used_d, vu.data(), vu.size(), s);
-        cuda::upload(v_wide_d, vw.data(), vw.size(), s);
-        const auto project = [&](const LowRank& b, const DeviceBuffer<double>& v) {
-            const int k = static_cast<int>(b.k);
-            std::vector<double> th(static_cast<std::size_t>(w.rows) * k);
-            cuda::project_rows_lt(lt, dw, g, codes.get(), scales.get(), fp8, v.get(), k, e_work.get(), t.get(), s.get());
-            cuda::download(th.data(), t, th.size(), s);
-            s.sync();
-            return reduce_projection(b, th.data());
-        };
-        RoundingStats stats;
-        if (adam) {
-            stats = cuda::adam_on_device(used, g, scales.get(), fp8, codes.get(), project(used, v_used_d), settings, s);
-            stats.final_loss = stats.initial_loss;
-            if (stats.best_iteration > 0) staging().download(q.codes.data(), codes.get(), n, s);
-        } else {
-            stats = original_on_gpu(settings, used, dw, g, codes, scales, v_used, project(used, v_used_d), q, s);
-        }
-        if (stats.best_iteration > 0) stats.final_loss = frobenius(project(used, v_used_d));
-        stats.rounded_loss = stats.final_loss;
-        if (!settings.rounding_aware) return stats;
-        if (settings.on_progress) settings.on_progress("round", 0, 1);
-        const RefineTables tables = refine_tables(q.spec.format);
-        const auto capacity = static_cast<unsigned long long>(std::max<std::size_t>(1 << 20, n / 8));
-        DeviceBuffer<RefineCandidate> found(static_cast<std::size_t>(capacity));
-        DeviceBuffer<unsigned long long> count(1);
-        DeviceBuffer<double> partial(cuda::refine_blocks(w.rows * w.cols));
-        const auto candidates = [&](const std::vector<float>& up, double& error2) {
-            cuda::upload(rows_k, up.data(), up.size(), s);
-            QF_CUDA_CHECK(cudaMemsetAsync(count.get(), 0, sizeof(unsigned long long), s.get()));
-            const unsigned int blocks = cuda::refine_candidates(dw, g, codes.get(), scales.get(), fp8, rows_k.get(), v_wide.get(),
-                                                                static_cast<int>(basis.k), tables, found.get(), count.get(), capacity,
-                                                                partial.get(), s.get());
-            unsigned long long total = 0;
-            std::vector<double> sums(blocks);
-            cuda::download(&total, count, 1, s);
-            cuda::download(sums.data(), partial, blocks, s);
-            s.sync();
-            for (const double x : sums) error2 += x;
-            QF_EXPECT(total <= capacity, "tensor '" + std::string(name) + "': " + std::to_string(total) +
-                                             " rounding candidates exceed the GPU buffer of " + std::to_string(capacity));
-            std::vector<RefineCandidate> out(static_cast<std::size_t>(total));
-            cuda::download(out.data(), found, out.size(), s);
-            s.sync();
-            return out;
-        };
-        const double wide = refine_rounding(basis, q, used.k, stats.flips, [&] { return project(basis, v_wide_d); }, candidates,
-                                            [&] { staging().upload(codes.get(), q.codes.data(), n, s); });
-        stats.final_loss = narrower ? frobenius(project(used, v_used_d)) : wide;
-        return stats;
+        return cuda::make_rounding_work(device_, name, basis, q, staging(), [&](const cuda::Stream& s) { return device_weight(w, s); });
     }
 
-    // `original`: the k x k loop on the host, then one rank-k correction fused with the final rounding.
-    RoundingStats original_on_gpu(const RoundingSettings& settings, const LowRank& used, const cuda::DeviceWeight& dw,
-                                         const cuda::ScaleGrid& g, DeviceBuffer<std::uint8_t>& codes, DeviceBuffer<float>& scales,
-                                         DeviceBuffer<float>& v, const std::vector<double>& p0, QuantizedTensor& q,
-                                         const cuda::Stream& s) {
-        OriginalLoop loop = run_original_loop(p0, q, used, settings);
-        loop.stats.final_loss = loop.stats.initial_loss;
-        if (loop.stats.best_iteration == 0) return loop.stats;
-        const Matrix uz = times_u(used, loop.best_z);
-        DeviceBuffer<float> duz(uz.data.size());
-        cuda::upload(duz, uz.data.data(), uz.data.size(), s);
-        cuda::correct_codes(dw, g, codes.get(), scales.get(), is_fp8(q.spec.format), duz.get(), v.get(), static_cast<int>(used.k),
-                            s.get());
-        staging().download(q.codes.data(), codes.get(), q.codes.size(), s);
-        return loop.stats;
+    // The driver over rounding_work(), or the host backend's learned rounding for the layers host_fallback
+    // names (the plan prints them; the basis width is what the plan knows, as in layer_memory).
+    RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
+                                QuantizedTensor& q) override {
+        if (!host_fallback({w.rows, w.cols, w.dtype, basis.k, settings.optimizer}).empty())
+            return host_->learned_round(name, w, basis, settings, q);
+        return Backend::learned_round(name, w, basis, settings, q);
     }
 
     QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs) override {
-        return measure_cpu(w, q, basis, inputs);
+        return host_->measure(w, q, basis, inputs);
     }
 
 private:
@@ -336,6 +246,7 @@ private:
     }
 
     int device_;
+    std::unique_ptr<Backend> host_;  // the reference backend: exact SVD, metrics, host_fallback layers
     std::mutex staging_mutex_;
     std::size_t slab_bytes_ = 64u << 20;
     int slabs_ = 4;
@@ -369,12 +280,13 @@ std::string cuda_device_description(int device) {
     return text;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device) {
+std::unique_ptr<Backend> make_cuda_backend(int device, std::unique_ptr<Backend> host) {
     const int count = cuda_device_count();
     QF_EXPECT(device >= 0 && device < count,
               "--device cuda:" + std::to_string(device) + ": " + (count == 0 ? std::string("no CUDA device (or no driver) on this machine")
                                                                                 : std::to_string(count) + " CUDA device(s) present"));
-    return std::make_unique<CudaBackend>(device);
+    QF_EXPECT(host != nullptr, "make_cuda_backend: no host backend given");
+    return std::make_unique<CudaBackend>(device, std::move(host));
 }
 
 }  // namespace quantflow

@@ -16,7 +16,8 @@ namespace quantflow {
 int cuda_device_count() noexcept;
 // "NVIDIA H100 80GB HBM3, 79.1 GiB, sm_90" for messages; empty when the device does not exist.
 std::string cuda_device_description(int device);
-// The backend on device `device`; throws Error when it cannot be used.
-std::unique_ptr<Backend> make_cuda_backend(int device);
+// The backend on device `device`; throws Error when it cannot be used. `host` (the CPU backend) runs what the
+// GPU does not: quality metrics, the exact SVD, and the layers Backend::host_fallback names.
+std::unique_ptr<Backend> make_cuda_backend(int device, std::unique_ptr<Backend> host);
 
 }  // namespace quantflow

@@ -68,24 +68,24 @@ __global__ void correct_kernel(DeviceWeight w, ScaleGrid g, std::uint8_t* codes,
     }
 }
 
-__global__ void candidates_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
-                                  const float* up, const float* v, int k, RefineTables tables, RefineCandidate* out,
-                                  unsigned long long* count, unsigned long long capacity, double* error2_partial) {
+// One thread per element (grid-stride over a fixed grid): the element's admissible move (refine_rules.hpp,
+// the CPU's rule) appended at *count, and each block's sum of e^2 in a fixed tree (deterministic).
+__global__ void midpoint_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
+                                RefineTables tables, float cost_share, MidpointMove* out, unsigned long long* count,
+                                unsigned long long capacity, double* error2_partial) {
     const std::int64_t total = w.rows * w.cols;
     double e2 = 0;
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-        const std::int64_t r = i / w.cols, c = i % w.cols;
-        float grad = 0.0f;
-        for (int j = 0; j < k; ++j) grad += up[r * k + j] * v[static_cast<std::int64_t>(j) * w.cols + c];
         const std::uint8_t code = codes[i];
-        const float sc = scale_at(g, scales, r, c);
+        const float sc = scale_at(g, scales, i / w.cols, i % w.cols);
         const float e = code_value(fp8, code) * sc - load(w, i);
         e2 += static_cast<double>(e) * e;
-        RefineCandidate cand;
-        if (refine_candidate(tables, code, sc, e, grad, i, cand)) {
+        MidpointMove mv;
+        if (midpoint_move(tables, code, sc, e, cost_share, mv.delta, mv.cost, mv.step)) {
+            mv.element = i;
             const unsigned long long at = atomicAdd(count, 1ULL);
-            if (at < capacity) out[at] = cand;
+            if (at < capacity) out[at] = mv;
         }
     }
     __shared__ double sum[kThreads];
@@ -96,6 +96,32 @@ __global__ void candidates_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_
         __syncthreads();
     }
     if (threadIdx.x == 0) error2_partial[blockIdx.x] = sum[0];
+}
+
+__global__ void move_kernel(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes) {
+    for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
+         i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+        std::uint8_t& code = codes[moves[i].element];
+        code = grid_step(fp8, code, moves[i].step);
+    }
+}
+
+// e[r, c] = (uy[r] . v[:, c]) * scale^2 in double (the INT8 step operator's full-size product).
+__global__ void scaled_low_rank_kernel(std::int64_t rows, std::int64_t cols, ScaleGrid g, const float* scales, const double* uy,
+                                       const double* v, int k, double* e) {
+    const std::int64_t total = rows * cols;
+    for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+        const std::int64_t r = i / cols, c = i % cols;
+        double acc = 0.0;
+        for (int j = 0; j < k; ++j) acc += uy[r * k + j] * v[static_cast<std::int64_t>(j) * cols + c];
+        const double s = scale_at(g, scales, r, c);
+        e[i] = acc * (s * s);
+    }
+}
+
+unsigned int grid_for(std::int64_t elements) {
+    return static_cast<unsigned int>(std::max<std::int64_t>(1, std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 65535LL * 32)));
 }
 
 __global__ void offsets_kernel(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes) {
@@ -114,17 +140,29 @@ void apply_offsets(std::int64_t elements, bool fp8, const float* offsets, std::u
     QF_CUDA_CHECK(cudaGetLastError());
 }
 
-unsigned int refine_blocks(std::int64_t elements) {
-    return static_cast<unsigned int>(std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 4096));
+unsigned int midpoint_blocks(std::int64_t elements) {
+    return static_cast<unsigned int>(std::max<std::int64_t>(1, std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 4096)));
 }
 
-unsigned int refine_candidates(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
-                               const float* up, const float* v, int k, const RefineTables& tables, RefineCandidate* out,
-                               unsigned long long* count, unsigned long long capacity, double* error2_partial, cudaStream_t s) {
-    const unsigned int blocks = refine_blocks(w.rows * w.cols);
-    candidates_kernel<<<blocks, kThreads, 0, s>>>(w, g, codes, scales, fp8, up, v, k, tables, out, count, capacity, error2_partial);
+unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+                                 const RefineTables& tables, float cost_share, MidpointMove* out, unsigned long long* count,
+                                 unsigned long long capacity, double* error2_partial, cudaStream_t s) {
+    const unsigned int blocks = midpoint_blocks(w.rows * w.cols);
+    midpoint_kernel<<<blocks, kThreads, 0, s>>>(w, g, codes, scales, fp8, tables, cost_share, out, count, capacity, error2_partial);
     QF_CUDA_CHECK(cudaGetLastError());
     return blocks;
+}
+
+void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s) {
+    if (count == 0) return;
+    move_kernel<<<grid_for(count), kThreads, 0, s>>>(moves, count, fp8, codes);
+    QF_CUDA_CHECK(cudaGetLastError());
+}
+
+void scaled_low_rank(std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales, const double* uy, const double* v,
+                     int k, double* e, cudaStream_t s) {
+    scaled_low_rank_kernel<<<grid_for(rows * cols), kThreads, 0, s>>>(rows, cols, g, scales, uy, v, k, e);
+    QF_CUDA_CHECK(cudaGetLastError());
 }
 
 void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,

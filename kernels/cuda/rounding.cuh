@@ -1,6 +1,6 @@
-// kernels/cuda/rounding.cuh: the full-size parts of `original` learned rounding and of the rounding-aware
-// finish on the GPU (their k x k loops run on the host, shared with the CPU backend: kernels/cpu/rounding_cpu.hpp;
-// AdamW / RAdam run entirely on the device: adam.cuh).
+// kernels/cuda/rounding.cuh: the full-size kernels of learned rounding's primitives on the GPU (the
+// RoundingWork of rounding_work.cu; the driver and its k x k loops are kernels/learned_rounding.cpp;
+// AdamW / RAdam's fused step is adam.cuh).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,8 +8,8 @@
 #include <cstdint>
 
 #include "kernels/cuda/quantize.cuh"
-#include "kernels/adam_rules.hpp"
 #include "kernels/refine_rules.hpp"
+#include "kernels/rounding_work.hpp"
 
 namespace quantflow::cuda {
 
@@ -25,14 +25,22 @@ void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t*
 void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, bool fp8,
                    const float* uz, const float* v, int k, cudaStream_t s);
 
-// The rounding-aware finish's candidate pass: G = up[r] . v[:, c], e = code_value * scale - w, and
-// refine_candidate() for every element (the CPU's rule). Candidates are appended at *count (up to
-// `capacity`; the caller checks for overflow); error2_partial[block] gets each block's sum of e^2 (a fixed
-// grid, summed in order on the host: deterministic). Returns the number of blocks.
-unsigned int refine_candidates(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
-                               const float* up, const float* v, int k, const RefineTables& tables, RefineCandidate* out,
-                               unsigned long long* count, unsigned long long capacity, double* error2_partial, cudaStream_t s);
-unsigned int refine_blocks(std::int64_t elements);
+// The rounding-aware finish's candidate pass: e = code_value * scale - w and midpoint_move() for every element
+// (the CPU's rule). Moves are appended at *count in no particular order (the caller sorts them); at most
+// `capacity` are stored, *count says how many there were (the caller retries with a larger buffer).
+// error2_partial[block] gets each block's sum of e^2 (a fixed grid, summed in order on the host:
+// deterministic). Returns the number of blocks (midpoint_blocks).
+unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+                                 const RefineTables& tables, float cost_share, MidpointMove* out, unsigned long long* count,
+                                 unsigned long long capacity, double* error2_partial, cudaStream_t s);
+unsigned int midpoint_blocks(std::int64_t elements);
+
+// codes[move.element] <- grid_step(code, move.step) for each of the `count` moves (distinct elements).
+void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s);
+
+// e[r, c] = (uy[r] . v[:, c]) * scale[cell]^2 in double: uy is rows x k, v is k x cols.
+void scaled_low_rank(std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales, const double* uy, const double* v,
+                     int k, double* e, cudaStream_t s);
 
 // codes <- round(code_value + offset[i]) (spec 5.1/5.2 clamp and rounding).
 void apply_offsets(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes, cudaStream_t s);

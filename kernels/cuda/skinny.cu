@@ -37,10 +37,14 @@ LtHandle::~LtHandle() {
 
 void project_rows_lt(const LtHandle& lt, const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales,
                      bool fp8, const double* v, int k, double* e_work, double* t, cudaStream_t s) {
-    const std::int64_t m = w.rows, n = w.cols;
-    const std::int64_t blocks = std::min<std::int64_t>((m * n + kThreads - 1) / kThreads, 65535LL * 32);
+    const std::int64_t blocks = std::min<std::int64_t>((w.rows * w.cols + kThreads - 1) / kThreads, 65535LL * 32);
     error_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(w, g, codes, scales, fp8, e_work);
     QF_CUDA_CHECK(cudaGetLastError());
+    rows_times_vt_lt(lt, w.rows, w.cols, e_work, v, k, t, s);
+}
+
+void rows_times_vt_lt(const LtHandle& lt, std::int64_t m, std::int64_t n, const double* e, const double* v, int k, double* t,
+                      cudaStream_t s) {
     // Row-major matrices are their column-major transposes: T^T (k x m, ld k) = V' (n x k, ld n)^T * E' (n x m, ld n).
     LtObject<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy> desc;
     QF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.p, CUBLAS_COMPUTE_64F, CUDA_R_64F));
@@ -61,7 +65,7 @@ void project_rows_lt(const LtHandle& lt, const DeviceWeight& w, const ScaleGrid&
     if (found == 0)
         throw Error("cuBLASLt: no double GEMM for a " + std::to_string(m) + "x" + std::to_string(n) + " projection on k " + std::to_string(k));
     const double one = 1.0, zero = 0.0;
-    QF_CUBLAS_CHECK(cublasLtMatmul(lt.get(), desc.p, &one, v, a.p, e_work, b.p, &zero, t, c.p, t, c.p, &result.algo, nullptr, 0, s));
+    QF_CUBLAS_CHECK(cublasLtMatmul(lt.get(), desc.p, &one, v, a.p, e, b.p, &zero, t, c.p, t, c.p, &result.algo, nullptr, 0, s));
 }
 
 }  // namespace quantflow::cuda

@@ -34,4 +34,8 @@ private:
 void project_rows_lt(const LtHandle& lt, const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales,
                      bool fp8, const double* v, int k, double* e_work, double* t, cudaStream_t s);
 
+// The GEMM alone on a given e (m x n doubles): t[r, j] = sum_c e[r, c] * v[j, c].
+void rows_times_vt_lt(const LtHandle& lt, std::int64_t m, std::int64_t n, const double* e, const double* v, int k, double* t,
+                      cudaStream_t s);
+
 }  // namespace quantflow::cuda
