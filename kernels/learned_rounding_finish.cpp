@@ -41,7 +41,8 @@ constexpr int kMaxRounds = 16;
 constexpr int kChunks = 256;             // prefix lengths evaluated per round
 constexpr std::size_t kPoolMin = 1 << 16;  // candidates kept for the rounds: at least this many,
 constexpr std::int64_t kPoolDivisor = 128;  // or one per 128 elements
-constexpr std::size_t kHeadMin = 1 << 14;  // candidates ranked per round: at least this many, or 4x the last take
+constexpr std::size_t kHeadMin = 1 << 14;  // candidates ranked per round: at least this many, or 4x the last take,
+constexpr std::size_t kHeadMax = 1 << 15;  // at most this many (each costs 2 k^2 flops in the prefix sums)
 constexpr double kMinGain = 0.98;        // stop when a round that had room lowers the loss by under 2%
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
@@ -204,7 +205,7 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& moves, c
         run.loss2 = best;
         // The whole ranked head was worth taking: rank more next round. Else stop once a round gains little.
         const bool whole = take == limit && limit == ranked;
-        cap = whole ? 4 * cap : std::max(kHeadMin, 4 * take);
+        cap = std::min(kHeadMax, whole ? 4 * cap : std::max(kHeadMin, 4 * take));
         if (!whole && run.loss2 > kMinGain * kMinGain * before) break;
     }
     return run;
