@@ -15,6 +15,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -66,19 +67,24 @@ bool use_k_space(const QuantizedTensor& q, const LowRank& basis, const RoundingS
     return build + s.num_iter * 2.0 * k4 < s.num_iter * direct;
 }
 
-RoundingStats run_original(RoundingWork& work, const LowRank& used, const RoundingSettings& settings, const QuantizedTensor& q) {
-    OriginalLoop loop = run_original_loop(work.project(used.k), q, used, settings, work);
+// Both optimizers leave in `p` the projection of the codes they return (on their k components).
+RoundingStats run_original(RoundingWork& work, const LowRank& used, const RoundingSettings& settings, const QuantizedTensor& q,
+                           std::vector<double>& p) {
+    p = work.project(used.k);
+    OriginalLoop loop = run_original_loop(p, q, used, settings, work);
     RoundingStats& stats = loop.stats;
     stats.final_loss = stats.initial_loss;
     if (stats.best_iteration > 0) {
         work.correct_and_round(loop.best_z, used.k);
-        stats.final_loss = frobenius(work.project(used.k));
+        p = work.project(used.k);
+        stats.final_loss = frobenius(p);
     }
     return stats;
 }
 
-RoundingStats run_adam(RoundingWork& work, std::int64_t k, const RoundingSettings& settings) {
-    const std::vector<double> p0 = work.project(k);
+RoundingStats run_adam(RoundingWork& work, std::int64_t k, const RoundingSettings& settings, std::vector<double>& p) {
+    p = work.project(k);
+    const std::vector<double> p0 = p;
     RoundingStats stats;
     stats.k = k;
     stats.initial_loss = frobenius(p0);
@@ -94,7 +100,8 @@ RoundingStats run_adam(RoundingWork& work, std::int64_t k, const RoundingSetting
     stats.final_loss = stats.initial_loss;
     if (st.best_iteration > 0) {
         work.adam_finish(st.best_buffer);
-        stats.final_loss = frobenius(work.project(k));
+        p = work.project(k);
+        stats.final_loss = frobenius(p);
     }
     return stats;
 }
@@ -198,15 +205,18 @@ RoundingStats run_learned_rounding(RoundingWork& work, const LowRank& basis, con
     const bool narrower = settings.optimizer_k > 0 && settings.optimizer_k < basis.k;
     const LowRank narrow = narrower ? leading_components(basis, settings.optimizer_k) : LowRank{};
     const LowRank& used = narrower ? narrow : basis;
-    RoundingStats stats = settings.optimizer == Optimizer::Original ? run_original(work, used, settings, q)
-                                                                    : run_adam(work, used.k, settings);
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<double> p;
+    RoundingStats stats = settings.optimizer == Optimizer::Original ? run_original(work, used, settings, q, p)
+                                                                    : run_adam(work, used.k, settings, p);
+    stats.optimize_seconds = seconds_since(start);
     stats.rounded_loss = stats.final_loss;
     if (settings.rounding_aware) {
         if (settings.on_progress) settings.on_progress("round", 0, 1);
-        const std::vector<double> p = rounding_aware_finish(work, basis, used.k, stats.flips);
+        const std::vector<double> wide = rounding_aware_finish(work, basis, used.k, stats, narrower ? nullptr : &p);
         double block = 0;
         for (std::int64_t i = 0; i < used.k; ++i)
-            for (std::int64_t j = 0; j < used.k; ++j) block += p[at(i * basis.k + j)] * p[at(i * basis.k + j)];
+            for (std::int64_t j = 0; j < used.k; ++j) block += wide[at(i * basis.k + j)] * wide[at(i * basis.k + j)];
         stats.final_loss = std::sqrt(block);
         // Never worse than round-to-nearest on the optimizer's projected error (the optimizer's own rounding
         // can land above it; the finish never raises it further).

@@ -39,8 +39,10 @@ inline constexpr double kFinishBudget = 2e-4;      // all moves together: at mos
 
 // The rounding-aware finish alone: moves codes across their midpoints (work.midpoint_moves) so that the
 // projected error on `basis` falls, its leading priority_k components first, never raising their error above
-// its value on entry, within the Frobenius budget. Returns P of the result on the whole basis; flips counts
-// the moved codes.
-std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, std::int64_t& flips);
+// its value on entry, within the Frobenius budget. Returns P of the result on the whole basis; stats.flips counts
+// the moved codes, stats.finish_*_seconds its phases.
+// `p_now`, when given, is P of the current codes on the whole basis (saves a projection).
+std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, RoundingStats& stats,
+                                          const std::vector<double>* p_now = nullptr);
 
 }  // namespace quantflow

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -69,6 +70,9 @@ struct RoundingStats {
     double rounded_loss = 0;   // L after the optimizer's final rounding
     double final_loss = 0;     // L of the codes returned (after the rounding-aware finish, when on)
     std::int64_t flips = 0;    // codes the rounding-aware finish moved
+    // Wall seconds of the phases (--report): the optimizer (with its projections and rounding), the finish's
+    // full pass over the weight (midpoint moves), and its rounds on the host.
+    double optimize_seconds = 0, finish_pass_seconds = 0, finish_rounds_seconds = 0;
     std::vector<double> losses;  // L of every evaluated iterate, in order (losses[0] = initial_loss)
 };
 
@@ -89,6 +93,11 @@ struct QualityInputs {
     std::span<const float> bias;
     std::span<const float> bias_new;
 };
+
+// Seconds elapsed since `start` (steady clock).
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 // Frobenius norm of a k x k double matrix.
 inline double frobenius(std::span<const double> p) {

@@ -172,7 +172,9 @@ std::string layer_json(const LayerRecord& r) {
         s += ", \"iterations\": " + std::to_string(r.rounding.iterations) + ", \"best_iteration\": " +
              std::to_string(r.rounding.best_iteration) + ", \"initial_loss\": " + json_number(r.rounding.initial_loss) +
              ", \"best_loss\": " + json_number(r.rounding.best_loss) + ", \"rounded_loss\": " + json_number(r.rounding.rounded_loss) +
-             ", \"final_loss\": " + json_number(r.rounding.final_loss) + ", \"moved_codes\": " + std::to_string(r.rounding.flips);
+             ", \"final_loss\": " + json_number(r.rounding.final_loss) + ", \"moved_codes\": " + std::to_string(r.rounding.flips) +
+             ", \"optimize_seconds\": " + json_number(r.rounding.optimize_seconds) + ", \"finish_pass_seconds\": " +
+             json_number(r.rounding.finish_pass_seconds) + ", \"finish_rounds_seconds\": " + json_number(r.rounding.finish_rounds_seconds);
     if (r.measured) {
         const auto& q = r.quality;
         const double w = q.weight_norm > 0 ? q.weight_norm : 1.0, y = q.output_norm > 0 ? q.output_norm : 1.0;

@@ -18,6 +18,32 @@
 namespace quantflow {
 namespace {
 
+// One row of the midpoint pass: e = value * scale - w for every element, summed squared (returned, in 8 fixed
+// lanes); e is kept only where the element may have an admissible move, else set to 0.
+QF_VECTOR_CLONES double midpoint_errors(const float* values, const RefineTables& t, const std::uint8_t* codes, const float* d,
+                                        const float* w, float* e, std::int64_t n) {
+    const auto one = [&](std::int64_t c) {
+        // Both neighbours computed, then selected: the sign of x is a coin flip, a branch on it mispredicts.
+        const float x = values[codes[c]] * d[c] - w[c];
+        const float down = -t.step_down[codes[c]] * d[c], up = t.step_up[codes[c]] * d[c];
+        const float step = x > 0 ? down : up;
+        e[c] = std::fabs(x) >= 0.44f * step ? x : 0.0f;
+        return x;
+    };
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int l = 0; l < 8; ++l) {
+            const float x = one(c + l);
+            lane[l] += static_cast<double>(x) * x;
+        }
+    for (; c < n; ++c) {
+        const float x = one(c);
+        lane[c & 7] += static_cast<double>(x) * x;
+    }
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 class CpuRoundingWork final : public RoundingWork {
 public:
     CpuRoundingWork(std::string_view name, const TensorView& w, const LowRank& basis, QuantizedTensor& q)
@@ -88,18 +114,21 @@ public:
         std::vector<double> partial(static_cast<std::size_t>(bands), 0.0);
         oneapi::tbb::parallel_for(std::int64_t{0}, bands, [&](std::int64_t b) {
             const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
-            std::vector<float> wrow(static_cast<std::size_t>(n)), d(static_cast<std::size_t>(n));
+            std::vector<float> wrow(static_cast<std::size_t>(n)), d(static_cast<std::size_t>(n)), e(static_cast<std::size_t>(n));
             auto& out = found[static_cast<std::size_t>(b)];
             double e2 = 0;
             for (std::int64_t r = r0; r < r0 + rows; ++r) {
                 decode_row_cpu(w_, r, 0, n, wrow.data());
                 row_scales(q_, r, d.data());
                 const std::uint8_t* codes = q_.codes.data() + r * n;
+                e2 += midpoint_errors(values.data(), tables, codes, d.data(), wrow.data(), e.data(), n);
+                // e now holds the errors of the elements that may qualify (|e| >= 0.44 of their step towards W:
+                // a superset of cost <= 0.1 delta^2, i.e. |e| >= 0.45 |delta|) and 0 elsewhere.
                 for (std::int64_t c = 0; c < n; ++c) {
-                    const float e = values[codes[c]] * d[static_cast<std::size_t>(c)] - wrow[static_cast<std::size_t>(c)];
-                    e2 += static_cast<double>(e) * e;
+                    if (e[static_cast<std::size_t>(c)] == 0) continue;
                     MidpointMove mv;
-                    if (midpoint_move(tables, codes[c], d[static_cast<std::size_t>(c)], e, cost_share, mv.delta, mv.cost, mv.step)) {
+                    if (midpoint_move(tables, codes[c], d[static_cast<std::size_t>(c)], e[static_cast<std::size_t>(c)], cost_share, mv.delta,
+                                      mv.cost, mv.step)) {
                         mv.element = r * n + c;
                         out.push_back(mv);
                     }
