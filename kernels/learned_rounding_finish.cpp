@@ -18,7 +18,8 @@
 // Repeat until a round gains under 2%. Two runs (kLambdas) are made and the better kept. This
 // lowers the projected error where the old sequential greedy choice needed one exact update per move; the
 // numbers are in the closing note of issue 10 (tools/bench_quality.sh).
-// The candidates kept for the rounds are those with the largest leverage delta^2 |u_r|^2 |v_c|^2 per cost.
+// The candidates kept for the rounds (the backend keeps them in its pass: MidpointQuery) are those with the largest
+// leverage delta^2 |u_r|^2 |v_c|^2 per cost.
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include <limits>
 
 #include "kernels/learned_rounding.hpp"
+#include "kernels/refine_rules.hpp"
 
 namespace quantflow {
 namespace {
@@ -40,7 +42,7 @@ constexpr double kPriorityWeight = 100;  // the optimizer's k x k block of P cou
 constexpr double kLambdas[] = {0.05, 0.0};
 constexpr double kBudgetBinds = 0.9;     // share of the budget spent that makes the second run worth it
 constexpr double kCostFloor = 1e-6;      // of delta^2: a free move still has a finite score
-constexpr int kMaxRounds = 16;
+constexpr int kMaxRounds = 8;
 constexpr int kChunks = 256;             // prefix lengths evaluated per round
 constexpr std::size_t kPoolMin = 1 << 16;  // candidates kept for the rounds: at least this many,
 constexpr std::int64_t kPoolDivisor = 128;  // or one per 128 elements
@@ -72,8 +74,7 @@ struct FinishContext {
     // The second-order term of a move: delta^2 sum_ij h_ij u_ri^2 v_cj^2.
     double leverage(const MidpointMove& mv) const {
         const std::int64_t r = mv.element / basis.cols, c = mv.element % basis.cols;
-        const double d = mv.delta;
-        return d * d * (un[at(r)] * vn[at(c)] + (kPriorityWeight - 1) * unp[at(r)] * vnp[at(c)]);
+        return midpoint_leverage(mv.delta, un[at(r)], vn[at(c)], unp[at(r)], vnp[at(c)], kPriorityWeight - 1);
     }
 };
 
@@ -99,8 +100,7 @@ FinishContext make_context(const LowRank& basis, std::int64_t priority_k) {
     return x;
 }
 
-// The candidates of one run: those with the most leverage per cost under this run's lambda (ties by element:
-// deterministic), and which of them are moved.
+// One run of the rounds over the pool: the residual, what it spent, and which candidates are moved.
 struct Run {
     std::vector<double> p;
     double loss2 = 0;
@@ -110,29 +110,9 @@ struct Run {
     std::vector<char> moved;
 };
 
-std::vector<MidpointMove> select_pool(const FinishContext& x, const std::vector<MidpointMove>& moves, double lambda) {
-    const std::size_t pool_size = std::min(moves.size(), std::max(kPoolMin, at(x.basis.rows * x.basis.cols / kPoolDivisor)));
-    if (pool_size == moves.size()) return moves;
-    std::vector<double> value(moves.size());
-    oneapi::tbb::parallel_for(std::size_t{0}, moves.size(), [&](std::size_t i) {
-        const double d = moves[i].delta;
-        value[i] = x.leverage(moves[i]) / (static_cast<double>(moves[i].cost) + (lambda + kCostFloor) * d * d);
-    });
-    std::vector<std::uint32_t> order(moves.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::uint32_t>(i);
-    std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(pool_size), order.end(),
-                     [&](std::uint32_t a, std::uint32_t b) { return value[a] != value[b] ? value[a] > value[b] : a < b; });
-    order.resize(pool_size);
-    std::sort(order.begin(), order.end());
-    std::vector<MidpointMove> pool;
-    pool.reserve(pool_size);
-    for (const std::uint32_t i : order) pool.push_back(moves[i]);
-    return pool;
-}
-
-Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& moves, const std::vector<double>& p0, double lambda) {
+Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, const std::vector<double>& p0, double lambda) {
     const std::int64_t m = x.basis.rows, k = x.k, kk = k * k;
-    Run run{p0, x.weighted(p0.data()), 0, select_pool(x, moves, lambda), {}, {}};
+    Run run{p0, x.weighted(p0.data()), 0, pool, {}, {}};
     const std::size_t size = run.pool.size();
     run.leverage.resize(size);
     run.moved.assign(size, 0);
@@ -227,7 +207,17 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     x.block_limit = x.block2(p.data());
     if (x.weighted(p.data()) == 0) return p;
     double error2 = 0;
-    const std::vector<MidpointMove> moves = work.midpoint_moves(kMidpointCostShare, error2);
+    // The pool: the candidates with the most leverage per cost (both runs share it).
+    MidpointQuery query;
+    query.cost_share = kMidpointCostShare;
+    query.keep = std::max(kPoolMin, at(basis.rows * basis.cols / kPoolDivisor));
+    query.lambda = kLambdas[0] + kCostFloor;
+    query.priority_extra = kPriorityWeight - 1;
+    query.row = x.un;
+    query.row_p = x.unp;
+    query.col = x.vn;
+    query.col_p = x.vnp;
+    const std::vector<MidpointMove> moves = work.midpoint_moves(query, error2);
     if (moves.empty()) return p;
     x.budget = kFinishBudget * error2;
     stats.finish_pass_seconds = seconds_since(start);

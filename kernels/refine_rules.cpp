@@ -1,6 +1,11 @@
 #include "kernels/refine_rules.hpp"
 
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
 #include <cmath>
+
+#include "kernels/rounding_work.hpp"
 
 namespace quantflow {
 
@@ -18,6 +23,28 @@ RefineTables refine_tables(QuantFormat format) {
         if (index > -top) t.step_down[c] = value(grid_step(fp8, code, -1)) - value(code);
     }
     return t;
+}
+
+void keep_best_moves(std::vector<MidpointMove>& moves, const MidpointQuery& query, std::int64_t cols) {
+    if (moves.size() <= query.keep) return;
+    std::vector<double> value(moves.size());
+    oneapi::tbb::parallel_for(std::size_t{0}, moves.size(), [&](std::size_t i) {
+        const MidpointMove& mv = moves[i];
+        const auto r = static_cast<std::size_t>(mv.element / cols), c = static_cast<std::size_t>(mv.element % cols);
+        const double lev = midpoint_leverage(mv.delta, query.row[r], query.col[c], query.row_p[r], query.col_p[c], query.priority_extra);
+        value[i] = midpoint_value(mv.delta, mv.cost, lev, query.lambda);
+    });
+    std::vector<std::uint32_t> order(moves.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::uint32_t>(i);
+    const auto keep = static_cast<std::ptrdiff_t>(query.keep);
+    std::nth_element(order.begin(), order.begin() + keep, order.end(),
+                     [&](std::uint32_t a, std::uint32_t b) { return value[a] != value[b] ? value[a] > value[b] : a < b; });
+    order.resize(query.keep);
+    std::sort(order.begin(), order.end());  // moves are in element order, so indices are too
+    std::vector<MidpointMove> kept;
+    kept.reserve(order.size());
+    for (const std::uint32_t i : order) kept.push_back(moves[i]);
+    moves = std::move(kept);
 }
 
 }  // namespace quantflow

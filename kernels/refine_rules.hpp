@@ -46,4 +46,15 @@ QF_HOST_DEVICE bool midpoint_move(const RefineTables& t, std::uint8_t code, floa
     return true;
 }
 
+// The value that ranks admissible moves (MidpointQuery in kernels/rounding_work.hpp): the move's second-order
+// effect on the weighted projected error, delta^2 (row * col + extra * row_p * col_p), per unit of
+// cost + lambda * delta^2. Plain double arithmetic (no FMA: the CPU and CUDA builds contract nothing), so every
+// backend ranks identically.
+QF_HOST_DEVICE double midpoint_leverage(double delta, double row, double col, double row_p, double col_p, double extra) {
+    return delta * delta * (row * col + extra * row_p * col_p);
+}
+QF_HOST_DEVICE double midpoint_value(double delta, double cost, double leverage, double lambda) {
+    return leverage / (cost + lambda * delta * delta);
+}
+
 }  // namespace quantflow

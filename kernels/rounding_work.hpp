@@ -28,6 +28,18 @@ struct MidpointMove {
     std::int8_t step = 0;
 };
 
+// Which admissible moves RoundingWork::midpoint_moves keeps: the `keep` with the largest value
+// (kernels/refine_rules.hpp, midpoint_value) — a move's leverage on the basis per unit of Frobenius cost —
+// ties broken by the lower element; all of them when there are at most `keep`. row / row_p hold sum_i u_ri^2
+// over the whole basis / its priority block for every row, col / col_p the same of V for every column.
+struct MidpointQuery {
+    float cost_share = 0.1f;
+    std::size_t keep = 0;
+    double lambda = 0;           // cost + lambda * delta^2 in the denominator
+    double priority_extra = 0;   // extra weight of the priority block in the leverage
+    std::span<const double> row, row_p, col, col_p;
+};
+
 class RoundingWork {
 public:
     virtual ~RoundingWork() = default;
@@ -52,10 +64,11 @@ public:
     virtual AdamLoopState adam_steps(int t0, int count, std::vector<double>& losses) = 0;
     virtual void adam_finish(int best_buffer) = 0;
 
-    // The rounding-aware finish's one full pass: every element whose move to the grid neighbour across its
-    // midpoint (towards W) costs at most cost_share * delta^2, in element order; error2 receives
-    // ||dequant(q) - W||^2 of the current codes. Deterministic whatever the parallelism.
-    virtual std::vector<MidpointMove> midpoint_moves(float cost_share, double& error2) = 0;
+    // The rounding-aware finish's one full pass: of the elements whose move to the grid neighbour across its
+    // midpoint (towards W) costs at most query.cost_share * delta^2, the query.keep best (see MidpointQuery),
+    // in element order; error2 receives ||dequant(q) - W||^2 of the current codes. Deterministic whatever the
+    // parallelism, and identical on every backend.
+    virtual std::vector<MidpointMove> midpoint_moves(const MidpointQuery& query, double& error2) = 0;
     // Applies the moves' steps to the codes.
     virtual void move_codes(std::span<const MidpointMove> moves) = 0;
 
@@ -64,5 +77,9 @@ public:
     // Makes q.codes (the tensor the work was created from) hold the current codes.
     virtual void fetch_codes(QuantizedTensor& q) = 0;
 };
+
+// Keeps the query.keep best of `moves` (in element order on entry and on return): the selection rule of
+// midpoint_moves, for a backend that finds its moves on the host. `cols` is the weight's column count.
+void keep_best_moves(std::vector<MidpointMove>& moves, const MidpointQuery& query, std::int64_t cols);
 
 }  // namespace quantflow

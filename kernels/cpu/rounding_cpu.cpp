@@ -5,6 +5,7 @@
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <map>
 #include <string>
 
@@ -18,30 +19,34 @@
 namespace quantflow {
 namespace {
 
-// One row of the midpoint pass: e = value * scale - w for every element, summed squared (returned, in 8 fixed
+// One row of the midpoint pass: e = value * scale - w for every element, summed squared (returned, in 4 fixed
 // lanes); e is kept only where the element may have an admissible move, else set to 0.
 QF_VECTOR_CLONES double midpoint_errors(const float* values, const RefineTables& t, const std::uint8_t* codes, const float* d,
                                         const float* w, float* e, std::int64_t n) {
-    const auto one = [&](std::int64_t c) {
-        // Both neighbours computed, then selected: the sign of x is a coin flip, a branch on it mispredicts.
-        const float x = values[codes[c]] * d[c] - w[c];
-        const float down = -t.step_down[codes[c]] * d[c], up = t.step_up[codes[c]] * d[c];
-        const float step = x > 0 ? down : up;
-        e[c] = std::fabs(x) >= 0.44f * step ? x : 0.0f;
-        return x;
-    };
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    // Three simple loops (the compiler vectorises each; one fused loop it would not): errors, the filter, and
+    // the sum of squares in 8 fixed lanes.
+    for (std::int64_t c = 0; c < n; ++c) e[c] = values[codes[c]] * d[c] - w[c];
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
     std::int64_t c = 0;
-    for (; c + 8 <= n; c += 8)
-        for (int l = 0; l < 8; ++l) {
-            const float x = one(c + l);
-            lane[l] += static_cast<double>(x) * x;
-        }
-    for (; c < n; ++c) {
-        const float x = one(c);
-        lane[c & 7] += static_cast<double>(x) * x;
+    for (; c + 4 <= n; c += 4) {
+        a0 += static_cast<double>(e[c]) * e[c];
+        a1 += static_cast<double>(e[c + 1]) * e[c + 1];
+        a2 += static_cast<double>(e[c + 2]) * e[c + 2];
+        a3 += static_cast<double>(e[c + 3]) * e[c + 3];
     }
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    for (; c < n; ++c) a0 += static_cast<double>(e[c]) * e[c];
+    // The neighbour towards W picked by the error's sign bit as a table offset, and the filter as a bit mask:
+    // the sign is a coin flip, so a branch on it would mispredict (measured: the pass took 2x as long).
+    const float* steps = t.step_up;  // step_down follows step_up in RefineTables
+    static_assert(offsetof(RefineTables, step_down) == 256 * sizeof(float));
+    for (c = 0; c < n; ++c) {
+        const std::uint32_t xb = f32_bits(e[c]);
+        const std::uint32_t negative = xb >> 31;
+        const float step = std::fabs(steps[(1 - negative) * 256 + codes[c]]) * d[c];
+        const std::uint32_t keep = 0u - static_cast<std::uint32_t>(bits_f32(xb & 0x7FFFFFFFu) >= 0.44f * step);
+        e[c] = bits_f32(xb & keep);
+    }
+    return (a0 + a1) + (a2 + a3);
 }
 
 class CpuRoundingWork final : public RoundingWork {
@@ -105,7 +110,8 @@ public:
         adam_.reset();
     }
 
-    std::vector<MidpointMove> midpoint_moves(float cost_share, double& error2) override {
+    std::vector<MidpointMove> midpoint_moves(const MidpointQuery& query, double& error2) override {
+        const float cost_share = query.cost_share;
         const RefineTables tables = refine_tables(q_.spec.format);
         const auto values = code_values(q_.spec.format);
         const std::int64_t m = q_.rows, n = q_.cols;
@@ -142,6 +148,7 @@ public:
             all.insert(all.end(), found[b].begin(), found[b].end());
             error2 += partial[b];
         }
+        keep_best_moves(all, query, n);
         return all;
     }
 
