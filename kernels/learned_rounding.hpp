@@ -36,6 +36,7 @@ std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& 
 // The rounding-aware finish's constants (learned_rounding_finish.cpp explains them).
 inline constexpr float kMidpointCostShare = 0.1f;  // admissible moves cost at most this share of delta^2
 inline constexpr double kFinishBudget = 2e-4;      // all moves together: at most this share of ||W_hat - W||^2
+inline constexpr double kAdamFrobenius = 1e-3;     // AdamW / RAdam may raise ||W_hat - W|| by at most +0.1%
 
 // The rounding-aware finish alone: moves codes across their midpoints (work.midpoint_moves) so that the
 // projected error on `basis` falls, its leading priority_k components first, never raising their error above

@@ -26,6 +26,10 @@ RefineTables refine_tables(QuantFormat format) {
 }
 
 void keep_best_moves(std::vector<MidpointMove>& moves, const MidpointQuery& query, std::int64_t cols) {
+    if (query.keep == 0) {
+        moves.clear();
+        return;
+    }
     if (moves.size() <= query.keep) return;
     std::vector<double> value(moves.size());
     oneapi::tbb::parallel_for(std::size_t{0}, moves.size(), [&](std::size_t i) {

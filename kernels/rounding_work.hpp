@@ -30,7 +30,8 @@ struct MidpointMove {
 
 // Which admissible moves RoundingWork::midpoint_moves keeps: the `keep` with the largest value
 // (kernels/refine_rules.hpp, midpoint_value) — a move's leverage on the basis per unit of Frobenius cost —
-// ties broken by the lower element; all of them when there are at most `keep`. row / row_p hold sum_i u_ri^2
+// ties broken by the lower element; all of them when there are at most `keep`, none when keep is 0 (then the
+// leverage spans may be empty: the pass only measures error2). row / row_p hold sum_i u_ri^2
 // over the whole basis / its priority block for every row, col / col_p the same of V for every column.
 struct MidpointQuery {
     float cost_share = 0.1f;
