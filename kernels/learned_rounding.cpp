@@ -231,7 +231,7 @@ RoundingStats run_learned_rounding(RoundingWork& work, const LowRank& basis, con
     stats.rounded_loss = stats.final_loss;
     if (settings.rounding_aware) {
         if (settings.on_progress) settings.on_progress("round", 0, 1);
-        const std::vector<double> wide = rounding_aware_finish(work, basis, used.k, stats, narrower ? nullptr : &p);
+        const std::vector<double> wide = rounding_aware_finish(work, basis, used.k, settings.finish_budget, stats, narrower ? nullptr : &p);
         double block = 0;
         for (std::int64_t i = 0; i < used.k; ++i)
             for (std::int64_t j = 0; j < used.k; ++j) block += wide[at(i * basis.k + j)] * wide[at(i * basis.k + j)];

@@ -35,15 +35,15 @@ std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& 
 
 // The rounding-aware finish's constants (learned_rounding_finish.cpp explains them).
 inline constexpr float kMidpointCostShare = 0.1f;  // admissible moves cost at most this share of delta^2
-inline constexpr double kFinishBudget = 2e-4;      // all moves together: at most this share of ||W_hat - W||^2
 inline constexpr double kAdamFrobenius = 1e-3;     // AdamW / RAdam may raise ||W_hat - W|| by at most +0.1%
 
 // The rounding-aware finish alone: moves codes across their midpoints (work.midpoint_moves) so that the
 // projected error on `basis` falls, its leading priority_k components first, never raising their error above
-// its value on entry, within the Frobenius budget. Returns P of the result on the whole basis; stats.flips counts
+// its value on entry, ||W_hat - W|| growing by at most budget (a share: 1e-4 = +0.01%). Returns P of the result on the
+// whole basis; stats.flips counts
 // the moved codes, stats.finish_*_seconds its phases.
 // `p_now`, when given, is P of the current codes on the whole basis (saves a projection).
-std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, RoundingStats& stats,
-                                          const std::vector<double>* p_now = nullptr);
+std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, double budget,
+                                          RoundingStats& stats, const std::vector<double>* p_now = nullptr);
 
 }  // namespace quantflow

@@ -197,8 +197,8 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, co
 
 }  // namespace
 
-std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, RoundingStats& stats,
-                                          const std::vector<double>* p_now) {
+std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, double budget,
+                                          RoundingStats& stats, const std::vector<double>* p_now) {
     std::int64_t& flips = stats.flips;
     flips = 0;
     auto start = std::chrono::steady_clock::now();
@@ -219,7 +219,7 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     query.col_p = x.vnp;
     const std::vector<MidpointMove> moves = work.midpoint_moves(query, error2);
     if (moves.empty()) return p;
-    x.budget = kFinishBudget * error2;
+    x.budget = ((1 + budget) * (1 + budget) - 1) * error2;  // ||E||^2 may grow by this
     stats.finish_pass_seconds = seconds_since(start);
     start = std::chrono::steady_clock::now();
     Run best = run_rounds(x, moves, p, kLambdas[0]);

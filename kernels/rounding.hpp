@@ -52,6 +52,8 @@ struct RoundingSettings {
     // quantflow's extension: after the final rounding, move single codes to a grid neighbour where that
     // lowers the projected error at (almost) no cost in Frobenius error. Off = the reference's result.
     bool rounding_aware = true;
+    // The finish's Frobenius budget: ||W_hat - W|| may grow by this share (1e-4 = +0.01%).
+    double finish_budget = 1e-4;
     // Leading components of the basis the optimizer works on (0 = all); the rounding-aware finish always
     // uses the whole basis, which may be wider (stages/optimizer.hpp: at least 16 components).
     std::int64_t optimizer_k = 0;

@@ -123,6 +123,7 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     p.run.optimizer.rounding.num_iter = o.num_iter;
     p.run.optimizer.rounding.lr = o.lr;
     p.run.optimizer.rounding.rounding_aware = o.rounding_aware;
+    p.run.optimizer.rounding.finish_budget = o.rounding_budget / 100;
     if (!o.report.empty()) p.run.quality_samples = kReportSamples;
     const int threads = o.threads > 0 ? o.threads : p.hardware.cpu_threads;
 

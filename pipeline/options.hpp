@@ -43,6 +43,7 @@ struct Options {
     std::string exclude_layers;                    // regex
     bool bias_correction = true;
     bool rounding_aware = true;                    // --rounding-aware on|off: quantflow's rounding finish
+    double rounding_budget = 0.01;                 // --rounding-budget: percent of ||W_hat - W|| the finish may add
     bool keep_metadata = true;
     bool overwrite = false;
     bool json = false;                             // plan / inspect / compare: print JSON

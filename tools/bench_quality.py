@@ -8,7 +8,7 @@ time and its ratio to --simple (the faster of two --simple runs, page cache warm
 projected error / round-to-nearest's, and the Frobenius error change against round-to-nearest.
 
   python3 tools/bench_quality.py --binary build/quantflow --workdir /tmp/q [--blocks 1] [--iid] [--k 16]
-         [--modes default,off,adamw,radam] [--device cpu|cuda]
+         [--modes default,off,adamw,radam,budget=0.1] [--device cpu|cuda]
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
@@ -54,7 +54,9 @@ def main():
     print(f"model {model} ({kind}), k {a.k}, device {a.device}; --simple {simple_secs:.2f} s")
     print(f"{'mode':8} {'wall s':>8} {'x simple':>9} {'proj/rtn median':>16} {'range':>17} {'frob change':>12}")
     for mode in a.modes.split(","):
-        secs, got = convert(mode, MODES[mode])
+        # budget=X: the default mode with --rounding-budget X (percent)
+        extra = ["--rounding-budget", mode.split("=")[1]] if mode.startswith("budget=") else MODES[mode]
+        secs, got = convert(mode.replace("=", ""), extra)
         ratios = [got[n]["projected_error"] / rtn[n]["projected_error"] for n in rtn if rtn[n]["projected_error"] > 0]
         frob = sum(got[n]["relative_error"] ** 2 for n in rtn) / sum(rtn[n]["relative_error"] ** 2 for n in rtn)
         print(f"{mode:8} {secs:8.2f} {secs / simple_secs:9.2f} {statistics.median(ratios):16.4f} "

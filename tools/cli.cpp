@@ -2,6 +2,7 @@
 
 #include <boost/program_options.hpp>
 
+#include <cstdlib>
 #include <sstream>
 
 #include "kernels/error.hpp"
@@ -95,6 +96,8 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
         ("rounding-aware", po::value<std::string>(),
          "on | off: after learned rounding, move single codes where that lowers the projected error (default on;\n"
          "off reproduces the reference's result)")
+        ("rounding-budget", po::value<std::string>(),
+         "PERCENT: Frobenius error the rounding-aware finish may add to ||W_hat - W|| (default 0.01)")
         ("keep-metadata", po::value<std::string>(), "on | off: keep the input's __metadata__ (default on)")
         ("overwrite", po::bool_switch(&o.overwrite), "replace an existing output file")
         ("json", po::bool_switch(&o.json), "plan / inspect / compare: print JSON")
@@ -162,6 +165,13 @@ TokenParse parse_tokens(const std::vector<std::string>& tokens, Options& o, bool
     for (const char* flag : kModelFlags)
         if (vm[dashed(flag)].as<bool>()) o.model_flags.emplace_back(flag);
     if (o.threads < 0) throw Error("--threads must be 0 (all cores) or more", ExitCode::kUsage);
+    if (vm.count("rounding-budget")) {
+        const std::string text = vm["rounding-budget"].as<std::string>();
+        char* end = nullptr;
+        o.rounding_budget = std::strtod(text.c_str(), &end);
+        if (text.empty() || *end != '\0' || !(o.rounding_budget >= 0 && o.rounding_budget <= 10))
+            throw Error("--rounding-budget '" + text + "' is not a percentage between 0 and 10", ExitCode::kUsage);
+    }
     out.files = std::move(files);
     return out;
 }
