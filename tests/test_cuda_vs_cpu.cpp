@@ -187,17 +187,40 @@ TEST_CASE("gpu rounding work: midpoint moves and moved codes identical to the CP
         const QuantizedTensor rtn = qc;
         const auto cpu = make_rounding_work_cpu("w", w, basis, qc);
         const auto dev = gpu().rounding_work("w", w, basis, qg);
-        double e2c = 0, e2g = 0;
-        const std::vector<MidpointMove> mc = cpu->midpoint_moves(kMidpointCostShare, e2c), mg = dev->midpoint_moves(kMidpointCostShare, e2g);
-        REQUIRE(mc.size() == mg.size());
-        REQUIRE(!mc.empty());
-        std::size_t differ = 0;
-        for (std::size_t i = 0; i < mc.size(); ++i)
-            differ += mc[i].element != mg[i].element || std::memcmp(&mc[i].delta, &mg[i].delta, 4) != 0 ||
-                      std::memcmp(&mc[i].cost, &mg[i].cost, 4) != 0 || mc[i].step != mg[i].step;
-        CHECK(differ == 0);
-        // The sum of e^2 is summed in bands on the CPU and in blocks on the GPU.
-        CHECK(e2g == doctest::Approx(e2c).epsilon(1e-12));
+        // The leverage of rows and columns on the basis (the finish's, with a priority block of 4).
+        std::vector<double> row(rows, 0.0), row_p(rows, 0.0), col(cols, 0.0), col_p(cols, 0.0);
+        for (std::int64_t r = 0; r < rows; ++r)
+            for (std::int64_t i = 0; i < 16; ++i) {
+                const double u = basis.u[static_cast<std::size_t>(r * 16 + i)];
+                row[static_cast<std::size_t>(r)] += u * u;
+                if (i < 4) row_p[static_cast<std::size_t>(r)] += u * u;
+            }
+        for (std::int64_t i = 0; i < 16; ++i)
+            for (std::int64_t c = 0; c < cols; ++c) {
+                const double v = basis.v[static_cast<std::size_t>(i * cols + c)];
+                col[static_cast<std::size_t>(c)] += v * v;
+                if (i < 4) col_p[static_cast<std::size_t>(c)] += v * v;
+            }
+        std::vector<MidpointMove> mc;
+        for (const std::size_t keep : {std::size_t{0}, std::size_t{1000}, std::size_t{1} << 30}) {
+            CAPTURE(keep);
+            const MidpointQuery query{kMidpointCostShare, keep, 0.05, 99, row, row_p, col, col_p};
+            double e2c = 0, e2g = 0;
+            mc = cpu->midpoint_moves(query, e2c);
+            const std::vector<MidpointMove> mg = dev->midpoint_moves(query, e2g);
+            REQUIRE(mc.size() == mg.size());
+            if (keep == 0) CHECK(mc.empty());
+            if (keep == 1000) CHECK(mc.size() == 1000);
+            std::size_t differ = 0;
+            for (std::size_t i = 0; i < mc.size(); ++i)
+                differ += mc[i].element != mg[i].element || std::memcmp(&mc[i].delta, &mg[i].delta, 4) != 0 ||
+                          std::memcmp(&mc[i].cost, &mg[i].cost, 4) != 0 || mc[i].step != mg[i].step;
+            CHECK(differ == 0);
+            for (std::size_t i = 1; i < mg.size(); ++i) CHECK(mg[i - 1].element < mg[i].element);
+            // The sum of e^2 is summed in bands on the CPU and in blocks on the GPU.
+            CHECK(e2g == doctest::Approx(e2c).epsilon(1e-12));
+        }
+        REQUIRE(mc.size() > 1000);
         // Every other move, applied on both sides: the same codes.
         std::vector<MidpointMove> some;
         for (std::size_t i = 0; i < mc.size(); i += 2) some.push_back(mc[i]);

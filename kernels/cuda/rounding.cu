@@ -1,9 +1,14 @@
 #include "kernels/cuda/rounding.cuh"
 
+#include <thrust/execution_policy.h>
+#include <thrust/sequence.h>
+#include <thrust/sort.h>
+
 #include <algorithm>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/elements.cuh"
+#include "kernels/cuda/handles.cuh"
 #include "kernels/numerics.hpp"
 
 namespace quantflow::cuda {
@@ -120,6 +125,37 @@ __global__ void scaled_low_rank_kernel(std::int64_t rows, std::int64_t cols, Sca
     }
 }
 
+// A move's rank value (kernels/refine_rules.hpp, the CPU's formula: --fmad=false keeps the bits equal).
+__global__ void midpoint_values_kernel(const MidpointMove* moves, std::size_t count, std::int64_t cols, const double* row,
+                                       const double* row_p, const double* col, const double* col_p, double extra, double lambda,
+                                       double* value) {
+    for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < count;
+         i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
+        const MidpointMove mv = moves[i];
+        const std::int64_t r = mv.element / cols, c = mv.element % cols;
+        const double lev = midpoint_leverage(mv.delta, row[r], col[c], row_p[r], col_p[c], extra);
+        value[i] = midpoint_value(mv.delta, mv.cost, lev, lambda);
+    }
+}
+
+__global__ void gather_moves_kernel(const MidpointMove* moves, const std::uint32_t* index, std::size_t count, MidpointMove* out) {
+    for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < count;
+         i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+        out[i] = moves[index[i]];
+}
+
+// Orders: by value (larger first), ties by the lower element; by element.
+struct ByValue {
+    const double* value;
+    const MidpointMove* moves;
+    __device__ bool operator()(std::uint32_t a, std::uint32_t b) const {
+        return value[a] != value[b] ? value[a] > value[b] : moves[a].element < moves[b].element;
+    }
+};
+struct ByElement {
+    __device__ bool operator()(const MidpointMove& a, const MidpointMove& b) const { return a.element < b.element; }
+};
+
 unsigned int grid_for(std::int64_t elements) {
     return static_cast<unsigned int>(std::max<std::int64_t>(1, std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 65535LL * 32)));
 }
@@ -151,6 +187,31 @@ unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, cons
     midpoint_kernel<<<blocks, kThreads, 0, s>>>(w, g, codes, scales, fp8, tables, cost_share, out, count, capacity, error2_partial);
     QF_CUDA_CHECK(cudaGetLastError());
     return blocks;
+}
+
+std::size_t keep_best_moves(const MidpointMove* moves, std::size_t count, std::size_t keep, std::int64_t cols, const double* row,
+                            const double* row_p, const double* col, const double* col_p, double priority_extra, double lambda,
+                            MidpointMove* kept, cudaStream_t s) {
+    const auto policy = thrust::cuda::par.on(s);
+    if (count <= keep) {
+        QF_CUDA_CHECK(cudaMemcpyAsync(kept, moves, count * sizeof(MidpointMove), cudaMemcpyDeviceToDevice, s));
+        thrust::sort(policy, kept, kept + count, ByElement{});
+        QF_CUDA_CHECK(cudaGetLastError());
+        return count;
+    }
+    DeviceBuffer<double> value(count);
+    DeviceBuffer<std::uint32_t> index(count);
+    midpoint_values_kernel<<<grid_for(static_cast<std::int64_t>(count)), kThreads, 0, s>>>(moves, count, cols, row, row_p, col, col_p,
+                                                                                           priority_extra, lambda, value.get());
+    QF_CUDA_CHECK(cudaGetLastError());
+    thrust::sequence(policy, index.get(), index.get() + count);
+    thrust::sort(policy, index.get(), index.get() + count, ByValue{value.get(), moves});
+    gather_moves_kernel<<<grid_for(static_cast<std::int64_t>(keep)), kThreads, 0, s>>>(moves, index.get(), keep, kept);
+    QF_CUDA_CHECK(cudaGetLastError());
+    thrust::sort(policy, kept, kept + keep, ByElement{});
+    QF_CUDA_CHECK(cudaGetLastError());
+    QF_CUDA_CHECK(cudaStreamSynchronize(s));  // value and index die here
+    return keep;
 }
 
 void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s) {

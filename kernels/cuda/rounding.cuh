@@ -35,6 +35,14 @@ unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, cons
                                  unsigned long long capacity, double* error2_partial, cudaStream_t s);
 unsigned int midpoint_blocks(std::int64_t elements);
 
+// The selection rule of RoundingWork::midpoint_moves on the device (the CPU's is keep_best_moves): of the `count`
+// moves (any order), the `keep` with the largest midpoint_value (ties: the lower element) are written to `kept`
+// in element order; all of them, in element order, when count <= keep. row / row_p (rows doubles) and col / col_p
+// (cols doubles) are device copies of the query's leverage. Returns the number written.
+std::size_t keep_best_moves(const MidpointMove* moves, std::size_t count, std::size_t keep, std::int64_t cols, const double* row,
+                            const double* row_p, const double* col, const double* col_p, double priority_extra, double lambda,
+                            MidpointMove* kept, cudaStream_t s);
+
 // codes[move.element] <- grid_step(code, move.step) for each of the `count` moves (distinct elements).
 void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s);
 

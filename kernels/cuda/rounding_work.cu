@@ -106,7 +106,7 @@ public:
         adam_.reset();
     }
 
-    std::vector<MidpointMove> midpoint_moves(float cost_share, double& error2) override {
+    std::vector<MidpointMove> midpoint_moves(const MidpointQuery& query, double& error2) override {
         QF_CUDA_CHECK(cudaSetDevice(device_));
         // The finish runs after the optimizer: its buffers go before the candidates' come (layer_memory counts
         // the larger of the two, not both).
@@ -116,26 +116,39 @@ public:
         DeviceBuffer<unsigned long long> count(1);
         DeviceBuffer<double> partial(blocks);
         std::vector<double> sums(blocks);
-        unsigned long long capacity = n_ / 16 + (1u << 20), total = 0;
+        // keep == 0 only measures error2: room for no move.
+        unsigned long long capacity = query.keep == 0 ? 0 : n_ / 16 + (1u << 20), total = 0;
         for (;;) {
-            DeviceBuffer<MidpointMove> found(static_cast<std::size_t>(capacity));
+            DeviceBuffer<MidpointMove> found(static_cast<std::size_t>(std::max<unsigned long long>(capacity, 1)));
             QF_CUDA_CHECK(cudaMemsetAsync(count.get(), 0, sizeof(unsigned long long), s_.get()));
-            find_midpoint_moves(weight_.view, g_, codes_.get(), scales_.get(), fp8_, tables, cost_share, found.get(), count.get(), capacity,
-                                partial.get(), s_.get());
+            find_midpoint_moves(weight_.view, g_, codes_.get(), scales_.get(), fp8_, tables, query.cost_share, found.get(), count.get(),
+                                capacity, partial.get(), s_.get());
             download(&total, count, 1, s_);
             download(sums.data(), partial, blocks, s_);
             s_.sync();
-            if (total > capacity) {  // never drop a move: the pass again, with room for all of them
+            if (query.keep > 0 && total > capacity) {  // never drop a move: the pass again, with room for all of them
                 capacity = total;
                 continue;
             }
             error2 = 0;
             for (const double x : sums) error2 += x;
-            std::vector<MidpointMove> moves(static_cast<std::size_t>(total));
-            if (total > 0) download(moves.data(), found, moves.size(), s_);
+            if (query.keep == 0 || total == 0) return {};
+            // The selection on the device (the atomic compaction's order varies from run to run; the ranking and
+            // the element order of the result do not): only the kept moves cross the bus.
+            const std::size_t keep = std::min<std::size_t>(query.keep, static_cast<std::size_t>(total));
+            DeviceBuffer<MidpointMove> kept(keep);
+            DeviceBuffer<double> row(query.row.size()), row_p(query.row_p.size()), col(query.col.size()), col_p(query.col_p.size());
+            if (total > query.keep) {
+                upload(row, query.row.data(), query.row.size(), s_);
+                upload(row_p, query.row_p.data(), query.row_p.size(), s_);
+                upload(col, query.col.data(), query.col.size(), s_);
+                upload(col_p, query.col_p.data(), query.col_p.size(), s_);
+            }
+            cuda::keep_best_moves(found.get(), static_cast<std::size_t>(total), query.keep, q_.cols, row.get(), row_p.get(), col.get(),
+                                  col_p.get(), query.priority_extra, query.lambda, kept.get(), s_.get());
+            std::vector<MidpointMove> moves(keep);
+            download(moves.data(), kept, keep, s_);
             s_.sync();
-            // The atomic compaction's order varies from run to run; element order is the CPU's.
-            std::sort(moves.begin(), moves.end(), [](const MidpointMove& a, const MidpointMove& b) { return a.element < b.element; });
             return moves;
         }
     }
