@@ -116,7 +116,12 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, co
     const std::size_t size = run.pool.size();
     run.leverage.resize(size);
     run.moved.assign(size, 0);
-    for (std::size_t i = 0; i < size; ++i) run.leverage[i] = x.leverage(run.pool[i]);
+    std::vector<std::int64_t> row_at(size), col_at(size);  // offsets of each candidate's row of U and column of V
+    for (std::size_t i = 0; i < size; ++i) {
+        run.leverage[i] = x.leverage(run.pool[i]);
+        row_at[i] = run.pool[i].element / x.basis.cols * k;
+        col_at[i] = run.pool[i].element % x.basis.cols * k;
+    }
     const auto delta = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(run.pool[i].delta) : run.pool[i].delta; };
     const auto cost = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(run.pool[i].cost) : run.pool[i].cost; };
     std::vector<double> score(size), uph(at(m * k));
@@ -133,8 +138,8 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, co
         });
         oneapi::tbb::parallel_for(std::size_t{0}, size, [&](std::size_t i) {
             const double d = delta(i);
-            const double* u = uph.data() + run.pool[i].element / x.basis.cols * k;
-            const double* v = x.vt.data() + run.pool[i].element % x.basis.cols * k;
+            const double* u = uph.data() + row_at[i];
+            const double* v = x.vt.data() + col_at[i];
             double g = 0;
             for (std::int64_t j = 0; j < k; ++j) g += u[j] * v[j];
             const double decrease = -(2 * d * g + run.leverage[i]);
@@ -160,8 +165,8 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, co
             for (std::size_t t = b * chunk; t < std::min(limit, (b + 1) * chunk); ++t) {
                 const std::uint32_t i = head[t];
                 const double d = delta(i);
-                const float* u = x.basis.u.data() + run.pool[i].element / x.basis.cols * k;
-                const double* v = x.vt.data() + run.pool[i].element % x.basis.cols * k;
+                const float* u = x.basis.u.data() + row_at[i];
+                const double* v = x.vt.data() + col_at[i];
                 for (std::int64_t a = 0; a < k; ++a)
                     for (std::int64_t c = 0; c < k; ++c) s[at(a * k + c)] += d * u[a] * v[c];
             }

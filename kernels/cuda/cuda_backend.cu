@@ -49,12 +49,6 @@ class CudaBackend final : public Backend {
 public:
     CudaBackend(int device, std::unique_ptr<Backend> host) : device_(device), host_(std::move(host)) {
         QF_CUDA_CHECK(cudaSetDevice(device_));
-        stream_ = std::make_unique<cuda::Stream>();
-        solver_ = std::make_unique<cuda::Solver>(stream_->get());
-    }
-    ~CudaBackend() override {
-        solver_.reset();
-        stream_.reset();
     }
 
     std::string name() const override { return "cuda:" + std::to_string(device_); }
@@ -69,10 +63,12 @@ public:
 
     // Device memory of one layer in flight: the weight and its codes, plus the largest phase of learned
     // rounding (the SVD's float32 copy and cuSOLVER's workspace; AdamW/RAdam's two offset buffers and second
-    // moment; the rounding-aware finish's first candidate buffer of n/16 + 1M moves), the error in double for
-    // the projections and the round-to-nearest codes kept for reset_codes. The host keeps the finish's moves
-    // and the driver's ranking of them (24 + 12 bytes per move, about n/16 moves). A layer that runs on the
-    // host (host_fallback) has the host backend's learned-rounding memory, and only its SVD on the device.
+    // moment; the rounding-aware finish's first candidate buffer of n/16 + 1M moves with its selection: a value,
+    // an index and the sort's copy of it per candidate, the kept pool twice and the leverage), the error in
+    // double for the projections and the round-to-nearest codes kept for reset_codes. The host keeps only the
+    // pool (max(64 Ki, n/128) moves, learned_rounding_finish.cpp) and the driver's two runs over it (~144 bytes
+    // per move). A layer that runs on the host (host_fallback) has the host backend's learned-rounding memory,
+    // and only its SVD on the device.
     LayerMemory layer_memory(const LayerWork& l) const override {
         const auto n = static_cast<std::uint64_t>(l.rows) * static_cast<std::uint64_t>(l.cols);
         const std::uint64_t weight = n * (l.dtype == DType::F32 ? 4 : 2) + n;
@@ -81,8 +77,10 @@ public:
         const std::uint64_t svd = 8 * n + 4 * basis;
         if (!host_fallback(l).empty()) return {Backend::layer_memory(l).host, weight + svd + basis};
         const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
-        const std::uint64_t finish = (n / 16 + (1u << 20)) * sizeof(MidpointMove);
-        return {n / 16 * 36, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
+        const std::uint64_t found = n / 16 + (1u << 20), pool = std::min(found, std::max<std::uint64_t>(1u << 16, n / 128));
+        const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
+                                     static_cast<std::uint64_t>(l.rows + l.cols) * 32;
+        return {pool * 144, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
     }
 
     std::string host_fallback(const LayerWork& l) const override {
@@ -191,14 +189,16 @@ public:
 
     LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) override {
         if (settings.exact) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd: cuSOLVER's gesvd needs m >= n
-        std::lock_guard lock(mutex_);
         QF_CUDA_CHECK(cudaSetDevice(device_));
-        const auto& s = *stream_;
+        // A solver of its own (from a pool): the jobs in flight run their SVDs side by side (one shared handle
+        // serialised them: 40 layers of a WAN-14B block model waited ~2 s in line on an H200).
+        SolverLease lease(*this);
+        const auto& s = lease.slot->stream;
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         const DeviceWeightRef uw = device_weight(w, s);
         DeviceBuffer<float> f32(n);
         cuda::decode(uw.view, f32.get(), s.get());
-        return cuda::randomized_svd(*solver_, s, f32.get(), w.rows, w.cols, settings);
+        return cuda::randomized_svd(lease.slot->solver, s, f32.get(), w.rows, w.cols, settings);
     }
 
     std::unique_ptr<RoundingWork> rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,
@@ -253,9 +253,29 @@ private:
     std::unique_ptr<cuda::StagingRing> ring_;
     std::mutex held_mutex_;
     std::unordered_map<const void*, std::unique_ptr<Held>> held_;
-    std::mutex mutex_;  // the SVD's solver handle and stream are shared; every other call has its own stream
-    std::unique_ptr<cuda::Stream> stream_;
-    std::unique_ptr<cuda::Solver> solver_;
+    // cuSOLVER handles with their streams, reused across calls (one per SVD in flight).
+    struct SolverSlot {
+        cuda::Stream stream;
+        cuda::Solver solver{stream.get()};
+    };
+    struct SolverLease {
+        explicit SolverLease(CudaBackend& b) : backend(b) {
+            std::lock_guard lock(b.solvers_mutex_);
+            if (!b.solvers_.empty()) {
+                slot = std::move(b.solvers_.back());
+                b.solvers_.pop_back();
+            }
+            if (!slot) slot = std::make_unique<SolverSlot>();
+        }
+        ~SolverLease() {
+            std::lock_guard lock(backend.solvers_mutex_);
+            backend.solvers_.push_back(std::move(slot));
+        }
+        CudaBackend& backend;
+        std::unique_ptr<SolverSlot> slot;
+    };
+    std::mutex solvers_mutex_;
+    std::vector<std::unique_ptr<SolverSlot>> solvers_;
 };
 
 CudaHold::~CudaHold() { backend_.release(key_); }
