@@ -3,6 +3,7 @@
 #include "kernels/cuda/rounding_work.cuh"
 
 #include <algorithm>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -137,12 +138,21 @@ public:
             // the element order of the result do not): only the kept moves cross the bus.
             const std::size_t keep = std::min<std::size_t>(query.keep, static_cast<std::size_t>(total));
             DeviceBuffer<MidpointMove> kept(keep);
-            DeviceBuffer<double> row(query.row.size()), row_p(query.row_p.size()), col(query.col.size()), col_p(query.col_p.size());
+            DeviceBuffer<double> row, row_p, col, col_p;  // the leverage, needed only to rank (the kernel indexes it unchecked)
             if (total > query.keep) {
-                upload(row, query.row.data(), query.row.size(), s_);
-                upload(row_p, query.row_p.data(), query.row_p.size(), s_);
-                upload(col, query.col.data(), query.col.size(), s_);
-                upload(col_p, query.col_p.data(), query.col_p.size(), s_);
+                QF_EXPECT(query.row.size() == at(q_.rows) && query.row_p.size() == at(q_.rows) && query.col.size() == at(q_.cols) &&
+                              query.col_p.size() == at(q_.cols),
+                          "tensor '" + name_ + "': midpoint query leverage sizes do not match [" + std::to_string(q_.rows) + ", " +
+                              std::to_string(q_.cols) + "]");
+                const auto to_device = [&](std::span<const double> src) {
+                    DeviceBuffer<double> d(src.size());
+                    upload(d, src.data(), src.size(), s_);
+                    return d;
+                };
+                row = to_device(query.row);
+                row_p = to_device(query.row_p);
+                col = to_device(query.col);
+                col_p = to_device(query.col_p);
             }
             cuda::keep_best_moves(found.get(), static_cast<std::size_t>(total), query.keep, q_.cols, row.get(), row_p.get(), col.get(),
                                   col_p.get(), query.priority_extra, query.lambda, kept.get(), s_.get());
