@@ -39,11 +39,11 @@ inline constexpr double kAdamFrobenius = 1e-3;     // AdamW / RAdam may raise ||
 
 // The rounding-aware finish alone: moves codes across their midpoints (work.midpoint_moves) so that the
 // projected error on `basis` falls, its leading priority_k components first, never raising their error above
-// its value on entry, ||W_hat - W|| growing by at most budget (a share: 1e-4 = +0.01%). Returns P of the result on the
-// whole basis; stats.flips counts
+// its value on entry, and ||W_hat - W|| at most (1 + budget) times round-to-nearest's (rtn_error2 = its square;
+// 0: the codes on entry stand in). Returns P of the result on the whole basis; stats.flips counts
 // the moved codes, stats.finish_*_seconds its phases.
 // `p_now`, when given, is P of the current codes on the whole basis (saves a projection).
 std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, double budget,
-                                          RoundingStats& stats, const std::vector<double>* p_now = nullptr);
+                                          double rtn_error2, RoundingStats& stats, const std::vector<double>* p_now = nullptr);
 
 }  // namespace quantflow

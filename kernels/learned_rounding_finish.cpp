@@ -212,7 +212,7 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, co
 }  // namespace
 
 std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, double budget,
-                                          RoundingStats& stats, const std::vector<double>* p_now) {
+                                          double rtn_error2, RoundingStats& stats, const std::vector<double>* p_now) {
     std::int64_t& flips = stats.flips;
     flips = 0;
     auto start = std::chrono::steady_clock::now();
@@ -233,7 +233,10 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     query.col_p = x.vnp;
     const std::vector<MidpointMove> moves = work.midpoint_moves(query, error2);
     if (moves.empty()) return p;
-    x.budget = ((1 + budget) * (1 + budget) - 1) * error2;  // ||E||^2 may grow by this
+    // ||E|| may end at most (1 + budget) times round-to-nearest's: what the optimizer's rounding already added
+    // comes off the finish's share.
+    const double base = rtn_error2 > 0 ? rtn_error2 : error2;
+    x.budget = std::max(0.0, (1 + budget) * (1 + budget) * base - error2);
     stats.finish_pass_seconds = seconds_since(start);
     start = std::chrono::steady_clock::now();
     Run best = run_rounds(x, moves, p, kLambdas[0]);

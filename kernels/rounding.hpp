@@ -72,7 +72,9 @@ struct RoundingStats {
     double rounded_loss = 0;   // L after the optimizer's final rounding
     double final_loss = 0;     // L of the codes returned (after the rounding-aware finish, when on)
     std::int64_t flips = 0;    // codes the rounding-aware finish moved
-    bool adam_reverted = false;  // AdamW / RAdam's rounded result cost over +0.1% Frobenius: round-to-nearest kept
+    // The optimizer's rounded result cost more Frobenius error than allowed (original: the finish's budget; AdamW /
+    // RAdam: +0.1%), so round-to-nearest was kept and the finish started from it.
+    bool optimizer_reverted = false;
     // Wall seconds of the phases (--report): the optimizer (with its projections and rounding), the finish's
     // full pass over the weight (midpoint moves), and its rounds on the host.
     double optimize_seconds = 0, finish_pass_seconds = 0, finish_rounds_seconds = 0;

@@ -45,8 +45,9 @@ class RoundingWork {
 public:
     virtual ~RoundingWork() = default;
 
-    // P = U_k^T (dequant(q) - W) V_k^T of the current codes (k x k).
-    virtual std::vector<double> project(std::int64_t k) = 0;
+    // P = U_k^T (dequant(q) - W) V_k^T of the current codes (k x k); when error2 is given it receives
+    // ||dequant(q) - W||^2 as well (the same pass).
+    virtual std::vector<double> project(std::int64_t k, double* error2 = nullptr) = 0;
 
     // `original`'s closed form applied (spec 5.3): q <- round(q - (U_k Z V_k) * f), f = 1/D (FP8) or D (INT8),
     // with the clamp and rounding of spec 5.1/5.2. Z is k x k.

@@ -176,7 +176,7 @@ std::string layer_json(const LayerRecord& r) {
              ", \"final_loss\": " + json_number(r.rounding.final_loss) + ", \"moved_codes\": " + std::to_string(r.rounding.flips) +
              ", \"optimize_seconds\": " + json_number(r.rounding.optimize_seconds) + ", \"finish_pass_seconds\": " +
              json_number(r.rounding.finish_pass_seconds) + ", \"finish_rounds_seconds\": " + json_number(r.rounding.finish_rounds_seconds) +
-             (r.rounding.adam_reverted ? ", \"adam_reverted\": true" : "");
+             (r.rounding.optimizer_reverted ? ", \"optimizer_reverted\": true" : "");
     if (r.measured) {
         const auto& q = r.quality;
         const double w = q.weight_norm > 0 ? q.weight_norm : 1.0, y = q.output_norm > 0 ? q.output_norm : 1.0;

@@ -175,6 +175,18 @@ TEST_CASE("gpu learned rounding, original: the same codes and losses as the CPU 
     }
 }
 
+// Issue 10: the GPU's basis (cuSOLVER's randomized SVD, oversampling 10, 4 power iterations) is the one an exact
+// SVD finds on weights with a decaying spectrum: subspace overlap >= 0.99, as on the CPU.
+TEST_CASE("gpu randomized SVD overlaps the exact top-16 subspaces on structured weights") {
+    const std::vector<std::byte> bytes = qftest::structured_bf16(512, 768, 83);
+    const TensorView w{bytes.data(), DType::BF16, 512, 768};
+    const LowRank g = gpu().top_k_svd("w", w, {16, 83, 10, 4, false}), e = top_k_svd_cpu("w", w, {16, 83, 10, 4, true});
+    const double ou = qftest::subspace_overlap(g.u, e.u, 512, 16, true), ov = qftest::subspace_overlap(g.v, e.v, 768, 16, false);
+    MESSAGE("GPU SVD overlap with the exact one: u " << ou << ", v " << ov);
+    CHECK(ou >= 0.99);
+    CHECK(ov >= 0.99);
+}
+
 TEST_CASE("gpu rounding work: midpoint moves and moved codes identical to the CPU work's") {
     const std::int64_t rows = 384, cols = 512;
     const std::vector<std::byte> bytes = qftest::random_bf16(static_cast<std::size_t>(rows * cols), 21);

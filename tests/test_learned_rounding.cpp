@@ -28,6 +28,14 @@ struct Weight {
     TensorView view;
 };
 
+// A weight with the structure of a trained layer (qftest::structured_bf16).
+Weight structured_weight(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+    Weight w;
+    w.bytes = qftest::structured_bf16(rows, cols, seed);
+    w.view = {w.bytes.data(), DType::BF16, rows, cols};
+    return w;
+}
+
 Weight random_weight(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
     Weight w;
     w.bytes = qftest::random_bf16(static_cast<std::size_t>(rows * cols), seed);
@@ -384,60 +392,13 @@ TEST_CASE("rounding-aware finish lowers the projected error at almost no Frobeni
     }
 }
 
-namespace {
-
-// A weight with the structure of a trained layer (tools/make_structured_model.py, smaller): a power-law low-rank
-// part sum_i sigma_i a_i b_i^T (sigma_i = (i+1)^-0.8, Gaussian a_i, b_i), a noise bulk below it, and two input
-// channels (columns) scaled by 8; as bf16.
-Weight structured_weight(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-    const std::int64_t rank = std::min<std::int64_t>(64, std::min(rows, cols));
-    std::vector<float> a(static_cast<std::size_t>(rows * rank)), b(static_cast<std::size_t>(cols * rank)),
-        noise(static_cast<std::size_t>(rows * cols));
-    fill_normal(seed, 1.0 / std::sqrt(static_cast<double>(rows)), a);
-    fill_normal(seed + 1, 1.0 / std::sqrt(static_cast<double>(cols)), b);
-    fill_normal(seed + 2, 0.15 / std::sqrt(static_cast<double>(rows + cols)) * std::pow(static_cast<double>(rank), -0.8), noise);
-    std::vector<float> w(noise);
-    for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t c = 0; c < cols; ++c) {
-            double s = 0;
-            for (std::int64_t i = 0; i < rank; ++i)
-                s += std::pow(static_cast<double>(i + 1), -0.8) * a[static_cast<std::size_t>(r * rank + i)] * b[static_cast<std::size_t>(c * rank + i)];
-            w[static_cast<std::size_t>(r * cols + c)] += static_cast<float>(s * (c % 97 == 5 ? 8.0 : 1.0) * 0.02 * 8);
-        }
-    Weight out;
-    out.bytes.resize(w.size() * 2);
-    for (std::size_t i = 0; i < w.size(); ++i) {
-        const std::uint16_t h = f32_to_bf16(w[i]);
-        std::memcpy(out.bytes.data() + 2 * i, &h, 2);
-    }
-    out.view = {out.bytes.data(), DType::BF16, rows, cols};
-    return out;
-}
-
-// Squared cosines of the principal angles between two k-dimensional subspaces, averaged: ||A^T B||_F^2 / k
-// for orthonormal columns (U, rows x k) or rows (V, k x cols).
-double overlap(const std::vector<float>& x, const std::vector<float>& y, std::int64_t len, std::int64_t k, bool columns) {
-    double s = 0;
-    for (std::int64_t i = 0; i < k; ++i)
-        for (std::int64_t j = 0; j < k; ++j) {
-            double d = 0;
-            for (std::int64_t t = 0; t < len; ++t)
-                d += columns ? static_cast<double>(x[static_cast<std::size_t>(t * k + i)]) * y[static_cast<std::size_t>(t * k + j)]
-                             : static_cast<double>(x[static_cast<std::size_t>(i * len + t)]) * y[static_cast<std::size_t>(j * len + t)];
-            s += d * d;
-        }
-    return s / static_cast<double>(k);
-}
-
-}  // namespace
-
 // Issue 10: the optimizer's basis is the one an accurate SVD finds (subspace overlap >= 0.99) on weights with
 // a decaying spectrum, with the default sketch (oversampling 10, 4 power iterations).
 TEST_CASE("randomized SVD overlaps the exact top-16 subspaces on structured weights") {
     const Weight w = structured_weight(384, 640, 81);
     SvdSettings fast{16, 81, 10, 4, false}, exact{16, 81, 10, 4, true};
     const LowRank a = top_k_svd_cpu("w", w.view, fast), e = top_k_svd_cpu("w", w.view, exact);
-    const double ou = overlap(a.u, e.u, 384, 16, true), ov = overlap(a.v, e.v, 640, 16, false);
+    const double ou = qftest::subspace_overlap(a.u, e.u, 384, 16, true), ov = qftest::subspace_overlap(a.v, e.v, 640, 16, false);
     MESSAGE("overlap u " << ou << ", v " << ov);
     CHECK(ou >= 0.99);
     CHECK(ov >= 0.99);
@@ -466,9 +427,9 @@ TEST_CASE("rounding-aware finish: every format and optimizer, never worse than r
             const QualityMetrics before = measure_cpu(w.view, rtn, &used, {}), after = measure_cpu(w.view, q, &used, {});
             CHECK(after.projected_error <= before.projected_error * (1 + 1e-9));
             CHECK(after.projected_error == doctest::Approx(st.final_loss).epsilon(1e-6));
-            // The finish adds at most +0.01% to what the optimizer's rounding left; that rounding adds its own share
-            // (`original`: about +0.008% on this small layer, less on real-sized ones; AdamW / RAdam up to +0.1%).
-            CHECK(after.error_norm <= before.error_norm * (optimizer == Optimizer::Original ? 1 + 2e-4 : 1 + 1e-3 + 1e-4));
+            // `original` with the finish: at most +0.01% over round-to-nearest in all (a rounded correction that costs
+            // more is dropped); AdamW / RAdam may add +0.1% and the finish its +0.01% on top.
+            CHECK(after.error_norm <= before.error_norm * (optimizer == Optimizer::Original ? 1 + 1e-4 + 1e-6 : 1 + 1e-3 + 1e-4 + 1e-6));  // 1e-6: measure_cpu sums in float
             MESSAGE(format_label(spec.format) << " " << optimizer_name(optimizer) << ": L x" << after.projected_error / before.projected_error
                     << ", Frobenius x" << after.error_norm / before.error_norm);
             CHECK(after.projected_error < 0.9 * before.projected_error);

@@ -101,6 +101,40 @@ std::vector<std::byte> random_f32(std::size_t count, std::uint64_t seed, float s
     return random_values(count, seed, scale, 4, [](float v, std::byte* p) { std::memcpy(p, &v, 4); });
 }
 
+std::vector<std::byte> structured_bf16(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+    const std::int64_t rank = std::min<std::int64_t>(64, std::min(rows, cols));
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    std::vector<double> a(static_cast<std::size_t>(rows * rank)), b(static_cast<std::size_t>(cols * rank));
+    for (double& x : a) x = normal(rng) / std::sqrt(static_cast<double>(rows));
+    for (double& x : b) x = normal(rng) / std::sqrt(static_cast<double>(cols));
+    const double noise = 0.15 / std::sqrt(static_cast<double>(rows + cols)) * std::pow(static_cast<double>(rank), -0.8);
+    std::vector<std::byte> out(static_cast<std::size_t>(rows * cols) * 2);
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t c = 0; c < cols; ++c) {
+            double s = 0;
+            for (std::int64_t i = 0; i < rank; ++i)
+                s += std::pow(static_cast<double>(i + 1), -0.8) * a[static_cast<std::size_t>(r * rank + i)] * b[static_cast<std::size_t>(c * rank + i)];
+            const double w = (s * (c % 97 == 5 ? 8.0 : 1.0) * 0.02 * 8) + noise * normal(rng);
+            const std::uint16_t h = quantflow::f32_to_bf16(static_cast<float>(w));
+            std::memcpy(out.data() + 2 * (r * cols + c), &h, 2);
+        }
+    return out;
+}
+
+double subspace_overlap(const std::vector<float>& x, const std::vector<float>& y, std::int64_t len, std::int64_t k, bool columns) {
+    double s = 0;
+    for (std::int64_t i = 0; i < k; ++i)
+        for (std::int64_t j = 0; j < k; ++j) {
+            double d = 0;
+            for (std::int64_t t = 0; t < len; ++t)
+                d += columns ? static_cast<double>(x[static_cast<std::size_t>(t * k + i)]) * y[static_cast<std::size_t>(t * k + j)]
+                             : static_cast<double>(x[static_cast<std::size_t>(i * len + t)]) * y[static_cast<std::size_t>(j * len + t)];
+            s += d * d;
+        }
+    return s / static_cast<double>(k);
+}
+
 int run_command(const std::string& command, std::string& output) {
     output.clear();
     FILE* pipe = popen((command + " 2>&1").c_str(), "r");

@@ -34,6 +34,15 @@ bool file_exists(const std::string& path);
 std::vector<std::byte> random_bf16(std::size_t count, std::uint64_t seed, float scale = 0.02f);
 std::vector<std::byte> random_f32(std::size_t count, std::uint64_t seed, float scale = 0.02f);
 
+// A [rows, cols] bf16 weight with the structure of a trained layer (tools/make_structured_model.py, smaller): a
+// power-law low-rank part sum_i sigma_i a_i b_i^T (sigma_i = (i+1)^-0.8, Gaussian a_i, b_i, rank 64), a noise bulk
+// below it, and one input channel (column) in 97 scaled by 8. Random i.i.d. weights have no meaningful top-k subspace.
+std::vector<std::byte> structured_bf16(std::int64_t rows, std::int64_t cols, std::uint64_t seed);
+
+// Mean squared cosine of the principal angles between two k-dimensional subspaces, ||A^T B||_F^2 / k: 1 when they
+// are the same. columns: x and y are [len, k] with orthonormal columns (U); else [k, len] with orthonormal rows (V).
+double subspace_overlap(const std::vector<float>& x, const std::vector<float>& y, std::int64_t len, std::int64_t k, bool columns);
+
 // Runs a shell command line, returns its exit status; stdout+stderr captured into `output`.
 int run_command(const std::string& command, std::string& output);
 

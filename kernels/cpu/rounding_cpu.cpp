@@ -54,7 +54,7 @@ public:
     CpuRoundingWork(std::string_view name, const TensorView& w, const LowRank& basis, QuantizedTensor& q)
         : name_(name), w_(w), basis_(basis), q_(q) {}
 
-    std::vector<double> project(std::int64_t k) override { return initial_projection(w_, q_, leading(k)); }
+    std::vector<double> project(std::int64_t k, double* error2) override { return initial_projection(w_, q_, leading(k), error2); }
 
     void correct_and_round(const std::vector<double>& z, std::int64_t k) override {
         // q = q0 - (U Z V) * (FP8: 1/D, INT8: D), then the final rounding.
@@ -185,21 +185,31 @@ private:
 
 }  // namespace
 
-std::vector<double> initial_projection(const TensorView& w, const QuantizedTensor& q, const LowRank& basis) {
+std::vector<double> initial_projection(const TensorView& w, const QuantizedTensor& q, const LowRank& basis, double* error2) {
     use_single_threaded_blas();
     const auto values = code_values(q.spec.format);
-    const std::int64_t n = basis.cols;
-    return project_error_f64(basis, [&](std::int64_t r0, std::int64_t rows, double* e) {
+    const std::int64_t n = basis.cols, band = band_rows(n);
+    std::vector<double> partial(static_cast<std::size_t>((basis.rows + band - 1) / band), 0.0);  // per band, summed in order
+    std::vector<double> p = project_error_f64(basis, [&](std::int64_t r0, std::int64_t rows, double* e) {
         std::vector<float> d(static_cast<std::size_t>(n)), wrow(static_cast<std::size_t>(n));
+        double e2 = 0;
         for (std::int64_t i = 0; i < rows; ++i) {
             decode_row_cpu(w, r0 + i, 0, n, wrow.data());
             row_scales(q, r0 + i, d.data());
             const std::uint8_t* codes = q.codes.data() + (r0 + i) * n;
             double* er = e + i * n;
-            for (std::int64_t c = 0; c < n; ++c)
+            for (std::int64_t c = 0; c < n; ++c) {
                 er[c] = static_cast<double>(values[codes[c]]) * d[static_cast<std::size_t>(c)] - wrow[static_cast<std::size_t>(c)];
+                e2 += er[c] * er[c];
+            }
         }
+        partial[static_cast<std::size_t>(r0 / band)] = e2;
     });
+    if (error2) {
+        *error2 = 0;
+        for (const double x : partial) *error2 += x;
+    }
+    return p;
 }
 
 void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, std::int64_t, float*)>& delta) {

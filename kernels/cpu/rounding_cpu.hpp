@@ -18,8 +18,8 @@
 
 namespace quantflow {
 
-// E = dequant(q) - W, projected in double: P = U^T E V^T.
-std::vector<double> initial_projection(const TensorView& w, const QuantizedTensor& q, const LowRank& basis);
+// E = dequant(q) - W, projected in double: P = U^T E V^T; error2 (when given) receives ||E||^2.
+std::vector<double> initial_projection(const TensorView& w, const QuantizedTensor& q, const LowRank& basis, double* error2 = nullptr);
 
 // Rewrites q's codes from q0 + delta (delta(r0, rows, out) fills rows x cols offsets in code units), with the
 // final clamp and rounding of spec 5.1/5.2.

@@ -5,6 +5,7 @@
 #include <thrust/sort.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/elements.cuh"
@@ -144,6 +145,21 @@ __global__ void gather_moves_kernel(const MidpointMove* moves, const std::uint32
         out[i] = moves[index[i]];
 }
 
+__global__ void sum_squares_kernel(const double* x, std::int64_t n, double* partial) {
+    double acc = 0;
+    for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+         i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+        acc += x[i] * x[i];
+    __shared__ double sum[kThreads];
+    sum[threadIdx.x] = acc;
+    __syncthreads();
+    for (int step = kThreads / 2; step > 0; step /= 2) {
+        if (threadIdx.x < step) sum[threadIdx.x] += sum[threadIdx.x + step];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = sum[0];
+}
+
 // Orders: by value (larger first), ties by the lower element; by element.
 struct ByValue {
     const double* value;
@@ -212,6 +228,19 @@ std::size_t keep_best_moves(const MidpointMove* moves, std::size_t count, std::s
     QF_CUDA_CHECK(cudaGetLastError());
     QF_CUDA_CHECK(cudaStreamSynchronize(s));  // value and index die here
     return keep;
+}
+
+double sum_squares(const double* x, std::int64_t n, cudaStream_t s) {
+    const unsigned int blocks = midpoint_blocks(n);
+    DeviceBuffer<double> partial(blocks);
+    sum_squares_kernel<<<blocks, kThreads, 0, s>>>(x, n, partial.get());
+    QF_CUDA_CHECK(cudaGetLastError());
+    std::vector<double> sums(blocks);
+    QF_CUDA_CHECK(cudaMemcpyAsync(sums.data(), partial.get(), blocks * sizeof(double), cudaMemcpyDeviceToHost, s));
+    QF_CUDA_CHECK(cudaStreamSynchronize(s));
+    double total = 0;
+    for (const double v : sums) total += v;
+    return total;
 }
 
 void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s) {

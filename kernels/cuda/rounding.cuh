@@ -43,6 +43,9 @@ std::size_t keep_best_moves(const MidpointMove* moves, std::size_t count, std::s
                             const double* row_p, const double* col, const double* col_p, double priority_extra, double lambda,
                             MidpointMove* kept, cudaStream_t s);
 
+// sum of x[i]^2 over n doubles: fixed per-block trees, then the blocks in order on the host (deterministic).
+double sum_squares(const double* x, std::int64_t n, cudaStream_t s);
+
 // codes[move.element] <- grid_step(code, move.step) for each of the `count` moves (distinct elements).
 void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s);
 

@@ -49,10 +49,11 @@ public:
         cudaStreamSynchronize(s_.get());  // no check: a destructor does not throw (an error resurfaces on the next call)
     }
 
-    std::vector<double> project(std::int64_t k) override {
+    std::vector<double> project(std::int64_t k, double* error2) override {
         enter(k);
         project_rows_lt(lt_, weight_.view, g_, codes_.get(), scales_.get(), fp8_, v64_.get(), static_cast<int>(k), e_work_.get(),
                         t_.get(), s_.get());
+        if (error2) *error2 = sum_squares(e_work_.get(), static_cast<std::int64_t>(n_), s_.get());  // E is in e_work_ now
         return reduce(k);
     }
 
