@@ -61,7 +61,7 @@ TEST_CASE("shipped hardware profiles are cpu, gpu-8gb, gpu-24gb, gpu-80gb") {
 
 TEST_CASE("shipped hardware profiles load with sane values") {
     const std::vector<std::pair<std::string, std::uint64_t>> budgets = {
-        {"cpu", 1 * kGiB}, {"gpu-8gb", 768 * kMiB}, {"gpu-24gb", 1280 * kMiB}, {"gpu-80gb", 1 * kGiB}};
+        {"cpu", 1 * kGiB}, {"gpu-8gb", 768 * kMiB}, {"gpu-24gb", 1280 * kMiB}, {"gpu-80gb", 1536 * kMiB}};
     // Host budgets stay small with a GPU (the work lives in GPU memory): peak RSS below 2 GiB whatever the model.
     const std::vector<std::pair<std::string, std::uint64_t>> gpu_budgets = {
         {"cpu", 0}, {"gpu-8gb", 4 * kGiB}, {"gpu-24gb", 12 * kGiB}, {"gpu-80gb", 40 * kGiB}};

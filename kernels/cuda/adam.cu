@@ -118,14 +118,8 @@ __global__ void reduce_kernel(const AdamLoopState* st, const float* u, const dou
     const int i = blockIdx.x / k, j = blockIdx.x % k;
     double acc = 0.0;
     for (std::int64_t r = threadIdx.x; r < rows; r += kThreads) acc += static_cast<double>(u[r * k + i]) * t[r * k + j];
-    __shared__ double sum[kThreads];
-    sum[threadIdx.x] = acc;
-    __syncthreads();
-    for (int step = kThreads / 2; step > 0; step /= 2) {
-        if (threadIdx.x < step) sum[threadIdx.x] += sum[threadIdx.x + step];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) moved[blockIdx.x] = sum[0];
+    const double total = block_sum<kThreads>(acc);
+    if (threadIdx.x == 0) moved[blockIdx.x] = total;
 }
 
 template <int K, int kRows>

@@ -1,5 +1,5 @@
 // kernels/cuda/elements.cuh: per-element reads shared by the kernels (the CPU's decode_row_cpu,
-// code_values and row_scales, on the device).
+// code_values and row_scales, on the device), and the block-wide sum they reduce with.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +23,19 @@ __device__ __forceinline__ float code_value(bool fp8, std::uint8_t code) {
 
 __device__ __forceinline__ std::int64_t cell_of(const ScaleGrid& g, std::int64_t r, std::int64_t c) {
     return (r / g.block_rows) * g.grid_cols + c / g.block_cols;
+}
+
+// The sum of v over a block of Threads threads in a fixed tree (deterministic); every thread gets it.
+template <int Threads>
+__device__ __forceinline__ double block_sum(double v) {
+    __shared__ double sum[Threads];
+    sum[threadIdx.x] = v;
+    __syncthreads();
+    for (int step = Threads / 2; step > 0; step /= 2) {
+        if (threadIdx.x < step) sum[threadIdx.x] += sum[threadIdx.x + step];
+        __syncthreads();
+    }
+    return sum[0];
 }
 
 }  // namespace quantflow::cuda

@@ -94,14 +94,8 @@ __global__ void midpoint_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t*
             if (at < capacity) out[at] = mv;
         }
     }
-    __shared__ double sum[kThreads];
-    sum[threadIdx.x] = e2;
-    __syncthreads();
-    for (int step = kThreads / 2; step > 0; step /= 2) {
-        if (threadIdx.x < step) sum[threadIdx.x] += sum[threadIdx.x + step];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) error2_partial[blockIdx.x] = sum[0];
+    const double block_e2 = block_sum<kThreads>(e2);
+    if (threadIdx.x == 0) error2_partial[blockIdx.x] = block_e2;
 }
 
 __global__ void move_kernel(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes) {
@@ -150,14 +144,8 @@ __global__ void sum_squares_kernel(const double* x, std::int64_t n, double* part
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
         acc += x[i] * x[i];
-    __shared__ double sum[kThreads];
-    sum[threadIdx.x] = acc;
-    __syncthreads();
-    for (int step = kThreads / 2; step > 0; step /= 2) {
-        if (threadIdx.x < step) sum[threadIdx.x] += sum[threadIdx.x + step];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) partial[blockIdx.x] = sum[0];
+    const double total = block_sum<kThreads>(acc);
+    if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 
 // Orders: by value (larger first), ties by the lower element; by element.
