@@ -15,23 +15,15 @@
 #include "kernels/cpu/rounding_cpu.hpp"
 #include "kernels/learned_rounding.hpp"
 #include "kernels/numerics.hpp"
+#include "tests/rounding_weights.hpp"
 #include "tests/test_support.hpp"
 
 using namespace quantflow;
+using qftest::random_weight;
+using qftest::svd_for;
+using qftest::Weight;
 
 namespace {
-
-struct Weight {
-    std::vector<std::byte> bytes;
-    TensorView view;
-};
-
-Weight random_weight(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-    Weight w;
-    w.bytes = qftest::random_bf16(static_cast<std::size_t>(rows * cols), seed);
-    w.view = {w.bytes.data(), DType::BF16, rows, cols};
-    return w;
-}
 
 struct OracleResult {
     std::vector<std::uint8_t> codes;
@@ -108,13 +100,6 @@ OracleResult oracle_original(const TensorView& w, const QuantizedTensor& q0, con
         out.codes[i] = fp8 ? f32_to_e4m3(clamp_abs(x, kFp8Max)) : static_cast<std::uint8_t>(int8_round(x));
     }
     return out;
-}
-
-SvdSettings svd_for(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-    SvdSettings s;
-    s.k = choose_k(rows, cols, 0.01, 1, 16);
-    s.seed = seed;
-    return s;
 }
 
 void check_against_oracle(std::int64_t rows, std::int64_t cols, QuantSpec spec, KSpaceMode mode, std::uint64_t seed) {

@@ -7,40 +7,15 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/learned_rounding.hpp"
+#include "tests/rounding_weights.hpp"
 #include "tests/test_support.hpp"
 
 using namespace quantflow;
 
-namespace {
-
-struct Weight {
-    std::vector<std::byte> bytes;
-    TensorView view;
-};
-
-Weight random_weight(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-    Weight w;
-    w.bytes = qftest::random_bf16(static_cast<std::size_t>(rows * cols), seed);
-    w.view = {w.bytes.data(), DType::BF16, rows, cols};
-    return w;
-}
-
-// A weight with the structure of a trained layer (qftest::structured_bf16).
-Weight structured_weight(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-    Weight w;
-    w.bytes = qftest::structured_bf16(rows, cols, seed);
-    w.view = {w.bytes.data(), DType::BF16, rows, cols};
-    return w;
-}
-
-SvdSettings svd_for(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
-    SvdSettings s;
-    s.k = choose_k(rows, cols, 0.01, 1, 16);
-    s.seed = seed;
-    return s;
-}
-
-}  // namespace
+using qftest::random_weight;
+using qftest::structured_weight;
+using qftest::svd_for;
+using qftest::Weight;
 
 TEST_CASE("rounding-aware finish lowers the projected error at almost no Frobenius cost") {
     for (const QuantSpec spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Int8Block, 64}}) {

@@ -30,9 +30,11 @@ import zlib
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_demo_model import header_bytes  # noqa: E402  (the same safetensors layout: sorted, padded header)
+
 SHAPES = {"wan": dict(dim=5120, ffn=13824), "small": dict(dim=256, ffn=704)}
 PATCH_IN, HEAD_OUT = 64, 64  # 16 channels x (1, 2, 2) patch, in and out
-ITEMSIZE = {"F32": 4, "BF16": 2}
 
 
 def structured_weight(rng, m, n, alpha=0.8, rank=256, outliers=4, outlier_gain=8.0, rms=0.02):
@@ -88,19 +90,8 @@ def to_bf16_bytes(x):
     return (u >> np.uint32(16)).astype("<u2").tobytes()
 
 
-def header_bytes(tensors, dtype, metadata):
-    header, offset = {"__metadata__": metadata}, 0
-    for name, shape, _ in tensors:
-        end = offset + ITEMSIZE[dtype] * int(np.prod(shape))
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}
-        offset = end
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return len(text).to_bytes(8, "little") + text, offset
-
-
 def write_model(path, tensors, dtype, metadata, seed, alpha):
-    head, data_size = header_bytes(tensors, dtype, metadata)
+    head, data_size = header_bytes([(name, dtype, shape, kind) for name, shape, kind in tensors], metadata)
     tmp = path + ".part"
     with open(tmp, "wb") as out:
         out.write(head)
