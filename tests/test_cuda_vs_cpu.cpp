@@ -243,7 +243,10 @@ TEST_CASE("gpu rounding work: midpoint moves and moved codes identical to the CP
         CHECK(qg.codes == qc.codes);
         CHECK(qg.codes != rtn.codes);
         // P of the moved codes: the same up to the GEMMs' summation order.
-        const std::vector<double> pc = cpu->project(16), pg = dev->project(16);
+        double e2c = 0, e2g = 0;  // ||W_hat - W||^2 measured in the projection's pass (the finish's budget base)
+        const std::vector<double> pc = cpu->project(16, &e2c), pg = dev->project(16, &e2g);
+        CHECK(e2g == doctest::Approx(e2c).epsilon(1e-12));
+        CHECK(e2c > 0);
         for (std::size_t i = 0; i < pc.size(); ++i) CHECK(pg[i] == doctest::Approx(pc[i]).epsilon(1e-9));
         if (!is_fp8(spec.format)) {
             std::vector<double> y(16 * 16);
