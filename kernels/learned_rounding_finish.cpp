@@ -15,9 +15,9 @@
 //  3. keep the prefix (at a chunk boundary) whose exact residual is smallest — a line search over the number
 //     of moves, since moves picked against the same residual overshoot together — and never let the
 //     optimizer's own block of P (weight h = kPriorityWeight) rise above its value on entry.
-// Repeat until a round gains under 2%. Two runs (kLambdas) are made and the better kept. This
-// lowers the projected error where the old sequential greedy choice needed one exact update per move; the
-// numbers are in the closing note of issue 10 (tools/bench_quality.sh).
+// Up to kMaxRounds rounds, stopping early when a round gains under 2%; a second run with another lambda when the
+// budget binds, and the better of the two kept. Where the old sequential greedy choice needed one exact update per
+// move, every step here is a parallel pass; the numbers are in the closing note of issue 10 (tools/bench_quality.py).
 // The candidates kept for the rounds (the backend keeps them in its pass: MidpointQuery) are those with the largest
 // leverage delta^2 |u_r|^2 |v_c|^2 per cost.
 #include <oneapi/tbb/parallel_for.h>
@@ -37,7 +37,8 @@ namespace {
 constexpr double kPriorityWeight = 100;  // the optimizer's k x k block of P counts this much more
 // score = decrease / (cost + lambda delta^2). Where the Frobenius budget binds (FP8 on layers whose top
 // subspace sits on a few large channels) lambda = 0, the knapsack ratio, does best; where it does not, 0.05
-// converges further (measured: 5.5x vs 1.7x, and 9x vs 168x). The first runs always; the second only when the
+// converges further (numpy prototype of these rounds: 5.5x vs 1.7x lower L where the budget binds, 9x vs 168x
+// where it does not). The first runs always; the second only when the
 // first spent most of the budget, and the better one is kept.
 constexpr double kLambdas[] = {0.05, 0.0};
 constexpr double kBudgetBinds = 0.9;     // share of the budget spent that makes the second run worth it
