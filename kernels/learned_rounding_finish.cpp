@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 
 #include "kernels/learned_rounding.hpp"
@@ -149,11 +150,31 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, co
             const double decrease = -(2 * d * g + run.leverage[i]);
             score[i] = decrease > 0 ? decrease / (std::max(cost(i), 0.0) + (lambda + kCostFloor) * d * d) : -1.0;
         });
-        // (score, index) pairs side by side: the selection compares contiguous keys, not scattered lookups.
+        // The `cap` best: a threshold from every 16th candidate narrows what nth_element ranks. Exact: everything at
+        // or above the threshold is collected, and when that is fewer than `cap` (of more positives) the whole set
+        // is. (score, index) pairs side by side: the selection compares contiguous keys, not scattered lookups.
+        std::vector<double> sample;
+        for (std::size_t i = 0; i < size; i += 16)
+            if (score[i] > 0) sample.push_back(score[i]);
+        double threshold = 0;
+        const std::size_t rank = (cap + cap / 2) / 16;
+        if (sample.size() > 2 * rank) {
+            std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(rank), sample.end(), std::greater<>());
+            threshold = sample[rank];
+        }
         std::vector<std::pair<double, std::uint32_t>> ranking;
-        ranking.reserve(size / 2);
-        for (std::size_t i = 0; i < size; ++i)
-            if (score[i] > 0) ranking.emplace_back(-score[i], static_cast<std::uint32_t>(i));  // ascending = best first
+        std::size_t positives = 0;
+        const auto collect = [&](double floor) {
+            ranking.clear();
+            positives = 0;
+            for (std::size_t i = 0; i < size; ++i) {
+                if (!(score[i] > 0)) continue;
+                ++positives;
+                if (score[i] >= floor) ranking.emplace_back(-score[i], static_cast<std::uint32_t>(i));  // ascending = best first
+            }
+        };
+        collect(threshold);
+        if (ranking.size() < std::min(positives, cap)) collect(0);
         const std::size_t ranked = std::min(ranking.size(), cap);
         std::nth_element(ranking.begin(), ranking.begin() + static_cast<std::ptrdiff_t>(ranked), ranking.end());
         ranking.resize(ranked);
