@@ -27,7 +27,6 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
-#include <limits>
 
 #include "kernels/learned_rounding.hpp"
 #include "kernels/refine_rules.hpp"
@@ -102,30 +101,40 @@ FinishContext make_context(const LowRank& basis, std::int64_t priority_k) {
     return x;
 }
 
+// The pool as the rounds read it (shared by both runs): each candidate's second-order term and the offsets of
+// its row of U and its column of V.
+struct Pool {
+    const std::vector<MidpointMove>& moves;
+    std::vector<double> leverage;
+    std::vector<std::int64_t> row_at, col_at;
+};
+
+Pool index_pool(const FinishContext& x, const std::vector<MidpointMove>& moves) {
+    Pool pool{moves, std::vector<double>(moves.size()), std::vector<std::int64_t>(moves.size()), std::vector<std::int64_t>(moves.size())};
+    for (std::size_t i = 0; i < moves.size(); ++i) {
+        pool.leverage[i] = x.leverage(moves[i]);
+        pool.row_at[i] = moves[i].element / x.basis.cols * x.k;
+        pool.col_at[i] = moves[i].element % x.basis.cols * x.k;
+    }
+    return pool;
+}
+
 // One run of the rounds over the pool: the residual, what it spent, and which candidates are moved.
 struct Run {
     std::vector<double> p;
     double loss2 = 0;
     double spent = 0;
-    std::vector<MidpointMove> pool;
-    std::vector<double> leverage;
     std::vector<char> moved;
 };
 
-Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, const std::vector<double>& p0, double lambda) {
+Run run_rounds(const FinishContext& x, const Pool& pool, const std::vector<double>& p0, double lambda) {
     const std::int64_t m = x.basis.rows, k = x.k, kk = k * k;
-    Run run{p0, x.weighted(p0.data()), 0, pool, {}, {}};
-    const std::size_t size = run.pool.size();
-    run.leverage.resize(size);
-    run.moved.assign(size, 0);
-    std::vector<std::int64_t> row_at(size), col_at(size);  // offsets of each candidate's row of U and column of V
-    for (std::size_t i = 0; i < size; ++i) {
-        run.leverage[i] = x.leverage(run.pool[i]);
-        row_at[i] = run.pool[i].element / x.basis.cols * k;
-        col_at[i] = run.pool[i].element % x.basis.cols * k;
-    }
-    const auto delta = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(run.pool[i].delta) : run.pool[i].delta; };
-    const auto cost = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(run.pool[i].cost) : run.pool[i].cost; };
+    const std::size_t size = pool.moves.size();
+    Run run{p0, x.weighted(p0.data()), 0, std::vector<char>(size, 0)};
+    const std::vector<std::int64_t>& row_at = pool.row_at;
+    const std::vector<std::int64_t>& col_at = pool.col_at;
+    const auto delta = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(pool.moves[i].delta) : pool.moves[i].delta; };
+    const auto cost = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(pool.moves[i].cost) : pool.moves[i].cost; };
     std::vector<double> score(size), uph(at(m * k));
     std::vector<float> uph_f(at(m * k)), vt_f(x.vt.begin(), x.vt.end());  // the ranking's copies (float: half the bytes)
     double& spent = run.spent;
@@ -147,7 +156,7 @@ Run run_rounds(const FinishContext& x, const std::vector<MidpointMove>& pool, co
             const float* v = vt_f.data() + col_at[i];
             float g = 0;
             for (std::int64_t j = 0; j < k; ++j) g += u[j] * v[j];
-            const double decrease = -(2 * d * g + run.leverage[i]);
+            const double decrease = -(2 * d * g + pool.leverage[i]);
             score[i] = decrease > 0 ? decrease / (std::max(cost(i), 0.0) + (lambda + kCostFloor) * d * d) : -1.0;
         });
         // The `cap` best: a threshold from every 16th candidate narrows what nth_element ranks. Exact: everything at
@@ -261,14 +270,15 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     x.budget = std::max(0.0, (1 + budget) * (1 + budget) * base - error2);
     stats.finish_pass_seconds = seconds_since(start);
     start = std::chrono::steady_clock::now();
-    Run best = run_rounds(x, moves, p, kLambdas[0]);
+    const Pool pool = index_pool(x, moves);
+    Run best = run_rounds(x, pool, p, kLambdas[0]);
     if (best.spent >= kBudgetBinds * x.budget) {
-        Run run = run_rounds(x, moves, p, kLambdas[1]);
+        Run run = run_rounds(x, pool, p, kLambdas[1]);
         if (run.loss2 < best.loss2) best = std::move(run);
     }
     std::vector<MidpointMove> chosen;
-    for (std::size_t i = 0; i < best.pool.size(); ++i)
-        if (best.moved[i]) chosen.push_back(best.pool[i]);  // the pool is in element order
+    for (std::size_t i = 0; i < moves.size(); ++i)
+        if (best.moved[i]) chosen.push_back(moves[i]);  // the pool is in element order
     if (!chosen.empty()) work.move_codes(chosen);
     flips = static_cast<std::int64_t>(chosen.size());
     stats.finish_rounds_seconds = seconds_since(start);
