@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kernels/quant_types.hpp"
 #include "kernels/rounding.hpp"
@@ -103,7 +104,20 @@ struct DeviceChoice {
 DeviceChoice parse_device(std::string_view text);
 
 // Builds the backend the choice names. Auto takes CUDA when this build has it and a device is present,
-// else the CPU. `why` receives one line saying which backend was picked and why.
+// else the CPU. `why` receives one line saying which backend was picked and why. A GPU that is not present
+// (or a build without CUDA asked for one) is Error(kUsage).
 std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& why);
+
+// `--devices`: "all" (every GPU present) or GPU indices "0,1,3" (no repeats).
+struct DeviceList {
+    bool all = false;
+    std::vector<int> gpus;
+};
+// Throws Error(kUsage) on anything else.
+DeviceList parse_device_list(std::string_view text);
+
+// One backend per GPU of the list, in the list's order. "all" on a machine without a GPU gives the CPU
+// backend (and says so in `why`); a named GPU that is not present is Error(kUsage).
+std::vector<std::unique_ptr<Backend>> make_backends(const DeviceList& devices, std::string& why);
 
 }  // namespace quantflow

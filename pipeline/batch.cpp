@@ -32,6 +32,8 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
+bool cancel_requested(const BatchSettings& settings) { return settings.cancel && settings.cancel->load(); }
+
 }  // namespace
 
 BatchLock::BatchLock(const std::string& dir, const Shard& shard) {
@@ -162,13 +164,24 @@ BatchOutcome run_batch(const std::vector<BatchItem>& all_items, const BatchSetti
             const std::string name = items[i].output.empty() ? fs::path(default_output_path(options[i])).filename().string() : items[i].output;
             options[i].output = fs::path(name).is_absolute() ? name : (fs::path(settings.out_dir) / name).string();
             records[i].output = options[i].output;
-            if (concurrent <= 0) concurrent = load_hardware_profile(options[i].profile.empty() ? "cpu" : options[i].profile).concurrent_files;
             ready[i] = true;
         } catch (const Error& e) {
             records[i].status = "failed";
             records[i].error = e.what();
         }
     }
+    // One set of devices for the whole batch: the files in flight share each device's budget.
+    std::shared_ptr<DevicePool> devices = settings.devices;
+    std::string device_line;
+    for (std::size_t i = 0; i < items.size() && !devices; ++i) {
+        if (!ready[i]) continue;
+        const Hardware hw = choose_hardware(options[i]);
+        devices = hw.devices;
+        device_line = hw.device_line;
+        if (concurrent <= 0) concurrent = effective_concurrent_files(hw.profile, devices->size());
+    }
+    if (devices && device_line.empty()) device_line = "devices: " + devices->names();
+    if (concurrent <= 0) concurrent = devices ? static_cast<int>(devices->size()) : 1;
     concurrent = std::clamp(concurrent, 1, 64);
     std::vector<std::string> outputs;
     for (const auto& r : records)
@@ -176,7 +189,7 @@ BatchOutcome run_batch(const std::vector<BatchItem>& all_items, const BatchSetti
     const std::size_t stale = remove_stale_temps(outputs);
     log("batch: " + std::to_string(items.size()) + " of " + std::to_string(all_items.size()) + " inputs in shard " +
         std::to_string(settings.shard.index) + "/" + std::to_string(settings.shard.count) + ", " + std::to_string(concurrent) +
-        " at a time, into " + settings.out_dir + (stale ? "; removed " + std::to_string(stale) + " stale temp file(s)" : ""));
+        " at a time, into " + settings.out_dir + (device_line.empty() ? "" : "; " + device_line) + (stale ? "; removed " + std::to_string(stale) + " stale temp file(s)" : ""));
 
     std::atomic<std::size_t> next{0};
     std::atomic<bool> stop{false};
@@ -197,10 +210,11 @@ BatchOutcome run_batch(const std::vector<BatchItem>& all_items, const BatchSetti
             std::unique_ptr<Prepared> p;
             RunStats stats;
             try {
-                if (interrupt_requested()) throw Interrupted();
+                if (cancel_requested(settings)) throw Interrupted();
                 if (concurrent == 1) reset_peak_rss();
-                p = std::make_unique<Prepared>(prepare_conversion(o));
+                p = std::make_unique<Prepared>(prepare_conversion(o, devices));
                 if (concurrent > 1 && !o.memory_budget) p->run.memory_budget /= static_cast<std::uint64_t>(concurrent);
+                p->run.cancel = settings.cancel;
                 const SafetensorsHeader& in = p->plan.input;
                 const std::string why = settings.resume ? resume_verdict(p->context.output_path, fs::path(o.input).filename().string(),
                                                                          in.file_size, in.mtime_ns, in.header_hash,
@@ -249,7 +263,7 @@ BatchOutcome run_batch(const std::vector<BatchItem>& all_items, const BatchSetti
         else if (r.status == "interrupted") interrupted = true;
         else ++out.not_started;
     }
-    interrupted = interrupted || interrupt_requested();
+    interrupted = interrupted || cancel_requested(settings);
     if (interrupted) out.exit_code = static_cast<int>(ExitCode::kInterrupted);
     else if (out.failed > 0 && out.failed == records.size()) out.exit_code = static_cast<int>(ExitCode::kFailed);
     else if (out.failed > 0 || out.not_started > 0) out.exit_code = static_cast<int>(ExitCode::kSomeFailed);

@@ -10,7 +10,9 @@
 //  - --resume skips an output only if it passes the reader's full validation and its `quantflow` metadata
 //    records this input (name, size, mtime, header hash) and these options; anything else is redone;
 //  - a file that fails is recorded with its error and the batch goes on (--keep-going, on by default);
-//    SIGINT/SIGTERM abandon the file in flight (its temp file is removed) and still write the report.
+//    SIGINT/SIGTERM abandon the file in flight (its temp file is removed) and still write the report;
+//  - one set of devices for the whole batch (--devices): the profile's concurrent_files per device run at
+//    once, their layers spread over every device's budget; the report names each file's devices.
 #pragma once
 
 #include <functional>
@@ -18,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "pipeline/devices.hpp"
+#include "pipeline/graph.hpp"
 #include "pipeline/options.hpp"
 #include "pipeline/progress.hpp"
 
@@ -72,8 +76,10 @@ struct BatchSettings {
     bool keep_going = true;
     Shard shard;
     std::string report;          // JSON report path; empty = none
-    int concurrent_files = 0;    // 0 = from the hardware profile
+    int concurrent_files = 0;    // 0 = the hardware profile's, per device
     std::string progress = "auto";
+    std::shared_ptr<DevicePool> devices;   // null: from the first file's options (--devices, --device, profile)
+    const CancelFlag* cancel = nullptr;    // set: the file in flight is abandoned, the rest not started
 };
 
 struct BatchOutcome {

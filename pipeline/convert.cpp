@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -50,7 +52,42 @@ std::string resolve_models(Options& o, const SafetensorsHeader& header) {
     return "model: auto: " + d.summary;
 }
 
+// "16 (8 per device x 2 devices)" or "8".
+std::string per_device(std::uint64_t effective, int per, std::uint64_t devices) {
+    if (devices <= 1) return std::to_string(effective);
+    return std::to_string(effective) + " (" + std::to_string(per) + " per device x " + std::to_string(devices) + " devices)";
+}
+
 }  // namespace
+
+Hardware choose_hardware(const Options& o, std::shared_ptr<DevicePool> devices) {
+    Hardware hw;
+    std::optional<HardwareProfile> named;
+    if (!o.profile.empty()) named = load_hardware_profile(o.profile);
+    if (devices) {
+        hw.devices = std::move(devices);
+        hw.device_line = (hw.devices->size() > 1 ? "devices: " : "device: ") + hw.devices->names();
+    } else {
+        const bool from_profile = o.devices.empty() && o.device == "auto" && named && !named->devices.empty();
+        hw.devices = make_device_pool(o.device, from_profile ? named->devices : o.devices, hw.device_line);
+        if (from_profile) hw.device_line += " [devices \"" + named->devices + "\" from profile " + named->name + "]";
+    }
+    if (named) {
+        hw.profile = *named;
+        hw.profile_source = "profile " + named->name;
+        return hw;
+    }
+    // Without --profile: "cpu", or the GPU profile that fits the (first) device's memory.
+    const std::uint64_t gib = hw.devices->backend(0).device_memory() >> 30;
+    const std::string name = gib >= 70 ? "gpu-80gb" : gib >= 20 ? "gpu-24gb" : gib >= 7 ? "gpu-8gb" : "cpu";
+    hw.profile = load_hardware_profile(name);
+    hw.profile_source = gib > 0 ? "profile " + name + " (picked for " + std::to_string(gib) + " GiB of GPU memory)" : "default profile cpu";
+    return hw;
+}
+
+int effective_concurrent_files(const HardwareProfile& hardware, std::size_t devices) {
+    return std::max(1, hardware.concurrent_files) * static_cast<int>(std::max<std::size_t>(1, devices));
+}
 
 long peak_rss_bytes() {
     std::ifstream status("/proc/self/status");
@@ -67,7 +104,7 @@ void reset_peak_rss() {
     clear << "5";
 }
 
-Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
+Prepared prepare_conversion(Options o, std::shared_ptr<DevicePool> devices) {
     Prepared p;
     check_values(o);
     if (o.manual_seed == -1) {
@@ -83,37 +120,34 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     const std::string model_line = resolve_models(o, header);
     if (!model_line.empty()) p.messages.push_back(model_line);
 
-    std::string device_line;
-    if (backend) {
-        p.backend = std::move(backend);
-        device_line = "device: " + p.backend->name();
-    } else {
-        p.backend = make_backend(parse_device(o.device), device_line);
-    }
-    // Without --profile: "cpu", or the GPU profile that fits the device's memory.
-    std::string profile_name = o.profile, profile_source;
-    if (profile_name.empty()) {
-        const std::uint64_t gib = p.backend->device_memory() >> 30;
-        profile_name = gib >= 70 ? "gpu-80gb" : gib >= 20 ? "gpu-24gb" : gib >= 7 ? "gpu-8gb" : "cpu";
-        profile_source = gib > 0 ? "profile " + profile_name + " (picked for " + std::to_string(gib) + " GiB of GPU memory)"
-                                 : "default profile cpu";
-    }
-    p.hardware = load_hardware_profile(profile_name);
-    if (profile_source.empty()) profile_source = "profile " + p.hardware.name;
+    Hardware hw = choose_hardware(o, std::move(devices));
+    p.devices = hw.devices;
+    p.hardware = hw.profile;
+    const std::string& device_line = hw.device_line;
+    const std::string& profile_source = hw.profile_source;
+    const Backend& first = p.devices->backend(0);
+    const auto device_count = static_cast<std::uint64_t>(p.devices->size());
     p.run.memory_budget = o.memory_budget.value_or(p.hardware.memory_budget);
-    const std::uint64_t gpu_memory = p.backend->device_memory();
+    std::uint64_t gpu_memory = first.device_memory();
+    for (std::size_t d = 1; d < p.devices->size(); ++d) gpu_memory = std::min(gpu_memory, p.devices->backend(d).device_memory());
     std::string staging_line;
     if (gpu_memory > 0) {
-        p.run.gpu_memory_budget = p.hardware.gpu_memory_budget > 0 ? std::min(p.hardware.gpu_memory_budget, gpu_memory) : gpu_memory / 2;
-        // The staging ring is pinned host memory: it comes out of the memory budget (a quarter of it at most).
+        // A pool shared by a batch keeps the budget its first file set.
+        if (!p.devices->budget_set())
+            p.devices->set_budget(p.hardware.gpu_memory_budget > 0 ? std::min(p.hardware.gpu_memory_budget, gpu_memory) : gpu_memory / 2);
+        p.run.gpu_memory_budget = p.devices->budget();
+        // The staging rings are pinned host memory: they come out of the memory budget (a quarter of it at most).
         const int slabs = std::max(2, p.hardware.pinned_slabs);
-        const std::uint64_t pinned = std::min(p.hardware.pinned_slab * static_cast<std::uint64_t>(slabs), p.run.memory_budget / 4);
-        const std::uint64_t slab = pinned / static_cast<std::uint64_t>(slabs);
-        p.backend->set_staging(slab, slabs);
+        const std::uint64_t pinned = std::min(p.hardware.pinned_slab * static_cast<std::uint64_t>(slabs) * device_count, p.run.memory_budget / 4);
+        const std::uint64_t slab = pinned / static_cast<std::uint64_t>(slabs) / device_count;
+        for (std::size_t d = 0; d < p.devices->size(); ++d) p.devices->backend(d).set_staging(slab, slabs);
         p.run.memory_budget -= pinned;
-        staging_line = format_size(pinned) + " of it pinned staging (" + std::to_string(slabs) + " x " + format_size(slab) + ")";
+        staging_line = format_size(pinned) + " of it pinned staging (" + (device_count > 1 ? std::to_string(device_count) + " x " : "") +
+                       std::to_string(slabs) + " x " + format_size(slab) + ")";
+    } else if (!p.devices->budget_set()) {
+        p.devices->set_budget(0);
     }
-    p.run.concurrency = std::max(1, p.hardware.tensors_in_flight);
+    p.run.concurrency = std::max(1, p.hardware.tensors_in_flight) * static_cast<int>(device_count);
     p.run.reader_chunk = p.hardware.reader_chunk;
     p.run.seed = o.seed;
     p.run.calib_samples = o.calib_samples;
@@ -128,7 +162,7 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     const int threads = o.threads > 0 ? o.threads : p.hardware.cpu_threads;
 
     p.plan = build_plan(std::move(header), o, filter_options(o));
-    plan_memory(p.plan, *p.backend, o);
+    plan_memory(p.plan, first, o);
     p.context.output_path = output;
     p.context.device_line = device_line;
     p.context.memory_budget = p.run.memory_budget;
@@ -141,13 +175,14 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
     p.context.settings = {
         {"memory_budget", format_size(o.memory_budget.value_or(p.hardware.memory_budget)) + (staging_line.empty() ? "" : ", " + staging_line),
          o.memory_budget ? "--memory-budget" : profile_source},
-        {"tensors_in_flight", std::to_string(p.run.concurrency), profile_source},
-        {"gpu_memory_budget", gpu_memory > 0 ? format_size(p.run.gpu_memory_budget) : "none (no GPU)",
+        {"tensors_in_flight", per_device(p.run.concurrency, p.hardware.tensors_in_flight, device_count), profile_source},
+        {"gpu_memory_budget", gpu_memory > 0 ? format_size(p.run.gpu_memory_budget) + (device_count > 1 ? " per device" : "") : "none (no GPU)",
          p.hardware.gpu_memory_budget > 0 || gpu_memory == 0 ? profile_source : "half the GPU's memory"},
         {"threads", threads > 0 ? std::to_string(threads) : "all cores", o.threads > 0 ? "--threads" : profile_source},
         {"reader_chunk", format_size(p.run.reader_chunk), profile_source},
         {"gpu_streams", std::to_string(p.hardware.gpu_streams), profile_source},
-        {"concurrent_files", std::to_string(p.hardware.concurrent_files), profile_source},
+        {"concurrent_files", per_device(effective_concurrent_files(p.hardware, device_count), p.hardware.concurrent_files, device_count),
+         profile_source},
         {"seed", std::to_string(o.seed), o.manual_seed == -1 ? "drawn" : "--manual_seed"},
         {"rounding", o.simple ? "round-to-nearest" : rounding_summary(o), o.simple ? "--simple" : "--optimizer"},
     };
@@ -158,7 +193,7 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
 RunStats execute_conversion(const Prepared& p, Progress& progress) {
     OutputFile out(p.context.output_path, p.plan.layout.total_size, p.options.overwrite);
     const MappedFile input(p.options.input);
-    RunStats stats = run_conversion(p.plan, input, out, *p.backend, p.run, progress);
+    RunStats stats = run_conversion(p.plan, input, out, *p.devices, p.run, progress);
     out.commit();
     return stats;
 }
@@ -166,7 +201,7 @@ RunStats execute_conversion(const Prepared& p, Progress& progress) {
 namespace {
 
 std::string layer_json(const LayerRecord& r) {
-    std::string s = "{\"name\": " + json_quote(r.name) + ", \"format\": " + json_quote(format_label(r.spec.format)) +
+    std::string s = "{\"name\": " + json_quote(r.name) + ", \"device\": " + json_quote(r.device) + ", \"format\": " + json_quote(format_label(r.spec.format)) +
                     ", \"shape\": [" + std::to_string(r.rows) + ", " + std::to_string(r.cols) + "], \"seconds\": " +
                     json_number(r.seconds) + ", \"k\": " + std::to_string(r.rounding.k);
     if (r.rounding.k > 0)
@@ -186,6 +221,15 @@ std::string layer_json(const LayerRecord& r) {
     return s + "}";
 }
 
+// "\"cuda:0\": 20, \"cuda:1\": 20": which devices computed this file's layers.
+std::string layers_per_device(const RunStats& stats) {
+    std::map<std::string, std::size_t> count;
+    for (const auto& r : stats.layers) ++count[r.device];
+    std::string s;
+    for (const auto& [device, n] : count) s += (s.empty() ? "" : ", ") + json_quote(device) + ": " + std::to_string(n);
+    return s;
+}
+
 }  // namespace
 
 std::string conversion_report_json(const Prepared& p, const RunStats& stats, const std::string& status,
@@ -198,6 +242,7 @@ std::string conversion_report_json(const Prepared& p, const RunStats& stats, con
         << ", \"output_bytes\": " << (status == "ok" ? p.plan.layout.total_size : 0) << ", \"quantized\": " << c.quantized
         << ", \"kept\": " << c.kept << ", \"removed\": " << c.removed << ", \"biases_corrected\": " << c.biases_corrected
         << ", \"peak_rss_bytes\": " << peak_rss << ", \"device\": " << json_quote(p.context.device_line)
+        << ", \"layers_per_device\": {" << layers_per_device(stats) << "}"
         << ", \"model\": " << json_quote(p.context.model_line) << ", \"options\": " << json_quote(canonical_options(p.options))
         << ", \"seed\": " << p.options.seed << ", \"settings\": {";
     for (std::size_t i = 0; i < p.context.settings.size(); ++i)

@@ -18,20 +18,14 @@
 namespace quantflow {
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-
-void check_interrupt() {
-    if (g_interrupted.load(std::memory_order_relaxed)) throw Interrupted();
-}
-
 // Everything the node bodies share for one run.
 struct RunContext {
     const Plan& plan;
     const MappedFile& input;
     OutputFile& out;
-    Backend& backend;
+    DevicePool& devices;
     ByteBudget budget;
-    ByteBudget device_budget;
+    std::atomic<bool> stop{false};  // the run failed or was cancelled: the reader stops waiting
     CalibrationMeans means;
     Progress& progress;
     const RunSettings& settings;
@@ -39,44 +33,54 @@ struct RunContext {
     std::vector<LayerRecord> records;
 };
 
+void check_cancel(const RunContext& ctx) {
+    if (cancelled(ctx.settings)) throw Interrupted();
+}
+
 const TensorInfo& job_tensor(const RunContext& ctx, const TensorJob& job) { return ctx.plan.input.tensors[job.plan->input]; }
+Backend& job_backend(const RunContext& ctx, const TensorJob& job) { return ctx.devices.backend(job.device); }
+
+void release_device(TensorJob& job) {
+    job.held.reset();  // the accelerator is done with this layer
+    job.device_lease.reset();
+}
 
 void quantize_body(RunContext& ctx, TensorJob& job) {
-    check_interrupt();
+    check_cancel(ctx);
     if (job.plan->action != Action::Quantize) return;
+    Backend& backend = job_backend(ctx, job);
     const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
-    job.held = ctx.backend.hold(job_tensor(ctx, job).name, weight);  // one copy to the GPU for every stage
+    job.held = backend.hold(job_tensor(ctx, job).name, weight);  // one copy to the GPU for every stage
     // The device has its copy: drop the input pages now (a later read on the host faults them back from the
     // page cache), so resident memory holds codes, not weights, while the GPU works.
     if (job.held) release_job(job, ctx.input, ctx.plan.input);
-    quantize_layer(job, job_tensor(ctx, job).name, weight, ctx.backend, ctx.settings.optimizer);
+    quantize_layer(job, job_tensor(ctx, job).name, weight, backend, ctx.settings.optimizer);
 }
 
 void correct_stages(RunContext& ctx, TensorJob& job) {
+    Backend& backend = job_backend(ctx, job);
     const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
     const auto bias_index = job.plan->bias_input;
     if (bias_index != kNoTensor)
         correct_bias(job, weight, tensor_data(ctx.input, ctx.plan.input, bias_index), ctx.plan.input.tensors[bias_index].dtype,
-                     ctx.backend, ctx.means);
+                     backend, ctx.means);
     if (ctx.settings.quality_samples <= 0) return;
     if (bias_index == kNoTensor) {
-        measure_layer(job, job_tensor(ctx, job).name, weight, nullptr, nullptr, ctx.backend, ctx.settings.optimizer,
+        measure_layer(job, job_tensor(ctx, job).name, weight, nullptr, nullptr, backend, ctx.settings.optimizer,
                       ctx.settings.quality_samples);
         return;
     }
     const TensorInfo& b = ctx.plan.input.tensors[bias_index];
     const TensorView bias{tensor_data(ctx.input, ctx.plan.input, bias_index).data(), b.dtype, 1, b.shape.at(0)};
     const TensorView bias_new{job.bias.data(), b.dtype, 1, b.shape.at(0)};
-    measure_layer(job, job_tensor(ctx, job).name, weight, &bias, &bias_new, ctx.backend, ctx.settings.optimizer,
+    measure_layer(job, job_tensor(ctx, job).name, weight, &bias, &bias_new, backend, ctx.settings.optimizer,
                   ctx.settings.quality_samples);
 }
 
 void correct_body(RunContext& ctx, TensorJob& job) {
     if (job.plan->action != Action::Quantize) return;
     correct_stages(ctx, job);
-    job.held.reset();  // the accelerator is done with this layer
-    ctx.device_budget.release(job.device_bytes);
-    job.device_bytes = 0;
+    release_device(job);
 }
 
 void write_body(RunContext& ctx, TensorJob& job) {
@@ -85,7 +89,8 @@ void write_body(RunContext& ctx, TensorJob& job) {
     if (job.plan->action == Action::Quantize) {
         const TensorInfo& t = job_tensor(ctx, job);
         std::lock_guard lock(ctx.records_mutex);
-        ctx.records.push_back({t.name, job.plan->spec, t.shape[0], t.shape[1], job.seconds, job.rounding, job.measured, job.quality});
+        ctx.records.push_back({t.name, job.plan->spec, t.shape[0], t.shape[1], job.seconds, ctx.devices.name(job.device),
+                               job.rounding, job.measured, job.quality});
     }
     const std::uint64_t consumed = job.plan->action == Action::Copy ? job.chunk_end - job.chunk_begin : job_tensor(ctx, job).bytes();
     job.quant = {};  // free codes and scales before the budget says they are gone
@@ -95,8 +100,15 @@ void write_body(RunContext& ctx, TensorJob& job) {
     ctx.progress.advance(consumed, job_tensor(ctx, job).name);
 }
 
-// A body that fails wakes the reader before the exception cancels the graph. An error that does not name
-// its tensor (a CUDA call that failed, say) gets the tensor's name in front.
+void stop_run(RunContext& ctx) {
+    ctx.stop = true;
+    ctx.budget.cancel();
+    ctx.devices.wake();
+}
+
+// An error that does not name its tensor (a CUDA call that failed, say) gets the tensor's name in front, and
+// with several devices (or a GPU) the device's name too. A failed job gives its device budget back at once
+// (the jobs the cancelled graph drops give theirs back as they go); the failure stops the reader.
 template <typename Body>
 auto guarded(RunContext& ctx, Body body) {
     return [&ctx, body](JobPtr job) {
@@ -107,12 +119,17 @@ auto guarded(RunContext& ctx, Body body) {
                 throw;
             } catch (const Error& e) {
                 const std::string& name = job_tensor(ctx, *job).name;
-                if (std::string_view(e.what()).find(name) != std::string_view::npos) throw;
-                throw Error("tensor '" + name + "': " + e.what(), e.code());
+                const std::string& device = ctx.devices.name(job->device);
+                const std::string_view what = e.what();
+                const bool show_device = job->plan->action == Action::Quantize && (ctx.devices.size() > 1 || device != "cpu") &&
+                                         what.find(device) == std::string_view::npos;
+                std::string message = "tensor '" + name + "'" + (show_device ? " on " + device : "") + ": " + e.what();
+                if (what.find(name) != std::string_view::npos) message = (show_device ? device + ": " : "") + std::string(what);
+                throw Error(message, e.code());
             }
         } catch (...) {
-            ctx.budget.cancel();
-            ctx.device_budget.cancel();
+            release_device(*job);
+            stop_run(ctx);
             throw;
         }
         return job;
@@ -121,20 +138,18 @@ auto guarded(RunContext& ctx, Body body) {
 
 }  // namespace
 
-void request_interrupt() noexcept { g_interrupted.store(true, std::memory_order_relaxed); }
-bool interrupt_requested() noexcept { return g_interrupted.load(std::memory_order_relaxed); }
-
-RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& out, Backend& backend,
+RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& out, DevicePool& devices,
                         const RunSettings& settings, Progress& progress) {
     using namespace oneapi::tbb::flow;
+    QF_EXPECT(devices.budget_set(), "run_conversion: the device pool has no budget yet");
     const auto start = std::chrono::steady_clock::now();
     RunSettings run = settings;
     if (!run.optimizer.on_progress)
         run.optimizer.on_progress = [&progress](std::string_view tensor, std::string_view phase, int step, int steps) {
             progress.activity(tensor, phase, step, steps);
         };
-    RunContext ctx{plan, input, out, backend, ByteBudget(settings.memory_budget), ByteBudget(settings.gpu_memory_budget),
-                   CalibrationMeans(settings.seed, settings.calib_samples), progress, run, {}, {}};
+    RunContext ctx{plan,     input, out, devices, ByteBudget(settings.memory_budget), {}, CalibrationMeans(settings.seed, settings.calib_samples),
+                   progress, run,   {},  {}};
     std::vector<TensorJob> jobs = make_jobs(plan.layers, plan.input, settings.reader_chunk);
     write_header_and_constants(plan.layout, out);
 
@@ -151,10 +166,15 @@ RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& o
     std::thread reader([&] {
         try {
             for (auto& job : jobs) {
-                if (g_interrupted.load() || !ctx.budget.acquire(job.budget_bytes)) break;
-                if (!ctx.device_budget.acquire(job.device_bytes)) {
-                    ctx.budget.release(job.budget_bytes);
-                    break;
+                if (cancelled(settings) || ctx.stop.load() || !ctx.budget.acquire(job.budget_bytes)) break;
+                if (job.plan->action == Action::Quantize) {
+                    const auto device = devices.acquire(job.device_bytes, ctx.stop);
+                    if (!device) {
+                        ctx.budget.release(job.budget_bytes);
+                        break;
+                    }
+                    job.device = *device;
+                    job.device_lease = std::make_unique<DeviceLease>(devices, *device, job.device_bytes);
                 }
                 prefetch_job(job, input, plan.input);
                 quantize.try_put(std::make_shared<TensorJob>(std::move(job)));
@@ -167,17 +187,24 @@ RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& o
     try {
         g.wait_for_all();
     } catch (...) {
-        ctx.budget.cancel();
-        ctx.device_budget.cancel();
+        stop_run(ctx);
         reader.join();
         throw;
     }
     reader.join();
     if (reader_error) std::rethrow_exception(reader_error);
-    check_interrupt();
+    check_cancel(ctx);
     progress.finish();
     return {std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), ctx.budget.peak(), jobs.size(),
             std::move(ctx.records)};
+}
+
+RunStats run_conversion(const Plan& plan, const MappedFile& input, OutputFile& out, Backend& backend,
+                        const RunSettings& settings, Progress& progress) {
+    // A pool that does not own the caller's backend.
+    DevicePool one({std::shared_ptr<Backend>(&backend, [](Backend*) {})});
+    one.set_budget(settings.gpu_memory_budget);
+    return run_conversion(plan, input, out, one, settings, progress);
 }
 
 }  // namespace quantflow

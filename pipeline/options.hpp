@@ -36,6 +36,7 @@ struct Options {
     std::vector<std::string> models;               // --model NAME|FILE.json (repeatable)
     std::string profile;                           // --profile NAME|FILE.json; empty = by device
     std::string device = "auto";
+    std::string devices;                           // --devices all|0,1,...; empty = --device (or the profile's)
     std::optional<std::uint64_t> memory_budget;    // overrides the hardware profile
     int threads = 0;                               // 0 = all cores
     std::string progress = "auto";                 // auto | bar | plain | none

@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "kernels/backend.hpp"
 #include "kernels/error.hpp"
 #include "pipeline/embedded_profiles.hpp"
 
@@ -234,7 +235,7 @@ HardwareProfile load_hardware_profile(std::string_view name_or_path) {
     simdjson::dom::parser parser;
     const FieldReader reader(file, parser);
     reader.check_keys(reader.root(),
-                      {"name", "device", "memory_budget", "gpu_memory_budget", "tensors_in_flight", "cpu_threads", "gpu_streams",
+                      {"name", "device", "devices", "memory_budget", "gpu_memory_budget", "tensors_in_flight", "cpu_threads", "gpu_streams",
                        "pinned_slab", "pinned_slabs", "reader_chunk", "concurrent_files"});
 
     const HardwareProfile defaults;
@@ -245,6 +246,14 @@ HardwareProfile load_hardware_profile(std::string_view name_or_path) {
     if (!is_device(hw.device))
         fail(file.label + ": field 'device' must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", not \"" + hw.device +
              "\"");
+    hw.devices = reader.string("devices", false, defaults.devices);
+    if (!hw.devices.empty()) {
+        try {
+            parse_device_list(hw.devices);
+        } catch (const Error&) {
+            fail(file.label + ": field 'devices' must be \"all\" or GPU indices such as \"0,1\", not \"" + hw.devices + "\"");
+        }
+    }
     // The upper bounds only catch typos (an extra zero or two); no real machine comes near them.
     hw.memory_budget = reader.size("memory_budget", defaults.memory_budget, 1);
     hw.gpu_memory_budget = reader.size("gpu_memory_budget", defaults.gpu_memory_budget, 0);

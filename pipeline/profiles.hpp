@@ -18,15 +18,16 @@ namespace quantflow {
 struct HardwareProfile {
     std::string name;
     std::string device = "auto";            // "cpu", "cuda", "auto"
+    std::string devices;                    // "all" or "0,1": the GPUs a run uses when --device/--devices are not given
     std::uint64_t memory_budget = 1ull << 30;  // host bytes of tensors in flight (input pages + work + output)
     std::uint64_t gpu_memory_budget = 0;       // accelerator bytes of the jobs in flight (0: half the GPU's memory)
-    int tensors_in_flight = 4;              // concurrency of the compute stage
+    int tensors_in_flight = 4;              // concurrency of the compute stage, per device
     int cpu_threads = 0;                    // 0 = all cores
     int gpu_streams = 2;
     std::uint64_t pinned_slab = 256ull << 20;
     int pinned_slabs = 4;
     std::uint64_t reader_chunk = 64ull << 20;  // pass-through tensors are copied in chunks of this size
-    int concurrent_files = 1;               // batch mode
+    int concurrent_files = 1;               // batch mode, per device
 };
 
 // By name ("wan") from the embedded set, or from a path.

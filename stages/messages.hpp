@@ -46,12 +46,21 @@ struct LayerPlan {
 };
 
 // One unit of work: a whole quantized layer, or a chunk of a copied tensor.
+// Something a job holds until it is done with it, given back when dropped (also when a failed graph drops
+// the jobs still queued): the pipeline's share of a device's budget.
+class JobLease {
+public:
+    virtual ~JobLease() = default;
+};
+
 struct TensorJob {
     const LayerPlan* plan = nullptr;
     std::uint64_t chunk_begin = 0;  // Copy: byte range inside the tensor's data
     std::uint64_t chunk_end = 0;
     std::uint64_t budget_bytes = 0;  // what this job holds in memory while in flight
     std::uint64_t device_bytes = 0;  // what it holds in accelerator memory (from the optimizer to the bias corrector)
+    std::size_t device = 0;          // the device (of the run's pool) that computes this job
+    std::unique_ptr<JobLease> device_lease;  // device_bytes charged to that device, until the bias corrector is done
     std::unique_ptr<WeightHold> held;  // the weight kept on the accelerator for those stages
 
     QuantizedTensor quant;           // filled by the optimizer stage

@@ -55,8 +55,8 @@ std::string hardware_error(const std::string& file, const std::string& json) {
 
 }  // namespace
 
-TEST_CASE("shipped hardware profiles are cpu, gpu-8gb, gpu-24gb, gpu-80gb") {
-    CHECK(hardware_profile_names() == std::vector<std::string>{"cpu", "gpu-24gb", "gpu-80gb", "gpu-8gb"});
+TEST_CASE("shipped hardware profiles are cpu, gpu-8gb, gpu-24gb, gpu-80gb, gpu-node") {
+    CHECK(hardware_profile_names() == std::vector<std::string>{"cpu", "gpu-24gb", "gpu-80gb", "gpu-8gb", "gpu-node"});
 }
 
 TEST_CASE("shipped hardware profiles load with sane values") {
@@ -113,7 +113,7 @@ TEST_CASE("an unknown profile name lists the available ones") {
           "nerf_small, qwen, radiance, t5xxl, wan, zimage_l, zimage_s; or give a path to a .json file)");
     CHECK(
         error_of([] { load_hardware_profile("tpu"); }) ==
-        "unknown hardware profile 'tpu' (available: cpu, gpu-24gb, gpu-80gb, gpu-8gb; or give a path to a .json file)");
+        "unknown hardware profile 'tpu' (available: cpu, gpu-24gb, gpu-80gb, gpu-8gb, gpu-node; or give a path to a .json file)");
     // A name is never looked up as a model when a hardware profile is asked for.
     CHECK(error_of([] { load_hardware_profile("wan"); }).starts_with("unknown hardware profile 'wan'"));
 }
@@ -202,7 +202,7 @@ TEST_CASE("hardware profile: a partial file keeps the defaults of the other fiel
 
 TEST_CASE("hardware profile: unknown keys, wrong types and bad sizes name the field") {
     CHECK(hardware_error("u.json", R"({"name": "x", "streams": 2})") ==
-          "unknown key 'streams' (expected one of: name, device, memory_budget, gpu_memory_budget, tensors_in_flight, cpu_threads, "
+          "unknown key 'streams' (expected one of: name, device, devices, memory_budget, gpu_memory_budget, tensors_in_flight, cpu_threads, "
           "gpu_streams, pinned_slab, pinned_slabs, reader_chunk, concurrent_files)");
     CHECK(hardware_error("s.json", R"({"name": "x", "memory_budget": "6gib"})") ==
           "field 'memory_budget': invalid size '6gib' (unknown unit 'gib'; " + std::string(kSizeUnits) + ")");

@@ -85,8 +85,9 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
     po::options_description own("quantflow options");
     own.add_options()
         ("model", po::value(&o.models)->composing(), "model filter profile NAME or FILE.json (repeatable)")
-        ("profile", po::value(&o.profile), "hardware profile NAME (cpu, gpu-8gb, gpu-24gb, gpu-80gb) or FILE.json")
+        ("profile", po::value(&o.profile), "hardware profile NAME (cpu, gpu-8gb, gpu-24gb, gpu-80gb, gpu-node) or FILE.json")
         ("device", po::value(&o.device), "auto | cpu | cuda | cuda:N")
+        ("devices", po::value(&o.devices), "GPUs to spread the layers (and batch files) over: all | 0,1,...")
         ("memory-budget", po::value<std::string>(), "bytes of tensors in flight, e.g. 256MiB, 4GiB")
         ("threads", po::value(&o.threads), "CPU threads (0 = all cores)")
         ("progress", po::value(&o.progress), "auto | bar | plain | none")

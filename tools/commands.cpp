@@ -33,6 +33,11 @@ void write_text(const std::string& path, const std::string& text) {
 
 }  // namespace
 
+std::atomic<bool>& signal_cancel_flag() {
+    static std::atomic<bool> flag{false};  // the one process-wide flag: a signal handler can reach nothing else
+    return flag;
+}
+
 int run_plan(Options options) {
     const Prepared p = prepare_conversion(std::move(options));
     for (const auto& m : p.messages) std::fprintf(stderr, "%s\n", m.c_str());
@@ -41,7 +46,8 @@ int run_plan(Options options) {
 }
 
 int run_convert(Options options) {
-    const Prepared p = prepare_conversion(std::move(options));
+    Prepared p = prepare_conversion(std::move(options));
+    p.run.cancel = &signal_cancel_flag();
     for (const auto& m : p.messages) std::fprintf(stderr, "%s\n", m.c_str());
     std::fprintf(stderr, "%s\n", p.context.device_line.c_str());
     for (const auto& note : p.plan.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
@@ -73,6 +79,7 @@ int run_batch(const ParsedCommand& parsed) {
     settings.report = o.report;
     settings.progress = o.progress;
     settings.concurrent_files = o.concurrent_files;
+    settings.cancel = &signal_cancel_flag();
     if (!o.shard.empty()) settings.shard = parse_shard(o.shard);
     const auto items = collect_batch_items(parsed.files, o.recursive, o.manifest);
     const auto limit = limit_threads(o.threads);

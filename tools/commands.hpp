@@ -1,6 +1,7 @@
 // tools/commands.hpp: one function per subcommand; each prints to stdout/stderr and returns an exit code.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -8,6 +9,9 @@
 #include "tools/cli.hpp"
 
 namespace quantflow {
+
+// Set by SIGINT/SIGTERM (tools/main.cpp): the conversion or batch in flight stops cleanly.
+std::atomic<bool>& signal_cancel_flag();
 
 int run_convert(Options options);
 int run_plan(Options options);

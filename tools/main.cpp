@@ -4,13 +4,12 @@
 #include <exception>
 
 #include "kernels/error.hpp"
-#include "pipeline/graph.hpp"
 #include "tools/cli.hpp"
 #include "tools/commands.hpp"
 
 namespace {
 
-extern "C" void on_signal(int) { quantflow::request_interrupt(); }
+extern "C" void on_signal(int) { quantflow::signal_cancel_flag().store(true); }
 
 void install_signal_handlers() {
     struct sigaction action {};

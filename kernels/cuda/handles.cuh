@@ -10,20 +10,49 @@
 
 namespace quantflow::cuda {
 
+// The device current in this thread (0 when the runtime cannot say).
+inline int current_device() noexcept {
+    int d = 0;
+    if (cudaGetDevice(&d) != cudaSuccess) d = 0;
+    return d;
+}
+
+// Makes `device` current while it lives and restores the previous one. With several GPUs, a TBB worker may
+// have served another GPU last: memory and handles are released with their own GPU current.
+class DeviceScope {
+public:
+    explicit DeviceScope(int device) noexcept : previous_(current_device()) {
+        if (device != previous_) changed_ = cudaSetDevice(device) == cudaSuccess;
+    }
+    ~DeviceScope() {
+        if (changed_) cudaSetDevice(previous_);
+    }
+    DeviceScope(const DeviceScope&) = delete;
+    DeviceScope& operator=(const DeviceScope&) = delete;
+
+private:
+    int previous_;
+    bool changed_ = false;
+};
+
 template <typename T>
 class DeviceBuffer {
 public:
     DeviceBuffer() = default;
-    explicit DeviceBuffer(std::size_t count) : count_(count) {
+    explicit DeviceBuffer(std::size_t count) : count_(count), device_(current_device()) {
         if (count) QF_CUDA_CHECK(cudaMalloc(&ptr_, count * sizeof(T)));
     }
     ~DeviceBuffer() {
-        if (ptr_) cudaFree(ptr_);
+        if (!ptr_) return;
+        const DeviceScope on(device_);
+        cudaFree(ptr_);
     }
-    DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)) {}
+    DeviceBuffer(DeviceBuffer&& o) noexcept
+        : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)), device_(o.device_) {}
     DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
         std::swap(ptr_, o.ptr_);
         std::swap(count_, o.count_);
+        std::swap(device_, o.device_);
         return *this;
     }
     DeviceBuffer(const DeviceBuffer&) = delete;
@@ -34,13 +63,16 @@ public:
 private:
     T* ptr_ = nullptr;
     std::size_t count_ = 0;
+    int device_ = 0;
 };
 
 class Stream {
 public:
-    Stream() { QF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+    Stream() : device_(current_device()) { QF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
     ~Stream() {
-        if (s_) cudaStreamDestroy(s_);
+        if (!s_) return;
+        const DeviceScope on(device_);
+        cudaStreamDestroy(s_);
     }
     Stream(const Stream&) = delete;
     Stream& operator=(const Stream&) = delete;
@@ -49,6 +81,7 @@ public:
 
 private:
     cudaStream_t s_ = nullptr;
+    int device_ = 0;
 };
 
 // Page-locked host memory: the staging ring and the loop-state mirrors (DMA without the driver's bounce copy).
@@ -57,7 +90,7 @@ class PinnedBuffer {
 public:
     PinnedBuffer() = default;
     explicit PinnedBuffer(std::size_t count) : count_(count) {
-        if (count) QF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T), cudaHostAllocDefault));
+        if (count) QF_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T), cudaHostAllocPortable));
     }
     ~PinnedBuffer() {
         if (ptr_) cudaFreeHost(ptr_);
@@ -81,13 +114,16 @@ private:
 
 class Event {
 public:
-    Event() { QF_CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+    Event() : device_(current_device()) { QF_CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
     ~Event() {
-        if (e_) cudaEventDestroy(e_);
+        if (!e_) return;
+        const DeviceScope on(device_);
+        cudaEventDestroy(e_);
     }
-    Event(Event&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+    Event(Event&& o) noexcept : e_(std::exchange(o.e_, nullptr)), device_(o.device_) {}
     Event& operator=(Event&& o) noexcept {
         std::swap(e_, o.e_);
+        std::swap(device_, o.device_);
         return *this;
     }
     Event(const Event&) = delete;
@@ -98,16 +134,18 @@ public:
 
 private:
     cudaEvent_t e_ = nullptr;
+    int device_ = 0;
 };
 
 class Solver {
 public:
-    explicit Solver(cudaStream_t stream) {
+    explicit Solver(cudaStream_t stream) : device_(current_device()) {
         QF_CUSOLVER_CHECK(cusolverDnCreate(&h_));
         QF_CUSOLVER_CHECK(cusolverDnSetStream(h_, stream));
         QF_CUSOLVER_CHECK(cusolverDnCreateParams(&params_));
     }
     ~Solver() {
+        const DeviceScope on(device_);
         if (params_) cusolverDnDestroyParams(params_);
         if (h_) cusolverDnDestroy(h_);
     }
@@ -119,6 +157,7 @@ public:
 private:
     cusolverDnHandle_t h_ = nullptr;
     cusolverDnParams_t params_ = nullptr;
+    int device_ = 0;
 };
 
 // Copies host -> device / device -> host on a stream and waits.
