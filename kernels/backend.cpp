@@ -120,7 +120,7 @@ std::unique_ptr<Backend> make_backend(const DeviceChoice& device, std::string& w
     return make_cpu_backend();
 #else
     switch (device.kind) {
-        case DeviceKind::Cuda: expect_gpu(device.cuda_index, "--device cuda"); break;
+        case DeviceKind::Cuda: expect_gpu(device.cuda_index, "--device cuda:" + std::to_string(device.cuda_index)); break;
         case DeviceKind::Cpu: why = "device: cpu (requested with --device cpu)"; break;
         case DeviceKind::Auto: why = "device: cpu (this build has no CUDA backend)"; break;
     }

@@ -168,6 +168,7 @@ Prepared prepare_conversion(Options o, std::shared_ptr<DevicePool> devices) {
     p.context.memory_budget = p.run.memory_budget;
     p.context.model_line = model_line;
     p.context.gpu_memory_budget = p.run.gpu_memory_budget;
+    p.context.devices = p.devices->size();
     for (const auto& job : make_jobs(p.plan.layers, p.plan.input, p.run.reader_chunk)) {
         p.context.largest_job_bytes = std::max(p.context.largest_job_bytes, job.budget_bytes);
         p.context.largest_device_job_bytes = std::max(p.context.largest_device_job_bytes, job.device_bytes);

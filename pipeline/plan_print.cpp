@@ -52,9 +52,12 @@ std::string plan_text(const Plan& plan, const PlanContext& ctx) {
          format_size(ctx.memory_budget) + ", largest single job " + format_size(ctx.largest_job_bytes) +
          "); input pages are released as they are written\n";
     if (ctx.gpu_memory_budget > 0)
-        s += "GPU memory: at most " + format_size(std::max(ctx.gpu_memory_budget, ctx.largest_device_job_bytes)) + " (budget " +
-             format_size(ctx.gpu_memory_budget) + ", largest single job " + format_size(ctx.largest_device_job_bytes) +
-             "), plus the staging ring in pinned host memory\n";
+        s += "GPU memory: at most " + format_size(std::max(ctx.gpu_memory_budget, ctx.largest_device_job_bytes)) +
+             (ctx.devices > 1 ? " per device" : "") + " (budget " + format_size(ctx.gpu_memory_budget) + ", largest single job " +
+             format_size(ctx.largest_device_job_bytes) + "), plus the staging ring in pinned host memory\n";
+    if (ctx.devices > 1)
+        s += "spread: each layer goes to the device with the most free GPU memory budget (" + std::to_string(ctx.devices) +
+             " devices); the bytes do not depend on which device computed a layer\n";
     std::snprintf(line, sizeof line, "\n%-14s %-8s %-16s %-8s %s\n", "action", "dtype", "shape", "->", "tensor / reason");
     s += line;
     for (const auto& lp : plan.layers) {
@@ -80,7 +83,8 @@ std::string plan_json(const Plan& plan, const PlanContext& ctx) {
                     json_quote(comfy_format_name(plan.requested.format)) + ",\n  \"block_size\": " + std::to_string(plan.requested.block_size) +
                     ",\n  \"memory_budget\": " + std::to_string(ctx.memory_budget) + ",\n  \"largest_job_bytes\": " +
                     std::to_string(ctx.largest_job_bytes) + ",\n  \"gpu_memory_budget\": " + std::to_string(ctx.gpu_memory_budget) +
-                    ",\n  \"largest_device_job_bytes\": " + std::to_string(ctx.largest_device_job_bytes) + ",\n  \"settings\": {";
+                    ",\n  \"largest_device_job_bytes\": " + std::to_string(ctx.largest_device_job_bytes) + ",\n  \"devices\": " +
+                    std::to_string(ctx.devices) + ",\n  \"settings\": {";
     for (std::size_t i = 0; i < ctx.settings.size(); ++i)
         s += std::string(i ? ", " : "") + json_quote(ctx.settings[i].key) + ": {\"value\": " + json_quote(ctx.settings[i].value) +
              ", \"source\": " + json_quote(ctx.settings[i].source) + "}";

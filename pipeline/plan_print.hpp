@@ -23,7 +23,8 @@ struct PlanContext {
     std::vector<PlanSetting> settings;
     std::uint64_t largest_job_bytes = 0;
     std::uint64_t memory_budget = 0;
-    std::uint64_t gpu_memory_budget = 0;      // 0: no accelerator
+    std::uint64_t gpu_memory_budget = 0;      // per device; 0: no accelerator
+    std::size_t devices = 1;                  // devices the layers are spread over
     std::uint64_t largest_device_job_bytes = 0;
 };
 

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -376,4 +377,27 @@ TEST_CASE("report: one quality line per quantized layer; the rounding-aware fini
         }
         CHECK(learned == 8);
     }
+}
+
+TEST_CASE("devices: a GPU that is not there, or --device with --devices, is a one-line usage error (exit 2)") {
+    const std::string model = kFixtures + "/small_model.safetensors";
+    std::string log;
+    CHECK(qftest::run_command(kBinary + " plan -i " + model + " --devices 63", log) == 2);
+    CHECK(log.rfind("quantflow: error: --devices 63: ", 0) == 0);
+    CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+    CHECK(qftest::run_command(kBinary + " plan -i " + model + " --device cuda:63", log) == 2);
+    CHECK(log.rfind("quantflow: error: --device cuda:63: ", 0) == 0);
+    CHECK(qftest::run_command(kBinary + " plan -i " + model + " --device cpu --devices 0", log) == 2);
+    CHECK(log == "quantflow: error: --device cpu and --devices 0 both given; use one of them\n");
+    CHECK(qftest::run_command(kBinary + " plan -i " + model + " --devices 0,x", log) == 2);
+    CHECK(log == "quantflow: error: --devices '0,x' is not \"all\" or a list of GPU indices such as 0,1\n");
+}
+
+TEST_CASE("devices: --profile gpu-node takes every GPU (the CPU on a machine without one) and plan says where it came from") {
+    const std::string model = kFixtures + "/small_model.safetensors";
+    std::string log;
+    REQUIRE(qftest::run_command(kBinary + " plan -i " + model + " --comfy_quant --profile gpu-node", log) == 0);
+    CHECK((log.find("device: cpu (--devices all found no CUDA device or driver) [devices \"all\" from profile gpu-node]") != std::string::npos ||
+           log.find("(--devices all) [devices \"all\" from profile gpu-node]") != std::string::npos));
+    CHECK(log.find("tensors_in_flight") != std::string::npos);
 }

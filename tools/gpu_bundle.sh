@@ -32,6 +32,6 @@ done
 fixtures=$root/../shared/fixtures/reference
 cp "$fixtures/small_model.safetensors" "$fixtures/runs.json" "$bundle/fixtures/"
 cp "$root/tools/gpu_run.sh" "$root/tools/make_demo_model.py" "$root/tools/bench_gpu.py" "$root/tools/bench_rounding.py" \
-   "$root/tools/bench_reference_rounding.py" "$bundle/"
+   "$root/tools/bench_reference_rounding.py" "$root/tools/bench_multi_gpu.py" "$bundle/"
 strip "$bundle"/lib/*.so* 2>/dev/null || true
 du -sh "$bundle"
