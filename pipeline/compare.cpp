@@ -37,6 +37,27 @@ struct OpenFile {
         return it == index.end() ? nullptr : &header.tensors[it->second];
     }
     std::span<const std::byte> data(const TensorInfo& t) const { return tensor_data(file, header, index.at(t.name)); }
+    void prefetch(const TensorInfo* t) const {
+        if (t) file.prefetch(header.data_start + t->begin, t->bytes());
+    }
+    void release(const TensorInfo* t) const {
+        if (t) file.release(header.data_start + t->begin, t->bytes());
+    }
+};
+
+// One quantized layer, decided from the two headers (and its small comfy_quant JSON) before any weight is read.
+struct LayerJob {
+    LayerComparison result;  // everything but the metrics and the verdict
+    const TensorInfo* weight = nullptr;  // ORIGINAL's X.weight
+    const TensorInfo* codes = nullptr;   // QUANTIZED's X.weight
+    const TensorInfo* scale = nullptr;
+    const TensorInfo* bias = nullptr;    // ORIGINAL's and QUANTIZED's X.bias: both or neither
+    const TensorInfo* bias_q = nullptr;
+    const TensorInfo* input_scale = nullptr;
+    const TensorInfo* comfy_quant = nullptr;
+    QuantSpec spec;
+    bool legacy = false, fpmm = false;
+    std::uint64_t host_bytes = 0;  // see layer_host_bytes
 };
 
 std::string file_tensor(const std::string& path, std::string_view name) { return path + ": tensor '" + std::string(name) + "'"; }
@@ -98,23 +119,31 @@ void comfy_verdict(LayerComparison& c, bool legacy, bool has_marker, bool fpmm, 
     c.comfy_note = c.format + " is not registered in mainline ComfyUI (community fork / custom nodes only)";
 }
 
-}  // namespace
+// Host bytes of one layer while it is measured: its mapped weight and codes, the codes' copy, the float32 copy
+// of the weight that the CPU backend's SVD decodes, scales, biases and test inputs.
+std::uint64_t layer_host_bytes(const LayerJob& j, int samples) {
+    const auto elements = static_cast<std::uint64_t>(j.result.rows * j.result.cols);
+    std::uint64_t bytes = j.weight->bytes() + j.codes->bytes() + elements + 4 * elements + 4 * j.scale->elements() +
+                          4 * static_cast<std::uint64_t>(j.result.cols) * static_cast<std::uint64_t>(samples);
+    if (j.bias) bytes += j.bias->bytes() + j.bias_q->bytes() + 8 * static_cast<std::uint64_t>(j.result.rows);
+    return bytes;
+}
 
-Comparison compare_files(const CompareOptions& options, Backend& backend) {
-    const OpenFile original(options.original), quant(options.quantized);
-    const bool has_marker = quant.find("scaled_fp8") != nullptr;
-    Comparison out;
+// Pass 1, headers only: every quantized layer of QUANTIZED with its counterpart in ORIGINAL, in name order.
+std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quant, const CompareOptions& options,
+                                  std::size_t& unquantized) {
     std::vector<const TensorInfo*> weights;
     for (const auto& t : quant.header.tensors)
         if (t.name.ends_with(".weight") && t.shape.size() == 2) weights.push_back(&t);
     std::sort(weights.begin(), weights.end(), [](auto* a, auto* b) { return a->name < b->name; });
+    std::vector<LayerJob> jobs;
     for (const TensorInfo* t : weights) {
         const bool fp8 = t->dtype == DType::F8_E4M3, int8 = t->dtype == DType::I8;
         const std::string layer = t->name.substr(0, t->name.size() - std::strlen(".weight"));
         const std::string where = file_tensor(options.quantized, t->name);
         const TensorInfo* ref = original.find(t->name);
         if (!fp8 && !int8) {
-            if (ref) ++out.unquantized;
+            if (ref) ++unquantized;
             continue;
         }
         if (!ref) throw Error(where + " is quantized but " + options.original + " has no tensor of that name");
@@ -123,58 +152,107 @@ Comparison compare_files(const CompareOptions& options, Backend& backend) {
         if (ref->dtype != DType::F32 && ref->dtype != DType::BF16 && ref->dtype != DType::F16)
             throw Error(file_tensor(options.original, ref->name) + " is " + std::string(dtype_name(ref->dtype)) +
                         ", not an unquantized F32/F16/BF16 weight");
-        const TensorInfo* scale = quant.find(layer + ".weight_scale");
-        const bool legacy = scale == nullptr;
-        if (legacy) scale = quant.find(layer + ".scale_weight");
-        if (!scale) throw Error(where + " is " + std::string(dtype_name(t->dtype)) + " but has no weight_scale or scale_weight");
+        LayerJob j;
+        j.weight = ref;
+        j.codes = t;
+        j.scale = quant.find(layer + ".weight_scale");
+        j.legacy = j.scale == nullptr;
+        if (j.legacy) j.scale = quant.find(layer + ".scale_weight");
+        if (!j.scale) throw Error(where + " is " + std::string(dtype_name(t->dtype)) + " but has no weight_scale or scale_weight");
 
-        LayerComparison c;
+        LayerComparison& c = j.result;
         c.name = t->name;
         c.rows = t->shape[0];
         c.cols = t->shape[1];
-        c.scale_shape = format_shape(scale->shape);
-        bool fpmm = false;
-        if (legacy) {
+        c.scale_shape = format_shape(j.scale->shape);
+        if (j.legacy) {
             c.format = fp8 ? "legacy scale_weight (fp8)" : "legacy scale_weight (int8)";
-        } else if (const TensorInfo* cq = quant.find(layer + ".comfy_quant")) {
-            read_comfy_quant(file_tensor(options.quantized, cq->name), quant.data(*cq), c.format, fpmm);
+        } else if ((j.comfy_quant = quant.find(layer + ".comfy_quant"))) {
+            read_comfy_quant(file_tensor(options.quantized, j.comfy_quant->name), quant.data(*j.comfy_quant), c.format, j.fpmm);
         } else {
             c.format = "no comfy_quant";
         }
-        QuantizedTensor q;
-        q.spec = spec_from_scale(file_tensor(options.quantized, scale->name), fp8, c.rows, c.cols, scale->shape);
-        q.rows = c.rows;
-        q.cols = c.cols;
-        const auto codes = quant.data(*t);
-        q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
-        q.scales = decode_floats(quant.data(*scale), scale->dtype);
-
-        const TensorView w = weight_view(original.file, original.header, original.index.at(ref->name));
+        j.spec = spec_from_scale(file_tensor(options.quantized, j.scale->name), fp8, c.rows, c.cols, j.scale->shape);
         c.k = std::min<std::int64_t>(options.k, std::min(c.rows, c.cols));
-        const LowRank basis = backend.top_k_svd(ref->name, w, {c.k, named_seed(options.seed, ref->name), kOversample, kPowerIterations, false});
-        std::vector<float> x(static_cast<std::size_t>(c.cols * options.samples));
-        fill_normal(named_seed(options.seed ^ 0x5157u, ref->name), 1.0, x);
-        std::vector<float> b, b_new;
         const TensorInfo* bias = original.find(layer + ".bias");
         const TensorInfo* bias_q = quant.find(layer + ".bias");
         if (bias && bias_q && bias->shape == bias_q->shape && bias->elements() == static_cast<std::uint64_t>(c.rows)) {
-            b = decode_floats(original.data(*bias), bias->dtype);
-            b_new = decode_floats(quant.data(*bias_q), bias_q->dtype);
+            j.bias = bias;
+            j.bias_q = bias_q;
         }
-        const QualityMetrics m = backend.measure(w, q, &basis, {x, options.samples, b, b_new});
-        const double wn = m.weight_norm > 0 ? m.weight_norm : 1.0, yn = m.output_norm > 0 ? m.output_norm : 1.0;
-        c.relative_error = m.error_norm / wn;
-        c.projected_error = m.projected_error / wn;
-        c.output_error = m.output_error / yn;
-
-        bool saturates = false;
-        if (const TensorInfo* in = quant.find(layer + ".input_scale"); in && fp8 && q.scales.size() == 1) {
-            const auto v = decode_floats(quant.data(*in), in->dtype);
-            saturates = v.size() == 1 && v[0] != 1.0f && v[0] == q.scales[0];
-        }
-        comfy_verdict(c, legacy, has_marker, fpmm, static_cast<std::int64_t>(scale->elements()), scale->shape.size(), saturates);
-        out.layers.push_back(std::move(c));
+        if (fp8) j.input_scale = quant.find(layer + ".input_scale");
+        j.host_bytes = layer_host_bytes(j, options.samples);
+        jobs.push_back(std::move(j));
     }
+    return jobs;
+}
+
+// Pass 2 for one layer: dequantize, measure, judge; then drop the layer's pages from both mappings.
+void measure_layer(LayerJob& j, const OpenFile& original, const OpenFile& quant, const CompareOptions& options,
+                   bool has_marker, Backend& backend) {
+    LayerComparison& c = j.result;
+    QuantizedTensor q;
+    q.spec = j.spec;
+    q.rows = c.rows;
+    q.cols = c.cols;
+    const auto codes = quant.data(*j.codes);
+    q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
+    quant.release(j.codes);  // copied: its pages are not needed again
+    q.scales = decode_floats(quant.data(*j.scale), j.scale->dtype);
+
+    const TensorView w = weight_view(original.file, original.header, original.index.at(j.weight->name));
+    const LowRank basis = backend.top_k_svd(j.weight->name, w, {c.k, named_seed(options.seed, j.weight->name), kOversample, kPowerIterations, false});
+    std::vector<float> x(static_cast<std::size_t>(c.cols * options.samples));
+    fill_normal(named_seed(options.seed ^ 0x5157u, j.weight->name), 1.0, x);
+    std::vector<float> b, b_new;
+    if (j.bias) {
+        b = decode_floats(original.data(*j.bias), j.bias->dtype);
+        b_new = decode_floats(quant.data(*j.bias_q), j.bias_q->dtype);
+    }
+    const QualityMetrics m = backend.measure(w, q, &basis, {x, options.samples, b, b_new});
+    const double wn = m.weight_norm > 0 ? m.weight_norm : 1.0, yn = m.output_norm > 0 ? m.output_norm : 1.0;
+    c.relative_error = m.error_norm / wn;
+    c.projected_error = m.projected_error / wn;
+    c.output_error = m.output_error / yn;
+
+    bool saturates = false;
+    if (j.input_scale && q.scales.size() == 1) {
+        const auto v = decode_floats(quant.data(*j.input_scale), j.input_scale->dtype);
+        saturates = v.size() == 1 && v[0] != 1.0f && v[0] == q.scales[0];
+    }
+    comfy_verdict(c, j.legacy, has_marker, j.fpmm, static_cast<std::int64_t>(j.scale->elements()), j.scale->shape.size(), saturates);
+    for (const TensorInfo* t : {j.weight, j.bias}) original.release(t);
+    for (const TensorInfo* t : {j.scale, j.bias_q, j.input_scale, j.comfy_quant}) quant.release(t);
+}
+
+void prefetch_layer(const LayerJob& j, const OpenFile& original, const OpenFile& quant) {
+    original.prefetch(j.weight);
+    quant.prefetch(j.codes);
+}
+
+}  // namespace
+
+Comparison compare_files(const CompareOptions& options, Backend& backend) {
+    const OpenFile original(options.original), quant(options.quantized);
+    const bool has_marker = quant.find("scaled_fp8") != nullptr;
+    Comparison out;
+    std::vector<LayerJob> jobs = plan_layers(original, quant, options, out.unquantized);
+    // Pass 2 in ORIGINAL's file order, so the disk reads forward. Read-ahead covers the next layers while their
+    // bytes fit in the budget together with the current one's; a layer larger than the budget runs alone.
+    std::vector<LayerJob*> order;
+    for (auto& j : jobs) order.push_back(&j);
+    std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->weight->begin < b->weight->begin; });
+    std::size_t ahead = 0;    // layers [i, ahead) have been prefetched ...
+    std::uint64_t window = 0;  // ... and hold this many bytes
+    for (std::size_t i = 0; i < order.size(); ++i) {
+        while (ahead < order.size() && (ahead == i || window + order[ahead]->host_bytes <= options.memory_budget)) {
+            prefetch_layer(*order[ahead], original, quant);
+            window += order[ahead++]->host_bytes;
+        }
+        measure_layer(*order[i], original, quant, options, has_marker, backend);
+        window -= order[i]->host_bytes;
+    }
+    for (auto& j : jobs) out.layers.push_back(std::move(j.result));
     return out;
 }
 

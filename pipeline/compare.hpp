@@ -8,6 +8,10 @@
 //   output error      ||(W_hat X + b_hat) - (W X + b)|| / ||W X + b|| on seeded Gaussian inputs X
 //   comfy             whether mainline ComfyUI loads the layer as written (notes/comfyui-loading.md)
 // Files written by quantflow and by the reference tool are both understood.
+//
+// Memory: both files are memory-mapped and streamed layer by layer in ORIGINAL's file order; each layer's pages
+// are dropped once it is measured (MappedFile::release), so resident memory is bounded by the memory budget and
+// the largest layer, not by the model size. The metrics do not depend on that order.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +28,9 @@ struct CompareOptions {
     std::int64_t k = 16;       // singular components of the projected error
     int samples = 64;          // Gaussian test inputs of the output error
     std::uint64_t seed = 0;    // SVD sketch and test inputs
+    // Host bytes of the layers in flight (the current one and those read ahead), estimated per layer as its
+    // mapped weight and codes plus the working copies; a layer larger than the budget is measured alone.
+    std::uint64_t memory_budget = 1ull << 30;
 };
 
 struct LayerComparison {

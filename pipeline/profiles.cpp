@@ -230,6 +230,11 @@ ModelProfile load_model_profile(std::string_view name_or_path) {
     return profile;
 }
 
+std::string default_hardware_profile(std::uint64_t device_memory) {
+    const std::uint64_t gib = device_memory >> 30;
+    return gib >= 70 ? "gpu-80gb" : gib >= 20 ? "gpu-24gb" : gib >= 7 ? "gpu-8gb" : "cpu";
+}
+
 HardwareProfile load_hardware_profile(std::string_view name_or_path) {
     const ProfileText file = profile_text("hardware", name_or_path);
     simdjson::dom::parser parser;

@@ -33,6 +33,9 @@ struct HardwareProfile {
 // By name ("wan") from the embedded set, or from a path.
 ModelProfile load_model_profile(std::string_view name_or_path);
 HardwareProfile load_hardware_profile(std::string_view name_or_path);
+// The hardware profile used without --profile: "cpu" without an accelerator, else the gpu-* profile whose
+// size fits `device_memory` bytes.
+std::string default_hardware_profile(std::uint64_t device_memory);
 // Names of the embedded profiles, sorted.
 std::vector<std::string> model_profile_names();
 std::vector<std::string> hardware_profile_names();

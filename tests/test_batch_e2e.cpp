@@ -172,7 +172,8 @@ TEST_CASE("--model auto: plan names the detected architecture; an explicit flag 
     qftest::write_safetensors(model, {{"patch_embedding.weight", "BF16", {64, 16, 1, 2, 2}, qftest::random_bf16(64 * 64, 1)},
                                       {"blocks.0.self_attn.q.weight", "BF16", {64, 64}, qftest::random_bf16(64 * 64, 2)},
                                       {"blocks.0.cross_attn.k.weight", "BF16", {64, 64}, qftest::random_bf16(64 * 64, 3)},
-                                      {"time_embedding.0.weight", "BF16", {64, 64}, qftest::random_bf16(64 * 64, 4)}});
+                                      {"time_embedding.0.weight", "BF16", {64, 64}, qftest::random_bf16(64 * 64, 4)},
+                                      {"head.modulation", "BF16", {1, 2, 64}, qftest::random_bf16(2 * 64, 5)}});
     std::string log;
     REQUIRE(qftest::run_command(kBinary + " plan -i " + model + " --comfy_quant --simple 2>/dev/null", log) == 0);
     CHECK(log.find("model: auto: wan (WAN 2.x video DiT (seed AVOID + WAN lists)): found patch_embedding.weight") != std::string::npos);

@@ -347,6 +347,24 @@ TEST_CASE("compare: reads legacy, block and INT8 tile files; ComfyUI verdicts; a
                      "/other.safetensors has [8, 8]\n");
 }
 
+// Issue 12 finding 2: compare streams layer by layer within the memory budget; the budget changes how far it
+// reads ahead, never a number it prints.
+TEST_CASE("compare: the same bytes whatever the memory budget (every layer alone, or the whole file read ahead)") {
+    const std::string in = kFixtures + "/small_model.safetensors", quantized = kFixtures + "/ref_fp8_block64_simple.safetensors";
+    std::string alone, ahead, text_alone, text_ahead;
+    REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + quantized + " --json --memory-budget 1 2>/dev/null", alone) == 0);
+    REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + quantized + " --json --memory-budget 4GiB 2>/dev/null", ahead) == 0);
+    CHECK(alone.find("\"name\": \"blocks.0.attn.qkv.weight\"") != std::string::npos);
+    CHECK(alone == ahead);
+    REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + quantized + " --memory-budget 1 --profile gpu-8gb 2>/dev/null",
+                                text_alone) == 0);
+    REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + quantized + " 2>/dev/null", text_ahead) == 0);
+    CHECK(text_alone == text_ahead);
+    std::string log;
+    CHECK(qftest::run_command(kBinary + " compare " + in + " " + quantized + " --memory-budget lots", log) == 2);
+    CHECK(log.find("--memory-budget") != std::string::npos);
+}
+
 TEST_CASE("report: one quality line per quantized layer; the rounding-aware finish never raises the projected error") {
     const std::string dir = qftest::temp_dir("report_quality");
     const std::string in = kFixtures + "/small_model.safetensors";

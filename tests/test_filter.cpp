@@ -122,9 +122,9 @@ TEST_CASE("embedded model profiles equal the literal seed lists of spec 4.2") {
     }
 }
 
-TEST_CASE("wan profile detects WAN by its 5-D patch embedding and first attention blocks") {
+TEST_CASE("wan profile detects WAN by its 5-D patch embedding and ComfyUI's key, head.modulation") {
     const ModelProfile wan = load_model_profile("wan");
-    CHECK(wan.detect_all == Strings{"patch_embedding.weight", "blocks.0.self_attn.q.weight", "blocks.0.cross_attn.k.weight"});
+    CHECK(wan.detect_all == Strings{"patch_embedding.weight", "head.modulation"});
     REQUIRE(wan.detect_rank.size() == 1);
     CHECK(wan.detect_rank[0] == std::pair<std::string, int>{"patch_embedding.weight", 5});
 }

@@ -15,6 +15,7 @@
 #include "pipeline/inspect.hpp"
 #include "pipeline/naming.hpp"
 #include "pipeline/plan_print.hpp"
+#include "pipeline/profiles.hpp"
 
 namespace quantflow {
 namespace {
@@ -109,6 +110,11 @@ int run_compare(const std::vector<std::string>& files, const Options& options) {
     check_distinct_paths(c.original, c.quantized);
     std::string device_line;
     const auto backend = make_backend(parse_device(options.device), device_line);
+    // The same budget as convert: --memory-budget, else the hardware profile's (picked as convert picks it).
+    const HardwareProfile hw = load_hardware_profile(options.profile.empty() ? default_hardware_profile(backend->device_memory())
+                                                                             : options.profile);
+    c.memory_budget = options.memory_budget.value_or(hw.memory_budget);
+    const auto limit = limit_threads(options.threads > 0 ? options.threads : hw.cpu_threads);
     const Comparison result = compare_files(c, *backend);
     std::cout << (options.json ? comparison_json(result, c) : comparison_text(result, c));
     return 0;
