@@ -156,9 +156,22 @@ Prepared prepare_conversion(Options o, std::shared_ptr<Backend> backend) {
 }
 
 RunStats execute_conversion(const Prepared& p, Progress& progress) {
-    OutputFile out(p.context.output_path, p.plan.layout.total_size, p.options.overwrite);
+    OutputFile out(p.context.output_path, p.plan.layout.total_size, p.options.overwrite, p.options.output_fault);
     const MappedFile input(p.options.input);
-    RunStats stats = run_conversion(p.plan, input, out, *p.backend, p.run, progress);
+    // The plan was made from the file as it was when its header was read; it must still be that file.
+    const auto check_input = [&] { input.check_unchanged(p.plan.input.file_size, p.plan.input.mtime_ns); };
+    check_input();
+    RunStats stats;
+    try {
+        stats = run_conversion(p.plan, input, out, *p.backend, p.run, progress);
+    } catch (const Interrupted&) {
+        throw;
+    } catch (const Error&) {
+        check_input();  // an input that changed under the run is the cause of whatever failed after it
+        throw;
+    }
+    out.sync();
+    check_input();  // after the data is safe, before the rename: never publish the output of a changed input
     out.commit();
     return stats;
 }
