@@ -129,8 +129,13 @@ TEST_CASE("finding 1: a SIGBUS outside every mapped input still kills the proces
     }
     int status = 0;
     REQUIRE(::waitpid(child, &status, 0) == child);
-    CHECK(WIFSIGNALED(status));
-    CHECK(WTERMSIG(status) == SIGBUS);
+    const bool killed_by_sigbus = WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    // The sanitizer's own SIGBUS handler (the one installed before ours) reports and exits instead.
+    CHECK((killed_by_sigbus || (WIFEXITED(status) && WEXITSTATUS(status) != 2 && WEXITSTATUS(status) != 3 && WEXITSTATUS(status) != 4)));
+#else
+    CHECK(killed_by_sigbus);
+#endif
 }
 
 TEST_CASE("finding 1: many inputs mapped at once are each guarded; a fault in one leaves the others clean") {
