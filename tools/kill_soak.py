@@ -97,7 +97,7 @@ def main():
     per_file = clean_seconds * 3 / args.files
     mean_delay = 2 * per_file + 0.1
     kills = runs = 0
-    stale_seen = max_stale = 0
+    stale_seen = max_stale = mid_file = 0
     progress = []
     moments = []  # seconds from start to SIGKILL, per run
     capped = 0
@@ -106,7 +106,7 @@ def main():
         child = subprocess.Popen(batch(args.quantflow, inputs, soak), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         delay = pick.uniform(0, 0.3) if pick.random() < 0.2 else pick.uniform(0.5, 1.5) * mean_delay
         # Never past `cap` outputs: a slow moment of the machine must not let the batch finish before the last kill.
-        cap = args.files - 4 - (args.kills - kills - 1)
+        cap = min(args.files - 4, (args.files - 4) * (kills + 1) // args.kills + args.files // 4)
         started = time.monotonic()
         deadline = started + delay
         while child.poll() is None and time.monotonic() < deadline and len(published(soak)) < cap:
@@ -127,6 +127,7 @@ def main():
         mean_delay = min(max(mean_delay * (1.5 if len(done) < target else 0.7), 0.2 * per_file), 10 * per_file + 1)
         temps = [f for f in hidden(soak) if ".qf-tmp." in f]
         stale_seen += len(temps)
+        mid_file += bool(temps)
         max_stale = max(max_stale, len(temps))
         for f in done:
             if not os.path.exists(os.path.join(clean, f)):
@@ -155,7 +156,7 @@ def main():
 
     print(f"kill soak: {args.files} files, concurrent_files 3; clean run {clean_seconds:.1f} s; {kills} SIGKILLs over "
           f"{runs} runs ({runs - 1} resumed after a kill; killed {min(moments):.2f}..{max(moments):.2f} s after the start, mean {sum(moments) / max(len(moments), 1):.2f} s); {capped} killed early at the output cap; outputs published after each kill: "
-          f"{progress}; temp files found after kills: {stale_seen} (at most {max_stale} at once); final resume: {summary.strip()}; "
+          f"{progress}; {mid_file} kills left temp files ({stale_seen} in all, at most {max_stale} at once); final resume: {summary.strip()}; "
           f"total {time.monotonic() - start:.1f} s")
     for f in failures[:20]:
         print("  FAILED: " + f)
