@@ -138,6 +138,23 @@ TEST_CASE("finding 1: a SIGBUS outside every mapped input still kills the proces
 #endif
 }
 
+TEST_CASE("finding 1: a 1 GiB input truncated to nothing and read on every other page faults once, not per page") {
+    // Zeroing page by page would split the mapping into 131072 pieces, past vm.max_map_count (65530 by default).
+    const std::string dir = qftest::temp_dir("mapped_large");
+    const std::string path = dir + "/sparse.safetensors";
+    constexpr std::uint64_t kLarge = 1ull << 30;
+    std::ofstream(path).close();
+    REQUIRE(::truncate(path.c_str(), static_cast<off_t>(kLarge)) == 0);  // sparse: no disk used
+    const MappedFile f(path);
+    REQUIRE(::truncate(path.c_str(), 0) == 0);
+    const volatile char* p = reinterpret_cast<const volatile char*>(f.view(0, kLarge));
+    unsigned sum = 0;
+    for (std::uint64_t at = kLarge - 4096; at >= 8192; at -= 8192) sum += static_cast<unsigned char>(p[at]);
+    CHECK(sum == 0);
+    CHECK_THROWS_WITH_AS(f.check_unchanged(), (path + ": input shrank from 1073741824 to 0 bytes while converting").c_str(), Error);
+    std::filesystem::remove(path);
+}
+
 TEST_CASE("finding 1: many inputs mapped at once are each guarded; a fault in one leaves the others clean") {
     const std::string dir = qftest::temp_dir("mapped_many");
     std::vector<std::unique_ptr<MappedFile>> files;

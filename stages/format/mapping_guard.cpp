@@ -51,8 +51,13 @@ extern "C" void on_bus_error(int sig, siginfo_t* info, void* context) {
         const std::uintptr_t begin = s.begin.load(std::memory_order_acquire);
         const std::uintptr_t end = s.end.load(std::memory_order_acquire);
         if (end == 0 || address < begin || address >= end) continue;
-        void* page = reinterpret_cast<void*>(address & ~(g_page - 1));
-        if (::mmap(page, g_page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) break;
+        // Zeros from the faulting page to the end of the range, in one mapping: the rest of the file is suspect
+        // anyway, and one page per fault could split the mapping past vm.max_map_count on a large input.
+        const std::uintptr_t page = address & ~(g_page - 1);
+        const std::uintptr_t stop = (end + g_page - 1) & ~(g_page - 1);
+        if (::mmap(reinterpret_cast<void*>(page), stop - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+            MAP_FAILED)
+            break;
         std::int64_t none = -1;
         s.fault.compare_exchange_strong(none, static_cast<std::int64_t>(address - begin));
         errno = saved_errno;

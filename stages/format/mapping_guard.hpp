@@ -3,8 +3,8 @@
 // Reading a page of a mapping whose file was truncated below it, or whose storage returns an I/O error
 // (a network or FUSE filesystem), raises SIGBUS in whatever thread touched it: a TBB worker, BLAS, the
 // CUDA driver copying to the GPU. While a MappingGuard is alive for [base, base + size), a SIGBUS at an
-// address inside that range is handled by mapping a zero page over the faulting page and recording the
-// offset; the read resumes and sees zeros. The owner (MappedFile) then refuses to hand out more views and
+// address inside that range is handled by mapping zero pages over the range from the faulting page to its end
+// and recording the offset; the read resumes and sees zeros. The owner (MappedFile) then refuses to hand out more views and
 // turns the recorded fault into an Error, and the conversion unwinds like any other failure: its temp file
 // is removed, and in a batch only that file fails.
 //
