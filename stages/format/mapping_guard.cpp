@@ -35,12 +35,12 @@ void pass_on(int sig, siginfo_t* info, void* context) {
         if (g_previous.sa_sigaction != nullptr) g_previous.sa_sigaction(sig, info, context);
         return;
     }
-    if (g_previous.sa_handler == SIG_IGN) return;
-    if (g_previous.sa_handler != SIG_DFL) {
+    if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
         g_previous.sa_handler(sig);
         return;
     }
-    // Default action: returning re-executes the faulting read, which now kills the process as before.
+    // Default action (a fault cannot be ignored: returning would fault again forever): returning re-executes
+    // the faulting read, which now kills the process as before.
     signal(sig, SIG_DFL);
 }
 
