@@ -79,7 +79,7 @@ Hardware choose_hardware(const Options& o, std::shared_ptr<DevicePool> devices) 
     }
     // Without --profile: "cpu", or the GPU profile that fits the (first) device's memory.
     const std::uint64_t gib = hw.devices->backend(0).device_memory() >> 30;
-    const std::string name = gib >= 70 ? "gpu-80gb" : gib >= 20 ? "gpu-24gb" : gib >= 7 ? "gpu-8gb" : "cpu";
+    const std::string name = default_hardware_profile(hw.devices->backend(0).device_memory());
     hw.profile = load_hardware_profile(name);
     hw.profile_source = gib > 0 ? "profile " + name + " (picked for " + std::to_string(gib) + " GiB of GPU memory)" : "default profile cpu";
     return hw;
@@ -192,9 +192,22 @@ Prepared prepare_conversion(Options o, std::shared_ptr<DevicePool> devices) {
 }
 
 RunStats execute_conversion(const Prepared& p, Progress& progress) {
-    OutputFile out(p.context.output_path, p.plan.layout.total_size, p.options.overwrite);
+    OutputFile out(p.context.output_path, p.plan.layout.total_size, p.options.overwrite, p.options.output_fault);
     const MappedFile input(p.options.input);
-    RunStats stats = run_conversion(p.plan, input, out, *p.devices, p.run, progress);
+    // The plan was made from the file as it was when its header was read; it must still be that file.
+    const auto check_input = [&] { input.check_unchanged(p.plan.input.file_size, p.plan.input.mtime_ns); };
+    check_input();
+    RunStats stats;
+    try {
+        stats = run_conversion(p.plan, input, out, *p.devices, p.run, progress);
+    } catch (const Interrupted&) {
+        throw;
+    } catch (const Error&) {
+        check_input();  // an input that changed under the run is the cause of whatever failed after it
+        throw;
+    }
+    out.sync();
+    check_input();  // after the data is safe, before the rename: never publish the output of a changed input
     out.commit();
     return stats;
 }

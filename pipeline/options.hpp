@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "stages/format/output_file.hpp"
+
 namespace quantflow {
 
 struct Options {
@@ -61,6 +63,8 @@ struct Options {
 
     // The seed actually used (manual_seed, or drawn when it is -1); set by the command before planning.
     std::uint64_t seed = 0;
+    // Tests only (no flag, not part of the canonical options): makes the output file's write or fdatasync fail.
+    InjectedFault output_fault;
     std::string scaling_mode_or_default() const { return scaling_mode.value_or("tensor"); }
 };
 

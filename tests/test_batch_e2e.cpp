@@ -1,6 +1,6 @@
 // End-to-end batch mode: the real binary on directories of generated models: a corrupt input among good
-// ones, resume after SIGKILL, manifests with overrides, shards over one directory, the lock, a full disk,
-// and --model auto in `plan`.
+// ones, resume after SIGKILL, manifests with overrides, shards over one directory, the lock, and --model auto
+// in `plan`. Full disks and read-only directories: test_robustness_e2e.cpp.
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
@@ -137,7 +137,7 @@ TEST_CASE("batch: three shards into one directory produce every output exactly o
     for (const auto& f : qftest::list_dir(dir + "/out")) CHECK(qftest::read_file(dir + "/out/" + f) == qftest::read_file(dir + "/par/" + f));
 }
 
-TEST_CASE("batch: a second run on a locked directory stops at once; a full disk fails each file cleanly") {
+TEST_CASE("batch: a second run on a locked directory stops at once") {
     const std::string dir = qftest::temp_dir("batch_lock_disk");
     std::filesystem::create_directories(dir + "/out");
     write_model(dir + "/a.safetensors", 64, 128, 5);
@@ -151,19 +151,6 @@ TEST_CASE("batch: a second run on a locked directory stops at once; a full disk 
                          "/out (this shard); wait for it to finish\n");
         ::close(fd);
     }
-    // The disk fills after 2 KiB of output (the injected fault fires once, as if space were freed later): the
-    // first file fails with the OS's message and leaves nothing, the batch goes on with the second.
-    const int rc = qftest::run_command("QF_FAULT_ENOSPC_AFTER=2048 " + kBinary + " batch " + dir + "/a.safetensors " + dir +
-                                       "/b.safetensors --out-dir " + dir + "/out --comfy_quant --simple --progress none --report " +
-                                       dir + "/r.json", log);
-    INFO(log);
-    CHECK(rc == 3);
-    const auto st = statuses(dir + "/r.json");
-    CHECK(st.at("a.safetensors") == "failed");
-    CHECK(st.at("b.safetensors") == "ok");
-    CHECK(log.find("a_float8_e4m3fn_tensor_k1-16_p0.01_lr0.01.safetensors: write of 8192 bytes at offset 852 failed: No space left on device") !=
-          std::string::npos);
-    CHECK(qftest::list_dir(dir + "/out") == std::vector<std::string>{"b_float8_e4m3fn_tensor_k1-16_p0.01_lr0.01.safetensors"});
 }
 
 TEST_CASE("--model auto: plan names the detected architecture; an explicit flag wins; none turns it off") {

@@ -1,6 +1,7 @@
 // Crash-safe output: nothing under the final name until commit, no temp file left on any failure.
 #include <doctest/doctest.h>
 
+#include <cerrno>
 #include <fstream>
 
 #include "kernels/error.hpp"
@@ -63,15 +64,45 @@ TEST_CASE("output file: a missing directory is a clear error") {
 
 TEST_CASE("output file: a disk that fills up mid-write fails with ENOSPC's text and leaves nothing") {
     const std::string dir = qftest::temp_dir("output_enospc");
-    set_write_fault_after(6);
-    try {
-        OutputFile out(dir + "/model.safetensors", 16, false);
+    {
+        OutputFile out(dir + "/model.safetensors", 16, false, {InjectedFault::Step::Write, ENOSPC, 6});
         out.write_at(0, "1234", 4);
-        CHECK_THROWS_WITH_AS(out.write_at(4, "5678", 4), doctest::Contains("No space left on device"), Error);
-    } catch (...) {
-        set_write_fault_after(-1);
-        throw;
+        CHECK_THROWS_WITH_AS(out.write_at(4, "5678", 4),
+                             (dir + "/model.safetensors: write of 4 bytes at offset 4 failed: No space left on device").c_str(), Error);
+        CHECK_THROWS_WITH_AS(out.write_at(8, "9", 1), doctest::Contains("No space left on device"), Error);  // it stays full
     }
-    set_write_fault_after(-1);
     CHECK(qftest::list_dir(dir).empty());
+}
+
+TEST_CASE("disk faults: EIO on write is one line naming the file; nothing is published") {
+    const std::string dir = qftest::temp_dir("output_eio_write");
+    {
+        OutputFile out(dir + "/model.safetensors", 16, false, {InjectedFault::Step::Write, EIO, 0});
+        CHECK_THROWS_WITH_AS(out.write_at(0, "1234", 4),
+                             (dir + "/model.safetensors: write of 4 bytes at offset 0 failed: Input/output error").c_str(), Error);
+    }
+    CHECK(qftest::list_dir(dir).empty());
+}
+
+TEST_CASE("disk faults: EIO on fdatasync fails the commit; the final name is not created, the temp file is removed") {
+    const std::string dir = qftest::temp_dir("output_eio_sync");
+    {
+        OutputFile out(dir + "/model.safetensors", 4, false, {InjectedFault::Step::Sync, EIO, 0});
+        out.write_at(0, "1234", 4);
+        CHECK_THROWS_WITH_AS(out.commit(), (dir + "/model.safetensors: fdatasync failed: Input/output error").c_str(), Error);
+        CHECK_FALSE(qftest::file_exists(dir + "/model.safetensors"));
+    }
+    CHECK(qftest::list_dir(dir).empty());
+}
+
+TEST_CASE("output file: sync() then commit() publishes once; no fault injected means none happens") {
+    const std::string dir = qftest::temp_dir("output_sync_commit");
+    {
+        OutputFile out(dir + "/model.safetensors", 4, false);
+        out.write_at(0, "abcd", 4);
+        out.sync();
+        CHECK_FALSE(qftest::file_exists(dir + "/model.safetensors"));
+        out.commit();
+    }
+    CHECK(qftest::list_dir(dir) == std::vector<std::string>{"model.safetensors"});
 }

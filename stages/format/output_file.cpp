@@ -5,9 +5,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -20,11 +18,6 @@ namespace {
 
 constexpr std::uint64_t kSpaceMargin = 16ull << 20;
 
-std::atomic<long long> g_fault_budget{[] {
-    const char* env = std::getenv("QF_FAULT_ENOSPC_AFTER");
-    return env ? std::atoll(env) : -1LL;
-}()};
-
 std::string errno_text() { return std::strerror(errno); }
 
 std::string directory_of(const std::string& path) {
@@ -34,10 +27,8 @@ std::string directory_of(const std::string& path) {
 
 }  // namespace
 
-void set_write_fault_after(long long bytes) { g_fault_budget = bytes; }
-
-OutputFile::OutputFile(std::string final_path, std::uint64_t total_size, bool overwrite)
-    : final_path_(std::move(final_path)), dir_(directory_of(final_path_)), total_size_(total_size) {
+OutputFile::OutputFile(std::string final_path, std::uint64_t total_size, bool overwrite, InjectedFault fault)
+    : final_path_(std::move(final_path)), dir_(directory_of(final_path_)), total_size_(total_size), fault_(fault) {
     struct stat st {};
     QF_EXPECT(::stat(dir_.c_str(), &st) == 0 && S_ISDIR(st.st_mode),
               final_path_ + ": output directory '" + dir_ + "' does not exist");
@@ -81,12 +72,13 @@ void OutputFile::write_at(std::uint64_t offset, const void* data, std::size_t le
                                                   std::to_string(total_size_));
     const auto* p = static_cast<const char*>(data);
     while (length > 0) {
-        if (g_fault_budget.load() >= 0 && g_fault_budget.fetch_sub(static_cast<long long>(length)) < static_cast<long long>(length)) {
-            errno = ENOSPC;
-            throw Error(final_path_ + ": write of " + std::to_string(length) + " bytes at offset " + std::to_string(offset) +
-                        " failed: " + errno_text());
+        ssize_t n = 0;
+        if (fault_.step == InjectedFault::Step::Write && written_.fetch_add(length) + length > fault_.after_bytes) {
+            n = -1;
+            errno = fault_.error;
+        } else {
+            n = ::pwrite(fd_, p, length, static_cast<off_t>(offset));
         }
-        const ssize_t n = ::pwrite(fd_, p, length, static_cast<off_t>(offset));
         if (n < 0 && errno == EINTR) continue;
         QF_EXPECT(n > 0, final_path_ + ": write of " + std::to_string(length) + " bytes at offset " + std::to_string(offset) +
                              " failed: " + (n < 0 ? errno_text() : std::string("no progress")));
@@ -100,10 +92,23 @@ void OutputFile::start_writeback(std::uint64_t offset, std::uint64_t length) {
     ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length), SYNC_FILE_RANGE_WRITE);  // advice only
 }
 
-void OutputFile::commit() {
-    QF_EXPECT(::fdatasync(fd_) == 0, final_path_ + ": fdatasync failed: " + errno_text());
-    QF_EXPECT(::close(fd_) == 0, final_path_ + ": close failed: " + errno_text());
+void OutputFile::sync() {
+    if (synced_) return;
+    int rc = ::fdatasync(fd_);
+    if (fault_.step == InjectedFault::Step::Sync) {
+        rc = -1;
+        errno = fault_.error;
+    }
+    QF_EXPECT(rc == 0, final_path_ + ": fdatasync failed: " + errno_text());
+    // A failed close after a successful fdatasync loses nothing, but NFS reports late write errors here.
+    const int closed = ::close(fd_);
     fd_ = -1;
+    QF_EXPECT(closed == 0, final_path_ + ": close failed: " + errno_text());
+    synced_ = true;
+}
+
+void OutputFile::commit() {
+    sync();
     QF_EXPECT(::rename(temp_path_.c_str(), final_path_.c_str()) == 0,
               final_path_ + ": cannot rename temp file into place: " + errno_text());
     committed_ = true;
