@@ -281,7 +281,7 @@ TEST_CASE("gpu host fallback: adamw with k > 16 is named, counted on the host an
 
 TEST_CASE("gpu learned rounding, adamw and radam: the CPU's trajectory, step for step") {
     // k 16, and k 5 / 3 (the device kernels run zero-padded to 8 / 4 components); 514 rows for FP8 (a partial
-    // block of rows when QF_ADAM_ROWS > 1), 512 for INT8 blocks.
+    // block of rows when kAdamRowsPerBlock > 1), 512 for INT8 blocks.
     for (const auto& [opt, k] : {std::pair{Optimizer::AdamW, 16}, std::pair{Optimizer::RAdam, 16}, std::pair{Optimizer::AdamW, 5},
                                  std::pair{Optimizer::RAdam, 3}}) {
         for (const QuantSpec& spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Int8Block, 64}}) {

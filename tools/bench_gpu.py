@@ -77,7 +77,6 @@ def main():
     ap.add_argument("--reference", action="store_true", help="also time the reference (python -m convert_to_quant) on the GPU")
     ap.add_argument("--reference-timeout", type=float, default=240)
     ap.add_argument("--reference-modes", default="", help="time the reference only for these modes (default: all of --modes)")
-    ap.add_argument("--adam-rows", default="", help="adamw on cuda once per QF_ADAM_ROWS value (e.g. 1,2,4): the kernel's rows per block")
     a = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     model = os.path.join(a.workdir, "wan_bench.safetensors")
@@ -92,16 +91,9 @@ def main():
     print(f"model {size / 1e9:.2f} GB; read {read_s:.2f} s ({size / read_s / 1e9:.2f} GB/s); read+write (fdatasync) {rw_s:.2f} s")
     print(f"{'mode':9s} {'device':6s} {'wall s':>7s} {'GB/s':>6s} {'vs r+w':>7s} {'RSS MiB':>8s} {'GPU MiB':>8s} {'GPU busy':>8s}")
     for mode in a.modes.split(","):
-        runs = [(d, None) for d in a.devices.split(",")]
-        if mode == "adamw" and a.adam_rows:
-            runs = [(d, r) for d in a.devices.split(",") for r in (a.adam_rows.split(",") if d == "cuda" else [None])]
-        for device, rows in runs:
+        for device in a.devices.split(","):
             out = os.path.join(a.workdir, f"out_{mode}_{device}.safetensors")
-            if rows:
-                os.environ["QF_ADAM_ROWS"] = rows
-            else:
-                os.environ.pop("QF_ADAM_ROWS", None)
-            label = device + (f"/r{rows}" if rows else "")
+            label = device
             rc, wall, rss, mem, busy = timed([a.binary, "-i", model, "-o", out, "--overwrite", "--manual_seed", "0", "--progress",
                                                "none", "--wan", "--device", device, *MODES[mode]])
             status = "" if rc == 0 else f"  FAILED rc={rc}"

@@ -364,8 +364,13 @@ void run() {
 
 }  // namespace
 
-int main() {
+namespace quantflow::cuda {
+int bench_adam_rows();  // tools/bench_adam_rows.cu
+}
+
+int main(int argc, char** argv) {
     try {
+        if (argc > 1 && std::string(argv[1]) == "--adam-rows") return quantflow::cuda::bench_adam_rows();
         run();
         return 0;
     } catch (const std::exception& e) {

@@ -16,7 +16,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kDefaultRows = 1;  // measured on an H100 (tools/bench_gpu.py --adam-rows 1,2,4): 14.6 s vs 19.0 / 18.8 s
 
 // Loop step t's scalar part (one thread): p = P0 + the previous step's projection, then adam_control.
 // z receives the gradient direction and the first moment as floats (2 k x k) for the fused step.
@@ -136,13 +135,6 @@ void launch_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGr
 using StepLauncher = void (*)(bool, std::int64_t, std::int64_t, const ScaleGrid&, const float*, const float*, const float*,
                               const float*, const AdamScalars&, const AdamLoopState*, float*, float*, float*, double*, cudaStream_t);
 
-// Rows per block: QF_ADAM_ROWS (1, 2 or 4) picks it for the benchmark that chose the default.
-int rows_per_block() {
-    const char* env = std::getenv("QF_ADAM_ROWS");
-    const int r = env ? std::atoi(env) : kDefaultRows;
-    return r == 1 || r == 2 || r == 4 ? r : kDefaultRows;
-}
-
 StepLauncher step_launcher(int K, int rows) {
     constexpr StepLauncher table[3][3] = {{launch_step<4, 1>, launch_step<4, 2>, launch_step<4, 4>},
                                           {launch_step<8, 1>, launch_step<8, 2>, launch_step<8, 4>},
@@ -156,9 +148,11 @@ int padded_k(std::int64_t k) { return k <= 4 ? 4 : k <= 8 ? 8 : 16; }
 }  // namespace
 
 AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g, const float* scales, const std::vector<double>& p0,
-                       Optimizer optimizer, double lr, const Stream& s)
+                       Optimizer optimizer, double lr, const Stream& s, int rows_per_block)
     : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
-      lr_(lr), s_(s) {
+      lr_(lr), rows_per_block_(rows_per_block), s_(s) {
+    QF_EXPECT(rows_per_block == 1 || rows_per_block == 2 || rows_per_block == 4,
+              "AdamDevice: rows per block must be 1, 2 or 4, not " + std::to_string(rows_per_block));
     QF_EXPECT(k >= 1 && k <= kMaxAdamK, "AdamW/RAdam on the GPU takes k <= " + std::to_string(kMaxAdamK) + " components, not " +
                                             std::to_string(k) + " (the backend runs such layers on the host)");
     const int K = padded_;
@@ -196,7 +190,7 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
 AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) {
     if (count <= 0) return {};
     const bool adamw = optimizer_ == Optimizer::AdamW;
-    const StepLauncher launch = step_launcher(padded_, rows_per_block());
+    const StepLauncher launch = step_launcher(padded_, rows_per_block_);
     DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count));
     for (int step = t0; step < t0 + count; ++step) {
         control_kernel<<<1, 1, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), moved_.get(), p_.get(), grad_.get(), m1_.get(),
