@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/error.hpp"
+#include "pipeline/batch.hpp"
 #include "pipeline/profiles.hpp"
 #include "tests/test_support.hpp"
 
@@ -41,4 +42,12 @@ TEST_CASE("fuzz: a size with a newline gives a one-line error (profiles crash-69
 TEST_CASE("Error: what() is one line whatever the message (fuzz contract)") {
     CHECK(std::string(Error("a\nb\x7f\x01 c").what()) == "a\\x0ab\\x7f\\x01 c");
     CHECK(std::string(Error("plain message: 'x' [1, 2]").what()) == "plain message: 'x' [1, 2]");
+}
+
+TEST_CASE("fuzz: a manifest entry whose name is too long is an Error, not a filesystem_error (manifest-crash-4b04f46d)") {
+    const std::string dir = qftest::temp_dir("fuzz_manifest_long_name");
+    const std::string name(300, 'a');
+    std::ofstream(dir + "/jobs.json") << "{\"files\": [\"" + name + "\"]}";
+    CHECK(error_of([&] { collect_batch_items({}, false, dir + "/jobs.json"); }) ==
+          dir + "/jobs.json: entry 0: " + dir + "/" + name + ": File name too long");
 }
