@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace quantflow {
 
@@ -19,10 +20,29 @@ enum class ExitCode : int {
     kInterrupted = 130 // SIGINT/SIGTERM
 };
 
+// Messages quote user data (JSON keys and strings, sizes, paths) that may hold control characters; each one
+// becomes \xNN so that what() stays one line whatever the input (found by fuzz/fuzz_profiles).
+inline std::string one_line(std::string_view text) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (const char c : text) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u != 0x7f) {
+            out += c;
+        } else {
+            out += "\\x";
+            out += kHex[u >> 4];
+            out += kHex[u & 15];
+        }
+    }
+    return out;
+}
+
 class Error : public std::runtime_error {
 public:
+    // `message` is stored through one_line().
     explicit Error(const std::string& message, ExitCode code = ExitCode::kFailed)
-        : std::runtime_error(message), code_(code) {}
+        : std::runtime_error(one_line(message)), code_(code) {}
     ExitCode code() const noexcept { return code_; }
 
 private:

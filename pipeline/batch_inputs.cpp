@@ -117,7 +117,8 @@ void add_manifest(const std::string& manifest, std::vector<BatchItem>& out) {
         }
         const fs::path p(item.key);
         item.input = p.is_absolute() || base.empty() ? item.key : (base / p).string();
-        if (!fs::exists(item.input)) throw Error(where + ": " + item.input + ": no such file");
+        std::error_code ec;  // a name too long for the filesystem is an answer too (fuzz: manifest-crash-4b04f46d)
+        if (!fs::exists(item.input, ec)) throw Error(where + ": " + item.input + ": " + (ec ? ec.message() : "no such file"));
         out.push_back(std::move(item));
     }
 }

@@ -3,6 +3,7 @@
 #include <boost/program_options.hpp>
 
 #include <cstdlib>
+#include <map>
 #include <sstream>
 
 #include "kernels/error.hpp"
@@ -131,6 +132,21 @@ bool on_off(const po::variables_map& vm, const char* key, bool fallback) {
 
 namespace {
 
+// Boost 1.74 replaces each "%value%", "%option%", ... in its message until none is left, so a value or option
+// name that itself holds "%value%" made what() loop forever (fuzz/fuzz_manifest, manifest-timeout-41d093fb).
+// Every '%' the user typed is shown as "%25" before the message is built.
+std::string boost_message(po::error& e) {
+    struct Access : po::error_with_option_name {
+        static std::map<std::string, std::string>& substitutions(po::error_with_option_name& x) {
+            return x.*(&Access::m_substitutions);
+        }
+    };
+    if (auto* named = dynamic_cast<po::error_with_option_name*>(&e))
+        for (auto& [key, value] : Access::substitutions(*named))
+            for (std::size_t at = value.find('%'); at != std::string::npos; at = value.find('%', at + 3)) value.replace(at, 1, "%25");
+    return e.what();
+}
+
 // The command line's options as Boost sees them, with the original tokens of each (for batch overrides).
 struct TokenParse {
     std::vector<std::string> files;
@@ -152,8 +168,8 @@ TokenParse parse_tokens(const std::vector<std::string>& tokens, Options& o, bool
             if (opt.position_key < 0) out.groups.emplace_back(opt.string_key, opt.original_tokens);
         po::store(parsed, vm);
         po::notify(vm);
-    } catch (const po::error& e) {
-        throw Error(std::string(e.what()) + " (see quantflow --help)", ExitCode::kUsage);
+    } catch (po::error& e) {
+        throw Error(boost_message(e) + " (see quantflow --help)", ExitCode::kUsage);
     }
     std::ostringstream text;
     text << kUsageHead << "\n" << desc;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what quantflow needs on Debian 12 (apt + pip) and builds it into build/ (Release).
+# clang-14, libclang-rt-14-dev (libFuzzer) and llvm-14 (llvm-symbolizer) are for tools/fuzz.sh.
 # Usage: tools/setup.sh [extra cmake args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,7 +8,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PACKAGES="cmake g++ make python3 python3-pip libtbb-dev libsimdjson-dev libboost-program-options-dev doctest-dev \
-libopenblas-dev liblapacke-dev"
+libopenblas-dev liblapacke-dev clang-14 libclang-rt-14-dev llvm-14"
 missing=""
 for p in $PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
