@@ -69,6 +69,19 @@ float stored_scale(QuantFormat format, float amax) {
     return reciprocal ? 1.0f / encode_factor(format, amax) : encode_factor(format, amax);
 }
 
+std::vector<float> dequantize(const QuantizedTensor& q) {
+    std::vector<float> out(static_cast<std::size_t>(q.rows * q.cols));
+    const std::int64_t br = scale_block_rows(q.spec, q.rows), bc = scale_block_cols(q.spec, q.cols);
+    const std::int64_t grid = scale_cols(q.spec, q.cols);
+    for (std::int64_t r = 0; r < q.rows; ++r)
+        for (std::int64_t c = 0; c < q.cols; ++c) {
+            const float s = q.global_scale * q.scales[static_cast<std::size_t>((r / br) * grid + c / bc)];
+            const auto i = static_cast<std::size_t>(r * q.cols + c);
+            out[i] = code_value(q.spec.format, q.codes[i]) * s;
+        }
+    return out;
+}
+
 bool all_codes_zero(const QuantizedTensor& q) {
     // +0 codes are 0x00 in both formats; -0.0 inputs give 0x80 in e4m3, so test magnitude bits.
     std::uint8_t mask = 0xFF;

@@ -75,6 +75,10 @@ struct QuantizedTensor {
     float global_scale = 1.0f;        // nvfp4's weight_scale_2; 1 for every other format
 };
 
+// The [rows, cols] float32 values q stands for, row-major: code * (global_scale * block scale), the product
+// comfy-kitchen's decoders form.
+std::vector<float> dequantize(const QuantizedTensor& q);
+
 // Whether every code is zero (+0 or -0): the quantization of an all-zero weight.
 bool all_codes_zero(const QuantizedTensor& q);
 

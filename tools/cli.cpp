@@ -45,7 +45,8 @@ const char* kUsageHead =
     "  quantflow inspect FILE.safetensors [--json]             validate a file, show dtypes, formats, metadata\n"
     "  quantflow compare ORIGINAL QUANTIZED [--k 16] [--json]  per-layer error of a quantized file (any quantflow or\n"
     "                                                          reference output) and whether ComfyUI loads it;\n"
-    "                                                          streams within --memory-budget like convert\n\n"
+    "                                                          streams within --memory-budget like convert\n"
+    "  quantflow decode QUANTIZED -o OUT.safetensors           F32 values of its float8/mxfp8/nvfp4 layers (stored shape)\n\n"
     "examples:\n"
     "  quantflow -i flux1-dev.safetensors --comfy_quant --simple\n"
     "  quantflow -i wan2.1_14b.safetensors --comfy_quant --wan --memory-budget 4GiB -o wan_fp8.safetensors\n"
@@ -197,9 +198,10 @@ ParsedCommand parse_command_line(int argc, char** argv) {
         else if (sub == "plan") parsed.command = Command::Plan, first = 2;
         else if (sub == "inspect") parsed.command = Command::Inspect, first = 2;
         else if (sub == "compare") parsed.command = Command::Compare, first = 2;
+        else if (sub == "decode") parsed.command = Command::Decode, first = 2;
         else if (sub == "batch") parsed.command = Command::Batch, first = 2;
         else if (!sub.empty() && sub[0] != '-')
-            throw Error("unknown command '" + sub + "' (commands: convert, batch, plan, inspect, compare; see --help)",
+            throw Error("unknown command '" + sub + "' (commands: convert, batch, plan, inspect, compare, decode; see --help)",
                         ExitCode::kUsage);
     }
     bool help = false, version = false;
@@ -221,6 +223,11 @@ ParsedCommand parse_command_line(int argc, char** argv) {
             throw Error("compare needs two files: quantflow compare ORIGINAL.safetensors QUANTIZED.safetensors", ExitCode::kUsage);
         if (o.compare_k < 1) throw Error("--k must be 1 or more", ExitCode::kUsage);
         if (o.compare_samples < 1) throw Error("--samples must be 1 or more", ExitCode::kUsage);
+        return parsed;
+    }
+    if (parsed.command == Command::Decode) {
+        if (parsed.files.size() != 1 || o.output.empty())
+            throw Error("decode needs one file and -o: quantflow decode QUANTIZED.safetensors -o DECODED.safetensors", ExitCode::kUsage);
         return parsed;
     }
     if (parsed.command == Command::Batch) {
