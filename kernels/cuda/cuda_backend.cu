@@ -32,6 +32,9 @@ using cuda::grid_of;
 
 std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2); }
 
+// The formats the kernels in quantize.cu and the residual GEMV decode (e4m3 and int8 codes, float32 scales).
+bool has_cuda_kernels(QuantFormat format) { return learned_rounding_knows(format); }
+
 class CudaBackend;
 
 // A weight kept on the device between the pipeline's stages (Backend::hold).
@@ -118,6 +121,8 @@ public:
     }
 
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
+        // float8_e5m2, mxfp8 and nvfp4 have no CUDA kernels yet: the host backend (the CPU reference) quantizes them.
+        if (!has_cuda_kernels(spec.format)) return host_->quantize(name, w, spec);
         QF_EXPECT(format_fits(spec, w.rows, w.cols),
                   "tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
                       "] does not fit " + std::string(format_label(spec.format)) + " with block size " + std::to_string(spec.block_size));
@@ -170,6 +175,7 @@ public:
     }
 
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) override {
+        if (!has_cuda_kernels(q.spec.format)) return host_->residual_gemv(w, q, x, y);
         QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
                   "residual_gemv: vector sizes do not match the weight");
         QF_CUDA_CHECK(cudaSetDevice(device_));
