@@ -21,8 +21,7 @@ try:
     import torch
     import comfy_kitchen as ck
     from comfy_kitchen.tensor import QuantizedTensor, TensorCoreFP8Layout, TensorCoreMXFP8Layout, TensorCoreNVFP4Layout
-    from safetensors.numpy import save_file
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 except Exception as e:  # noqa: BLE001 - any import failure means "not installed here"
     print(f"SKIP: comfy_kitchen/torch not importable ({type(e).__name__}: {e}); tools/setup.sh installs them")
     sys.exit(77)
@@ -55,6 +54,9 @@ def make_weights():
     w["wide.weight"] = wide
     w["zero.weight"] = np.zeros((40, 40), np.float32)
     w["half_zero.weight"] = np.concatenate([np.zeros((20, 64), np.float32), rng.standard_normal((20, 64)).astype(np.float32)])
+    w = {name: torch.from_numpy(v) for name, v in w.items()}
+    # A BF16 checkpoint layer: comfy-kitchen quantizes the bf16 tensor itself (its amax and divisions in float32).
+    w["bf16.weight"] = (torch.from_numpy(rng.standard_normal((72, 200)).astype(np.float32)) * 0.03).to(torch.bfloat16)
     return w
 
 
@@ -75,10 +77,9 @@ for flag in ["nvfp4", "mxfp8", "e5m2"]:
     run("-i", src, "-o", out, "--comfy_quant", "--simple", f"--{flag}", "--progress", "none", "--overwrite")
     run("decode", out, "-o", dec, "--overwrite")
     q, mine = load_file(out), load_file(dec)
-    for name, w_np in weights.items():
+    for name, W in weights.items():
         layer = name[: -len(".weight")]
-        n, k = w_np.shape
-        W = torch.from_numpy(w_np)
+        n, k = W.shape
         data, scale = q[name], q[layer + ".weight_scale"]
         ours = mine[name]
         tag = f"{flag} {layer} [{n}, {k}]"
@@ -90,7 +91,7 @@ for flag in ["nvfp4", "mxfp8", "e5m2"]:
                                                   block_scale=scale.view(torch.float8_e4m3fn))
             cropped = QuantizedTensor(data, "TensorCoreNVFP4Layout", params).dequantize()
             check(bits_equal(cropped, ours[:n, :k]), f"{tag}: QuantizedTensor.dequantize() == quantflow decode [:N, :K]")
-            amax = W.abs().amax()
+            amax = W.float().abs().amax()
             S = amax / (448.0 * 6.0) if amax > 0 else torch.tensor(1.0)
             check(bits_equal(S.reshape(()), s2.reshape(())), f"{tag}: weight_scale_2 == amax / 2688")
             if amax > 0:
@@ -117,7 +118,7 @@ for flag in ["nvfp4", "mxfp8", "e5m2"]:
             check(bits_equal(got, ours), f"{tag}: QuantizedTensor.dequantize() == quantflow decode")
             # The codes are those of quantflow's e4m3 rule (x * 57344 / amax), which ck.quantize_per_tensor_fp8 with the
             # stored scale reproduces up to its division (x / scale): compare the decoded error instead of the bytes.
-            err = (got - W).norm() / max(W.norm(), 1e-30)
+            err = (got - W.float()).norm() / max(W.float().norm(), 1e-30)
             check(err < 0.07, f"{tag}: relative error {float(err):.4f} < 7%")
 
 print(f"{passed} passed, {failed} failed")
