@@ -21,6 +21,8 @@ namespace quantflow {
 
 constexpr float kFp8Max = 448.0f;
 constexpr float kInt8Max = 127.0f;
+constexpr float kE5m2Max = 57344.0f;
+constexpr float kE2m1Max = 6.0f;
 // Lower bound of amax before the scale is formed (reference: torch.clamp(amax, min=1e-12)).
 constexpr float kAmaxFloor = 1e-12f;
 
@@ -101,6 +103,87 @@ QF_HOST_DEVICE float e4m3_to_f32(std::uint8_t code) {
         return bits_f32(f32_bits(mag) | sign);
     }
     return bits_f32(sign | ((exp + 120u) << 23) | (man << 20));
+}
+
+// float32 -> float8_e5m2 code with round to nearest even (the same algorithm as PyTorch's
+// fp8e5m2_from_fp32_value): |x| >= 2^16 or a value rounding past 57344 gives inf 0x7C|sign, NaN 0x7F|sign.
+// Callers clamp to +-57344 first, so only finite codes 0x00..0x7B appear in files.
+QF_HOST_DEVICE std::uint8_t f32_to_e5m2(float f) {
+    const std::uint32_t w = f32_bits(f);
+    const std::uint32_t sign = w & 0x80000000u;
+    std::uint32_t a = w ^ sign;
+    std::uint32_t r;
+    if (a >= 0x47800000u) {
+        r = a > 0x7F800000u ? 0x7Fu : 0x7Cu;
+    } else if (a < 0x38800000u) {
+        // Subnormal range (< 2^-14): 128 has an ulp of 2^-16, so the float add rounds |f| to the e5m2 grid (RNE).
+        r = f32_bits(bits_f32(a) + 128.0f) - 0x43000000u;
+    } else {
+        const std::uint32_t odd = (a >> 21) & 1u;
+        a += (static_cast<std::uint32_t>(15 - 127) << 23) + 0xFFFFFu + odd;
+        r = (a >> 21) & 0xFFu;
+    }
+    return static_cast<std::uint8_t>(r | (sign >> 24));
+}
+
+// e5m2 is the high byte of an IEEE half.
+QF_HOST_DEVICE float e5m2_to_f32(std::uint8_t code) { return f16_to_f32(static_cast<std::uint16_t>(code << 8)); }
+
+// FP4 E2M1 (nvfp4 elements): code = sign << 3 | i, i = 0..7 for 0, 0.5, 1, 1.5, 2, 3, 4, 6.
+QF_HOST_DEVICE float e2m1_to_f32(std::uint8_t code) {
+    const float magnitude[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    const float m = magnitude[code & 7u];
+    return (code & 8u) ? -m : m;
+}
+
+// float32 -> E2M1 code: clamp to +-6, round to nearest with ties to the even code (0.25 -> 0, 0.75 -> 1,
+// 1.25 -> 1, 1.75 -> 2, 2.5 -> 2, 3.5 -> 4, 5 -> 4). A negative value keeps its sign even when it rounds to
+// zero (code 8), as comfy-kitchen's quantizer does. NaN is never passed (callers reject non-finite weights).
+QF_HOST_DEVICE std::uint8_t f32_to_e2m1(float f) {
+    const std::uint8_t sign = (f32_bits(f) >> 31) ? 8u : 0u;
+    const float a = f < 0 ? -f : f;
+    std::uint8_t i;
+    if (a <= 0.25f) i = 0;
+    else if (a < 0.75f) i = 1;
+    else if (a <= 1.25f) i = 2;
+    else if (a < 1.75f) i = 3;
+    else if (a <= 2.5f) i = 4;
+    else if (a < 3.5f) i = 5;
+    else if (a <= 5.0f) i = 6;
+    else i = 7;
+    return static_cast<std::uint8_t>(sign | i);
+}
+
+// E8M0 (mxfp8 block scales): value 2^(byte - 127). Byte 0 decodes to 0 (comfy-kitchen's decoder; written
+// only for all-zero blocks) and 255 to +inf (never written).
+QF_HOST_DEVICE float e8m0_to_f32(std::uint8_t byte) {
+    if (byte == 0) return 0.0f;
+    if (byte == 255) return bits_f32(0x7F800000u);
+    return bits_f32(static_cast<std::uint32_t>(byte) << 23);
+}
+
+// The mxfp8 scale byte of a block whose largest |x| is amax: clamp(ceil(log2(max(amax / 448, 2^-127))) + 127,
+// 0, 254), with the division in float32 and an exact integer ceil(log2) (read from the bits), so every
+// element of the block satisfies |x| / 2^e <= 448. All-zero blocks get 0.
+QF_HOST_DEVICE std::uint8_t mxfp8_scale_byte(float amax) {
+    if (amax == 0.0f) return 0;
+    float v = amax / 448.0f;
+    const float floor_v = bits_f32(0x00400000u);  // 2^-127 (a subnormal)
+    if (v < floor_v) v = floor_v;
+    const std::uint32_t u = f32_bits(v);
+    std::int32_t e;
+    if ((u >> 23) == 0) {
+        // Subnormal: v = m * 2^-149 with m < 2^23; ceil(log2) from the highest set bit of m.
+        const std::uint32_t m = u & 0x7FFFFFu;
+        std::int32_t hb = 31;
+        while (hb > 0 && !((m >> hb) & 1u)) --hb;
+        e = hb - 149 + ((m & (m - 1u)) != 0u ? 1 : 0);
+    } else {
+        e = static_cast<std::int32_t>(u >> 23) - 127 + ((u & 0x7FFFFFu) != 0u ? 1 : 0);
+    }
+    std::int32_t b = e + 127;
+    b = b < 0 ? 0 : (b > 254 ? 254 : b);
+    return static_cast<std::uint8_t>(b);
 }
 
 QF_HOST_DEVICE float clamp_abs(float x, float limit) { return x < -limit ? -limit : (x > limit ? limit : x); }

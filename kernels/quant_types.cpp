@@ -9,9 +9,23 @@ bool is_fp8(QuantFormat format) {
            format == QuantFormat::Fp8Block2d;
 }
 
+bool is_block_scaled(QuantFormat format) { return format == QuantFormat::Mxfp8 || format == QuantFormat::Nvfp4; }
+
+bool learned_rounding_knows(QuantFormat format) { return format != QuantFormat::Fp8E5m2Tensor && !is_block_scaled(format); }
+
+float code_value(QuantFormat format, std::uint8_t code) {
+    switch (format) {
+        case QuantFormat::Fp8E5m2Tensor: return e5m2_to_f32(code);
+        case QuantFormat::Nvfp4: return e2m1_to_f32(code);
+        case QuantFormat::Mxfp8: return e4m3_to_f32(code);
+        default: return is_fp8(format) ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
+    }
+}
+
 std::int64_t scale_block_rows(const QuantSpec& spec, std::int64_t rows) {
     switch (spec.format) {
         case QuantFormat::Fp8Tensor:
+        case QuantFormat::Fp8E5m2Tensor:
         case QuantFormat::Int8Tensor: return rows;
         case QuantFormat::Fp8Block2d:
         case QuantFormat::Int8Block: return spec.block_size;
@@ -25,31 +39,54 @@ std::int64_t scale_block_cols(const QuantSpec& spec, std::int64_t cols) {
         case QuantFormat::Fp8Block2d:
         case QuantFormat::Int8Block:
         case QuantFormat::Int8Lode: return spec.block_size;
+        case QuantFormat::Mxfp8: return 32;
+        case QuantFormat::Nvfp4: return 16;
         default: return cols;
     }
 }
 
 bool format_fits(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
     if (rows <= 0 || cols <= 0) return false;
+    if (is_block_scaled(spec.format)) return true;  // padded in the file
     const std::int64_t br = scale_block_rows(spec, rows), bc = scale_block_cols(spec, cols);
     return br > 0 && bc > 0 && rows % br == 0 && cols % bc == 0;
 }
 
 std::int64_t scale_rows(const QuantSpec& spec, std::int64_t rows) { return rows / scale_block_rows(spec, rows); }
-std::int64_t scale_cols(const QuantSpec& spec, std::int64_t cols) { return cols / scale_block_cols(spec, cols); }
+std::int64_t scale_cols(const QuantSpec& spec, std::int64_t cols) {
+    const std::int64_t bc = scale_block_cols(spec, cols);
+    return is_block_scaled(spec.format) ? (cols + bc - 1) / bc : cols / bc;
+}
 
 float encode_factor(QuantFormat format, float amax) {
+    if (format == QuantFormat::Fp8E5m2Tensor) return kE5m2Max / (amax > kAmaxFloor ? amax : kAmaxFloor);
     if (!is_fp8(format)) return int8_step(amax);
     return format == QuantFormat::Fp8Block ? fp8_multiplier_reciprocal_first(amax) : fp8_multiplier(amax);
 }
 
 float stored_scale(QuantFormat format, float amax) {
-    return is_fp8(format) ? 1.0f / encode_factor(format, amax) : encode_factor(format, amax);
+    const bool reciprocal = is_fp8(format) || format == QuantFormat::Fp8E5m2Tensor;
+    return reciprocal ? 1.0f / encode_factor(format, amax) : encode_factor(format, amax);
+}
+
+std::vector<float> dequantize(const QuantizedTensor& q) {
+    std::vector<float> out(static_cast<std::size_t>(q.rows * q.cols));
+    const std::int64_t br = scale_block_rows(q.spec, q.rows), bc = scale_block_cols(q.spec, q.cols);
+    const std::int64_t grid = scale_cols(q.spec, q.cols);
+    for (std::int64_t r = 0; r < q.rows; ++r)
+        for (std::int64_t c = 0; c < q.cols; ++c) {
+            const float s = q.global_scale * q.scales[static_cast<std::size_t>((r / br) * grid + c / bc)];
+            const auto i = static_cast<std::size_t>(r * q.cols + c);
+            out[i] = code_value(q.spec.format, q.codes[i]) * s;
+        }
+    return out;
 }
 
 bool all_codes_zero(const QuantizedTensor& q) {
     // +0 codes are 0x00 in both formats; -0.0 inputs give 0x80 in e4m3, so test magnitude bits.
-    const std::uint8_t mask = is_fp8(q.spec.format) ? 0x7F : 0xFF;
+    std::uint8_t mask = 0xFF;
+    if (is_fp8(q.spec.format) || q.spec.format == QuantFormat::Fp8E5m2Tensor || q.spec.format == QuantFormat::Mxfp8) mask = 0x7F;
+    if (q.spec.format == QuantFormat::Nvfp4) mask = 0x07;
     for (const std::uint8_t c : q.codes)
         if ((c & mask) != 0) return false;
     return true;
@@ -65,6 +102,9 @@ std::string_view format_label(QuantFormat format) {
         case QuantFormat::Int8Lode: return "int8 lodewise";
         case QuantFormat::Int8Tensor: return "int8 tensor";
         case QuantFormat::Int8Row: return "int8 row";
+        case QuantFormat::Fp8E5m2Tensor: return "fp8 e5m2";
+        case QuantFormat::Mxfp8: return "mxfp8";
+        case QuantFormat::Nvfp4: return "nvfp4";
     }
     return "?";
 }

@@ -5,7 +5,11 @@
 //   Fp8Tensor, Int8Tensor  1 scale                       Fp8Row  M scales      Int8Row  M scales ([M,1])
 //   Fp8Block  M x N/bs     (1 x bs groups per row)       Int8Lode M x N/bs  (1 x bs groups per row)
 //   Fp8Block2d, Int8Block  M/bs x N/bs (bs x bs tiles, row-major by (out-block, in-block))
-// Scales are what the file stores: dequantized value = code * scale.
+//   Fp8E5m2Tensor 1 scale (e5m2 codes)
+//   Mxfp8  M x ceil(N/32) power-of-two block scales (e4m3 codes), Nvfp4 M x ceil(N/16) e4m3 block scales times one
+//   global scale (E2M1 codes 0..15, one per byte here; packing, padding and swizzling are the file's business:
+//   stages/format/block_scaled.hpp). A partial last block covers the remaining columns.
+// Scales are what the file stores: dequantized value = code * (global_scale * scale).
 #pragma once
 
 #include <cstddef>
@@ -19,7 +23,8 @@ namespace quantflow {
 
 enum class QuantFormat : std::uint8_t {
     Fp8Tensor, Fp8Row, Fp8Block, Fp8Block2d,
-    Int8Block, Int8Lode, Int8Tensor, Int8Row
+    Int8Block, Int8Lode, Int8Tensor, Int8Row,
+    Fp8E5m2Tensor, Mxfp8, Nvfp4
 };
 
 struct QuantSpec {
@@ -27,10 +32,18 @@ struct QuantSpec {
     std::int64_t block_size = 64;  // used by the block formats only
 };
 
+// The float8_e4m3fn formats with float32 scales (the ones learned rounding and the legacy path know).
 bool is_fp8(QuantFormat format);
+// Formats whose scales are block scales in a swizzled file layout (mxfp8, nvfp4): any shape fits by padding.
+bool is_block_scaled(QuantFormat format);
+// Whether learned rounding (spec 5.3) handles the format: the e4m3 and int8 formats, not yet e5m2/mxfp8/nvfp4.
+bool learned_rounding_knows(QuantFormat format);
+// The value of one code of this format (e4m3, e5m2, E2M1 or int8).
+float code_value(QuantFormat format, std::uint8_t code);
 // Whether [rows, cols] can be stored in this format (block sizes must divide the blocked dimensions).
 bool format_fits(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
-// Number of scales and their grid (scale_rows x scale_cols) for a [rows, cols] weight.
+// Number of scales and their grid (scale_rows x scale_cols) for a [rows, cols] weight (a partial last block
+// counts for the block-scaled formats).
 std::int64_t scale_rows(const QuantSpec& spec, std::int64_t rows);
 std::int64_t scale_cols(const QuantSpec& spec, std::int64_t cols);
 // Rows and columns of the weight covered by one scale.
@@ -59,7 +72,12 @@ struct QuantizedTensor {
     std::int64_t cols = 0;
     std::vector<std::uint8_t> codes;  // rows*cols bytes: e4m3 bits or int8 two's complement
     std::vector<float> scales;        // scale_rows x scale_cols, row-major
+    float global_scale = 1.0f;        // nvfp4's weight_scale_2; 1 for every other format
 };
+
+// The [rows, cols] float32 values q stands for, row-major: code * (global_scale * block scale), the product
+// comfy-kitchen's decoders form.
+std::vector<float> dequantize(const QuantizedTensor& q);
 
 // Whether every code is zero (+0 or -0): the quantization of an all-zero weight.
 bool all_codes_zero(const QuantizedTensor& q);

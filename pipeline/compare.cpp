@@ -1,4 +1,5 @@
 #include "pipeline/compare.hpp"
+#include "pipeline/compare_verdict.hpp"
 
 #include <simdjson.h>
 
@@ -12,6 +13,7 @@
 #include "kernels/numerics.hpp"
 #include "kernels/random.hpp"
 #include "kernels/units.hpp"
+#include "stages/format/block_scaled.hpp"
 #include "stages/format/json_text.hpp"
 #include "stages/format/mapped_file.hpp"
 #include "stages/format/safetensors_header.hpp"
@@ -55,7 +57,9 @@ struct LayerJob {
     const TensorInfo* bias_q = nullptr;
     const TensorInfo* input_scale = nullptr;
     const TensorInfo* comfy_quant = nullptr;
+    const TensorInfo* global_scale = nullptr;  // nvfp4's weight_scale_2
     QuantSpec spec;
+    bool block_scaled = false;  // mxfp8 / nvfp4: padded, packed, swizzled (stages/format/block_scaled.hpp)
     bool legacy = false, fpmm = false;
     std::uint64_t host_bytes = 0;  // see layer_host_bytes
 };
@@ -64,9 +68,12 @@ std::string file_tensor(const std::string& path, std::string_view name) { return
 
 // The scale grid of a stored scale tensor as one of quantflow's formats (the reference's block scales are
 // [M, N/bs, 1], per-row INT8 scales [M, 1], tiles [M/bs, N/bs]).
-QuantSpec spec_from_scale(const std::string& where, bool fp8, std::int64_t rows, std::int64_t cols, std::vector<std::int64_t> dims) {
+QuantSpec spec_from_scale(const std::string& where, bool fp8, std::int64_t rows, std::int64_t cols, std::vector<std::int64_t> dims,
+                          bool e5m2 = false) {
     std::int64_t numel = 1;
     for (const auto d : dims) numel *= d;
+    if (e5m2 && numel == 1) return {QuantFormat::Fp8E5m2Tensor, 64};
+    if (e5m2) throw Error(where + ": an F8_E5M2 weight needs a single-value scale (float8_e5m2 is tensor-wise), not " + std::to_string(numel));
     if (dims.size() == 3 && dims[2] == 1) dims.pop_back();
     if (numel == 1) return {fp8 ? QuantFormat::Fp8Tensor : QuantFormat::Int8Tensor, 64};
     if ((dims.size() == 1 && dims[0] == rows) || (dims.size() == 2 && dims[0] == rows && dims[1] == 1))
@@ -93,32 +100,6 @@ void read_comfy_quant(const std::string& where, std::span<const std::byte> bytes
     fpmm = doc["full_precision_matrix_mult"].get_bool().get(flag) == simdjson::SUCCESS && flag;
 }
 
-// Mainline ComfyUI's verdict for one layer (notes/comfyui-loading.md sections 0, 1.3-1.7, 4.5).
-void comfy_verdict(LayerComparison& c, bool legacy, bool has_marker, bool fpmm, std::int64_t scale_numel,
-                   std::size_t scale_rank, bool input_scale_saturates) {
-    c.comfy_loads = false;
-    if (legacy) {
-        if (c.format != "legacy scale_weight (fp8)") c.comfy_note = "INT8 legacy scale_weight loads nowhere";
-        else if (!has_marker) c.comfy_note = "no scaled_fp8 marker: loads unscaled (output ~600x off)";
-        else if (scale_numel != 1) c.comfy_note = "legacy scale_weight must be one value";
-        else c.comfy_loads = true;
-        return;
-    }
-    if (c.format == "float8_e4m3fn") {
-        if (scale_numel != 1) c.comfy_note = "float8_e4m3fn needs a single-value weight_scale (crashes at load or matmul)";
-        else if (!fpmm && (c.cols % 16 != 0 || c.rows % 16 != 0)) c.comfy_note = "shape not a multiple of 16 without full_precision_matrix_mult: FP8 matmul crashes";
-        else c.comfy_loads = true;
-        if (c.comfy_loads && input_scale_saturates && !fpmm) c.comfy_note = "input_scale = weight scale: activations saturate on the FP8 matmul path";
-        return;
-    }
-    if (c.format == "int8_tensorwise") {
-        c.comfy_loads = scale_numel == 1 || scale_rank == 2;
-        if (!c.comfy_loads) c.comfy_note = "per-row INT8 scale must be [N, 1] (1-D breaks dequantize)";
-        return;
-    }
-    c.comfy_note = c.format + " is not registered in mainline ComfyUI (community fork / custom nodes only)";
-}
-
 // Host bytes of one layer while it is measured: its mapped weight and codes, the codes' copy, the float32 copy
 // of the weight that the CPU backend's SVD decodes, scales, biases and test inputs.
 std::uint64_t layer_host_bytes(const LayerJob& j, int samples) {
@@ -138,16 +119,26 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
     std::sort(weights.begin(), weights.end(), [](auto* a, auto* b) { return a->name < b->name; });
     std::vector<LayerJob> jobs;
     for (const TensorInfo* t : weights) {
-        const bool fp8 = t->dtype == DType::F8_E4M3, int8 = t->dtype == DType::I8;
+        const bool fp8 = t->dtype == DType::F8_E4M3, int8 = t->dtype == DType::I8, e5m2 = t->dtype == DType::F8_E5M2;
         const std::string layer = t->name.substr(0, t->name.size() - std::strlen(".weight"));
         const std::string where = file_tensor(options.quantized, t->name);
         const TensorInfo* ref = original.find(t->name);
-        if (!fp8 && !int8) {
+        std::string block_format;  // "mxfp8" / "nvfp4" from comfy_quant, before the shapes are compared
+        if (const TensorInfo* cq = quant.find(layer + ".comfy_quant")) {
+            bool unused = false;
+            read_comfy_quant(file_tensor(options.quantized, cq->name), quant.data(*cq), block_format, unused);
+            if (block_format != "mxfp8" && block_format != "nvfp4") block_format.clear();
+        }
+        if (!fp8 && !int8 && !e5m2 && block_format.empty()) {
             if (ref) ++unquantized;
             continue;
         }
         if (!ref) throw Error(where + " is quantized but " + options.original + " has no tensor of that name");
-        if (ref->shape != t->shape)
+        const QuantFormat block_kind = block_format == "nvfp4" ? QuantFormat::Nvfp4 : QuantFormat::Mxfp8;
+        if (!block_format.empty() && ref->shape.size() == 2 && block_weight_shape(block_kind, ref->shape[0], ref->shape[1]) != t->shape)
+            throw Error(where + " is " + block_format + " of shape " + format_shape(t->shape) + " but " + options.original + " has " +
+                        format_shape(ref->shape) + " (stored " + format_shape(block_weight_shape(block_kind, ref->shape[0], ref->shape[1])) + ")");
+        if (block_format.empty() && ref->shape != t->shape)
             throw Error(where + " has shape " + format_shape(t->shape) + " but " + options.original + " has " + format_shape(ref->shape));
         if (ref->dtype != DType::F32 && ref->dtype != DType::BF16 && ref->dtype != DType::F16)
             throw Error(file_tensor(options.original, ref->name) + " is " + std::string(dtype_name(ref->dtype)) +
@@ -162,8 +153,8 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
 
         LayerComparison& c = j.result;
         c.name = t->name;
-        c.rows = t->shape[0];
-        c.cols = t->shape[1];
+        c.rows = ref->shape[0];
+        c.cols = ref->shape[1];
         c.scale_shape = format_shape(j.scale->shape);
         if (j.legacy) {
             c.format = fp8 ? "legacy scale_weight (fp8)" : "legacy scale_weight (int8)";
@@ -172,7 +163,14 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
         } else {
             c.format = "no comfy_quant";
         }
-        j.spec = spec_from_scale(file_tensor(options.quantized, j.scale->name), fp8, c.rows, c.cols, j.scale->shape);
+        if (!block_format.empty()) {
+            j.block_scaled = true;
+            j.spec = {block_kind, scale_block_cols({block_kind, 0}, c.cols)};
+            j.global_scale = quant.find(layer + ".weight_scale_2");
+            if (block_kind == QuantFormat::Nvfp4 && !j.global_scale) throw Error(where + " is nvfp4 but has no weight_scale_2");
+        } else {
+            j.spec = spec_from_scale(file_tensor(options.quantized, j.scale->name), fp8, c.rows, c.cols, j.scale->shape, e5m2);
+        }
         c.k = std::min<std::int64_t>(options.k, std::min(c.rows, c.cols));
         const TensorInfo* bias = original.find(layer + ".bias");
         const TensorInfo* bias_q = quant.find(layer + ".bias");
@@ -180,7 +178,7 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
             j.bias = bias;
             j.bias_q = bias_q;
         }
-        if (fp8) j.input_scale = quant.find(layer + ".input_scale");
+        if (fp8 || e5m2) j.input_scale = quant.find(layer + ".input_scale");
         j.host_bytes = layer_host_bytes(j, options.samples);
         jobs.push_back(std::move(j));
     }
@@ -192,13 +190,24 @@ void measure_layer(LayerJob& j, const OpenFile& original, const OpenFile& quant,
                    bool has_marker, Backend& backend) {
     LayerComparison& c = j.result;
     QuantizedTensor q;
-    q.spec = j.spec;
-    q.rows = c.rows;
-    q.cols = c.cols;
-    const auto codes = quant.data(*j.codes);
-    q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
-    quant.release(j.codes);  // copied: its pages are not needed again
-    q.scales = decode_floats(quant.data(*j.scale), j.scale->dtype);
+    if (j.block_scaled) {
+        float global = 1.0f;
+        if (j.global_scale) {
+            const auto g = decode_floats(quant.data(*j.global_scale), j.global_scale->dtype);
+            if (g.size() != 1) throw Error(file_tensor(options.quantized, j.global_scale->name) + " must hold one value");
+            global = g[0];
+        }
+        q = unpack_block_scaled(j.spec.format, c.rows, c.cols, quant.data(*j.codes), quant.data(*j.scale), global);
+        quant.release(j.codes);
+    } else {
+        q.spec = j.spec;
+        q.rows = c.rows;
+        q.cols = c.cols;
+        const auto codes = quant.data(*j.codes);
+        q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
+        quant.release(j.codes);  // copied: its pages are not needed again
+        q.scales = decode_floats(quant.data(*j.scale), j.scale->dtype);
+    }
 
     const TensorView w = weight_view(original.file, original.header, original.index.at(j.weight->name));
     const LowRank basis = backend.top_k_svd(j.weight->name, w, {c.k, named_seed(options.seed, j.weight->name), kOversample, kPowerIterations, false});
@@ -220,9 +229,12 @@ void measure_layer(LayerJob& j, const OpenFile& original, const OpenFile& quant,
         const auto v = decode_floats(quant.data(*j.input_scale), j.input_scale->dtype);
         saturates = v.size() == 1 && v[0] != 1.0f && v[0] == q.scales[0];
     }
-    comfy_verdict(c, j.legacy, has_marker, j.fpmm, static_cast<std::int64_t>(j.scale->elements()), j.scale->shape.size(), saturates);
+    if (j.block_scaled)
+        block_verdict(c, j.codes->dtype, j.scale->dtype, j.global_scale != nullptr);
+    else
+        comfy_verdict(c, j.legacy, has_marker, j.fpmm, static_cast<std::int64_t>(j.scale->elements()), j.scale->shape.size(), saturates);
     for (const TensorInfo* t : {j.weight, j.bias}) original.release(t);
-    for (const TensorInfo* t : {j.scale, j.bias_q, j.input_scale, j.comfy_quant}) quant.release(t);
+    for (const TensorInfo* t : {j.scale, j.bias_q, j.input_scale, j.comfy_quant, j.global_scale}) quant.release(t);
 }
 
 void prefetch_layer(const LayerJob& j, const OpenFile& original, const OpenFile& quant) {

@@ -13,6 +13,16 @@
 namespace quantflow {
 namespace {
 
+// What a comfy_quant format stores and where ComfyUI runs it natively (notes/comfyui-new-formats.md 8).
+std::string format_note(const std::string& json) {
+    if (json.find("\"nvfp4\"") != std::string::npos)
+        return " (E2M1 pairs in U8, E4M3 block scales of 16 swizzled, F32 weight_scale_2; native on SM >= 10, emulated elsewhere)";
+    if (json.find("\"mxfp8\"") != std::string::npos)
+        return " (E4M3 data, E8M0 block scales of 32 as U8 swizzled; native on SM >= 10, emulated elsewhere)";
+    if (json.find("\"float8_e5m2\"") != std::string::npos) return " (E5M2 data, one F32 scale)";
+    return "";
+}
+
 }  // namespace
 
 std::string inspect_file(const std::string& path, bool json) {
@@ -54,7 +64,7 @@ std::string inspect_file(const std::string& path, bool json) {
     s += "dtypes:";
     for (const auto& [d, n] : dtype_counts) s += " " + d + "×" + std::to_string(n);
     s += "\n";
-    for (const auto& [f, n] : formats) s += "comfy_quant " + f + ": " + std::to_string(n) + " layer(s)\n";
+    for (const auto& [f, n] : formats) s += "comfy_quant " + f + ": " + std::to_string(n) + " layer(s)" + format_note(f) + "\n";
     if (legacy_scales > 0) {
         s += "legacy scale_weight layers: " + std::to_string(legacy_scales);
         if (marker < 0)

@@ -16,6 +16,9 @@ struct Options {
     std::string output;  // empty: auto-named (spec 1.2)
     bool comfy_quant = false;
     bool int8 = false;
+    bool nvfp4 = false;                            // --nvfp4, --mxfp8: the reference's spellings
+    bool mxfp8 = false;
+    bool e5m2 = false;                             // --e5m2: quantflow's own (the reference has no E5M2 flag)
     std::string kernel_backend = "blockwise";      // blockwise | lodewise
     std::optional<std::string> scaling_mode;       // tensor | row | block | block2d; unset = "tensor"
     std::int64_t block_size = 64;

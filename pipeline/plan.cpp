@@ -28,8 +28,10 @@ std::vector<std::byte> f32_one() {
     return out;
 }
 
-// The format a layer falls back to when the requested block size does not divide its shape (spec 4.1.6).
+// The format a layer falls back to when the requested block size does not divide its shape (spec 4.1.6), or
+// when it is smaller than one mxfp8/nvfp4 block in either dimension (float8_e4m3fn tensor-wise).
 QuantSpec fallback_spec(const QuantSpec& spec) {
+    if (is_block_scaled(spec.format)) return {QuantFormat::Fp8Tensor, spec.block_size};
     return {is_fp8(spec.format) ? QuantFormat::Fp8Tensor : QuantFormat::Int8Tensor, spec.block_size};
 }
 
@@ -53,16 +55,23 @@ struct PlanBuilder {
         const std::string layer = t.name.substr(0, t.name.size() - std::strlen(".weight"));
         lp.action = Action::Quantize;
         lp.spec = plan.requested;
-        if (!format_fits(lp.spec, rows, cols)) {
+        const std::int64_t block = scale_block_cols(lp.spec, cols);
+        if (is_block_scaled(lp.spec.format) && (rows < block || cols < block)) {
+            lp.spec = fallback_spec(plan.requested);
+            lp.reason = "shape " + format_shape(t.shape) + " is smaller than one " + std::string(format_label(plan.requested.format)) +
+                        " block (" + std::to_string(block) + "): " + std::string(format_label(lp.spec.format)) + " instead";
+            ++plan.counts.fallbacks;
+        } else if (!format_fits(lp.spec, rows, cols)) {
             lp.spec = fallback_spec(plan.requested);
             lp.reason = "block size " + std::to_string(plan.requested.block_size) + " does not divide " +
                         format_shape(t.shape) + ": " + std::string(format_label(lp.spec.format)) + " instead of " +
                         std::string(format_label(plan.requested.format));
             ++plan.counts.fallbacks;
         }
+        const bool e5m2 = lp.spec.format == QuantFormat::Fp8E5m2Tensor;
         const bool fp8 = is_fp8(lp.spec.format);
         any_fp8 = any_fp8 || fp8;
-        if (fp8 && options.comfy_quant && (rows % 16 != 0 || cols % 16 != 0) && !options.full_precision_matrix_mult) {
+        if ((fp8 || e5m2) && options.comfy_quant && (rows % 16 != 0 || cols % 16 != 0) && !options.full_precision_matrix_mult) {
             lp.full_precision_mm = true;
             lp.reason += std::string(lp.reason.empty() ? "" : "; ") + "shape " + format_shape(t.shape) +
                          " not divisible by 16: marked full_precision_matrix_mult (ComfyUI's FP8 matmul needs it)";
@@ -70,19 +79,28 @@ struct PlanBuilder {
         }
         lp.full_precision_mm = lp.full_precision_mm || options.full_precision_matrix_mult;
         ++plan.counts.quantized;
-        if (!options.simple) {
+        if (!options.simple && !learned_rounding_knows(lp.spec.format)) {
+            lp.reason += std::string(lp.reason.empty() ? "" : "; ") + "learned rounding is not available for " +
+                         std::string(format_label(lp.spec.format)) + " yet: round-to-nearest";
+            ++plan.counts.rtn_only;
+        } else if (!options.simple) {
             lp.rank_k = choose_k(rows, cols, options.top_p, options.min_k, options.max_k);
         }
 
         const bool comfy = options.comfy_quant;
-        add_output({t.name, fp8 ? DType::F8_E4M3 : DType::I8, t.shape, {}});
+        add_output({t.name, weight_dtype(lp.spec.format), weight_shape(lp.spec, rows, cols), {}});
         const auto sshape = scale_shape(lp.spec, rows, cols);
-        add_output({scale_tensor_name(layer, comfy), DType::F32, sshape, {}});
+        add_output({scale_tensor_name(layer, comfy), scale_dtype(lp.spec.format), sshape, {}});
+        if (lp.spec.format == QuantFormat::Nvfp4) add_output({global_scale_tensor_name(layer), DType::F32, {}, {}});
         if (comfy) {
             const std::string json = comfy_quant_json(lp.spec, lp.full_precision_mm);
             add_output({comfy_quant_tensor_name(layer), DType::U8, {static_cast<std::int64_t>(json.size())}, bytes_of(json)});
         }
-        plan_input_scale(lp, layer, fp8, sshape.size() == 1 && sshape[0] == 1);
+        if (is_block_scaled(lp.spec.format)) {
+            if (options.input_scale) ++plan.counts.input_scale_skipped;
+        } else {
+            plan_input_scale(lp, layer, fp8 || e5m2, sshape.size() == 1 && sshape[0] == 1);
+        }
         plan_bias(lp, layer, rows);
     }
 
@@ -148,6 +166,17 @@ QuantSpec requested_spec(const Options& options) {
     usage(options.kernel_backend == "blockwise" || options.kernel_backend == "lodewise",
           "--kernel_backend '" + options.kernel_backend + "' is not one of blockwise, lodewise");
     QuantSpec spec{QuantFormat::Fp8Tensor, options.block_size};
+    const int chosen = int{options.int8} + int{options.nvfp4} + int{options.mxfp8} + int{options.e5m2};
+    usage(chosen <= 1, "choose one of --int8, --nvfp4, --mxfp8, --e5m2");
+    if (options.nvfp4 || options.mxfp8 || options.e5m2) {
+        const std::string flag = options.nvfp4 ? "--nvfp4" : (options.mxfp8 ? "--mxfp8" : "--e5m2");
+        usage(options.comfy_quant, flag + " needs --comfy_quant (legacy scale_weight files cannot hold it)");
+        const bool tensor = options.e5m2 && mode == "tensor";
+        usage(!options.scaling_mode || tensor, flag + " has its own scale layout; drop --scaling_mode " + mode);
+        spec.format = options.nvfp4 ? QuantFormat::Nvfp4 : (options.mxfp8 ? QuantFormat::Mxfp8 : QuantFormat::Fp8E5m2Tensor);
+        spec.block_size = options.nvfp4 ? 16 : (options.mxfp8 ? 32 : options.block_size);
+        return spec;
+    }
     if (options.int8) {
         const bool blocked = !options.scaling_mode || mode == "block" || mode == "block2d";
         if (blocked)
@@ -261,12 +290,25 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
         const std::string layer = t.name.substr(0, t.name.size() - std::strlen(".weight"));
         lp.out_tensor = plan.layout.index_of(t.name);
         lp.out_scale = plan.layout.index_of(scale_tensor_name(layer, comfy));
+        if (lp.spec.format == QuantFormat::Nvfp4) lp.out_scale_2 = plan.layout.index_of(global_scale_tensor_name(layer));
         if (lp.bias_input != kNoTensor) lp.out_bias = plan.layout.index_of(tensors[lp.bias_input].name);
     }
     for (const auto& [i, name] : input_scale_slots) plan.layers[i].out_input_scale = plan.layout.index_of(name);
-    if (plan.counts.fallbacks > 0)
+    if (plan.counts.fallbacks > 0 && is_block_scaled(plan.requested.format))
+        plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to fp8 tensor: smaller than one " +
+                             std::string(format_label(plan.requested.format)) + " block (see `quantflow plan`)");
+    else if (plan.counts.fallbacks > 0)
         plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to a tensor-wise format: block size " +
                              std::to_string(plan.requested.block_size) + " does not divide their shape (see `quantflow plan`)");
+    if (plan.counts.rtn_only > 0)
+        plan.notes.push_back(std::to_string(plan.counts.rtn_only) + " layer(s) use round-to-nearest: learned rounding is not available for " +
+                             std::string(format_label(plan.requested.format)) + " yet");
+    if (plan.counts.input_scale_skipped > 0)
+        plan.notes.push_back("--input_scale is not written for " + std::string(format_label(plan.requested.format)) +
+                             ": its input_scale is an activation amax quantflow does not measure (ComfyUI computes it per call)");
+    if (plan.counts.quantized > 0 && is_block_scaled(plan.requested.format))
+        plan.notes.push_back(std::string(comfy_format_name(plan.requested.format)) +
+                             " runs natively only on NVIDIA SM >= 10 (Blackwell); elsewhere ComfyUI dequantizes it per forward (emulated)");
     if (plan.counts.fpmm_marked > 0)
         plan.notes.push_back(std::to_string(plan.counts.fpmm_marked) +
                              " FP8 layer(s) have a dimension not divisible by 16 and are marked full_precision_matrix_mult");

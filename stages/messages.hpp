@@ -38,6 +38,7 @@ struct LayerPlan {
     std::uint64_t device_bytes = 0;        // accelerator memory while in flight, counted by the GPU memory budget
     std::size_t bias_input = kNoTensor;    // input index of the layer's bias when it is corrected
     std::size_t out_scale = kNoTensor;     // output index of the scale tensor
+    std::size_t out_scale_2 = kNoTensor;   // nvfp4: output index of weight_scale_2 (the global scale)
     std::size_t out_input_scale = kNoTensor;  // output index of an input_scale copied from the weight scale
     std::size_t out_bias = kNoTensor;      // output index of the corrected bias
 

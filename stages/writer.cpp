@@ -1,6 +1,7 @@
 #include "stages/writer.hpp"
 
 #include "kernels/error.hpp"
+#include "stages/format/block_scaled.hpp"
 
 namespace quantflow {
 namespace {
@@ -35,8 +36,15 @@ void write_job(const TensorJob& job, const OutputLayout& layout, const Safetenso
         return;
     }
     const QuantizedTensor& q = job.quant;
-    write_tensor(layout, lp.out_tensor, q.codes.data(), q.codes.size(), out);
-    write_tensor(layout, lp.out_scale, q.scales.data(), q.scales.size() * sizeof(float), out);
+    if (is_block_scaled(q.spec.format)) {
+        const auto weight = pack_block_weight(q), scales = pack_block_scales(q);
+        write_tensor(layout, lp.out_tensor, weight.data(), weight.size(), out);
+        write_tensor(layout, lp.out_scale, scales.data(), scales.size(), out);
+        if (lp.out_scale_2 != kNoTensor) write_tensor(layout, lp.out_scale_2, &q.global_scale, sizeof(float), out);
+    } else {
+        write_tensor(layout, lp.out_tensor, q.codes.data(), q.codes.size(), out);
+        write_tensor(layout, lp.out_scale, q.scales.data(), q.scales.size() * sizeof(float), out);
+    }
     if (lp.out_input_scale != kNoTensor) write_tensor(layout, lp.out_input_scale, q.scales.data(), sizeof(float), out);
     if (lp.out_bias != kNoTensor) write_tensor(layout, lp.out_bias, job.bias.data(), job.bias.size(), out);
 }

@@ -170,6 +170,37 @@ TEST_CASE("formats: comfy_quant JSON, scale shapes and the fixes of spec 9") {
         CHECK(f.info.at("blocks.0.attn.qkv.scale_weight")->shape == std::vector<std::int64_t>{1});
         CHECK(f.data.count("blocks.0.attn.qkv.comfy_quant") == 0);
     }
+    SUBCASE("nvfp4 / mxfp8 / e5m2: storage dtypes, padded shapes, swizzled scale grids, compare's verdict") {
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/n.safetensors --comfy_quant --simple --nvfp4 "
+                                    "--manual_seed 0 --progress none", log) == 0);
+        const LoadedFile n = load(dir + "/n.safetensors");
+        CHECK(comfy_json(n, "odd.proj") == R"({"format": "nvfp4"})");
+        CHECK(n.info.at("odd.proj.weight")->dtype == DType::U8);
+        CHECK(n.info.at("odd.proj.weight")->shape == std::vector<std::int64_t>{112, 152});
+        CHECK(n.info.at("odd.proj.weight_scale")->dtype == DType::F8_E4M3);
+        CHECK(n.info.at("odd.proj.weight_scale")->shape == std::vector<std::int64_t>{128, 20});
+        CHECK(n.info.at("odd.proj.weight_scale_2")->shape.empty());
+        CHECK(n.data.count("odd.proj.input_scale") == 0);
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/m.safetensors --comfy_quant --simple --mxfp8 "
+                                    "--manual_seed 0 --progress none", log) == 0);
+        const LoadedFile m = load(dir + "/m.safetensors");
+        CHECK(m.info.at("odd.proj.weight")->dtype == DType::F8_E4M3);
+        CHECK(m.info.at("odd.proj.weight")->shape == std::vector<std::int64_t>{128, 320});
+        CHECK(m.info.at("odd.proj.weight_scale")->dtype == DType::U8);
+        CHECK(m.info.at("odd.proj.weight_scale")->shape == std::vector<std::int64_t>{128, 12});
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/e.safetensors --comfy_quant --simple --e5m2 "
+                                    "--manual_seed 0 --progress none", log) == 0);
+        const LoadedFile e = load(dir + "/e.safetensors");
+        CHECK(e.info.at("blocks.0.attn.qkv.weight")->dtype == DType::F8_E5M2);
+        CHECK(comfy_json(e, "odd.proj") == R"({"format": "float8_e5m2", "full_precision_matrix_mult": true})");
+        REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + dir + "/n.safetensors --json", log) == 0);
+        CHECK(log.find("\"format\": \"nvfp4\"") != std::string::npos);
+        CHECK(log.find("\"comfy_note\": \"native on SM >= 10 only; emulated (dequantized per forward) elsewhere\"") != std::string::npos);
+        CHECK(qftest::run_command(kBinary + " decode " + dir + "/n.safetensors", log) == 2);
+        CHECK(log.find("decode needs one file and -o") != std::string::npos);
+        CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/x.safetensors --nvfp4 --simple", log) == 2);
+        CHECK(log.find("--nvfp4 needs --comfy_quant (legacy scale_weight files cannot hold it)") != std::string::npos);
+    }
     SUBCASE("--input_scale writes 1.0, not the weight scale (spec 9)") {
         REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/s.safetensors --comfy_quant --simple "
                                     "--input_scale --manual_seed 0 --progress none", log) == 0);

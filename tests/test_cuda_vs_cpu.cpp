@@ -47,6 +47,35 @@ const QuantSpec kSpecs[] = {{QuantFormat::Fp8Tensor, 64}, {QuantFormat::Fp8Row, 
 
 }  // namespace
 
+TEST_CASE("gpu quantize: float8_e5m2, mxfp8 and nvfp4 kernels bit-identical to the CPU twins, odd shapes and every dtype") {
+    for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{384, 512}, {200, 344}, {33, 70}}) {
+      for (const DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+        const std::vector<std::byte> bytes = weight_bytes(dtype, static_cast<std::size_t>(rows * cols), 9);
+        const TensorView w{bytes.data(), dtype, rows, cols};
+        for (const QuantSpec spec : {QuantSpec{QuantFormat::Fp8E5m2Tensor, 64}, QuantSpec{QuantFormat::Mxfp8, 32},
+                                     QuantSpec{QuantFormat::Nvfp4, 16}}) {
+            CAPTURE(format_label(spec.format));
+            const QuantizedTensor c = quantize_cpu("w", w, spec), g = gpu().quantize("w", w, spec);
+            CHECK(g.codes == c.codes);
+            CHECK(g.scales == c.scales);
+            CHECK(g.global_scale == c.global_scale);
+            std::vector<float> x(static_cast<std::size_t>(cols), 0.5f), yc(static_cast<std::size_t>(rows)), yg(yc.size());
+            make_cpu_backend()->residual_gemv(w, c, x, yc);
+            gpu().residual_gemv(w, g, x, yg);
+            CHECK(yg == yc);
+        }
+      }
+    }
+    std::vector<float> zero(64 * 48, 0.0f);
+    const TensorView z{reinterpret_cast<const std::byte*>(zero.data()), DType::F32, 64, 48};
+    for (const QuantSpec spec : {QuantSpec{QuantFormat::Fp8E5m2Tensor, 64}, QuantSpec{QuantFormat::Mxfp8, 32}, QuantSpec{QuantFormat::Nvfp4, 16}}) {
+        const QuantizedTensor c = quantize_cpu("z", z, spec), g = gpu().quantize("z", z, spec);
+        CHECK(g.codes == c.codes);
+        CHECK(g.scales == c.scales);
+        CHECK(g.global_scale == c.global_scale);
+    }
+}
+
 TEST_CASE("gpu quantize: codes and scales bit-identical to the CPU in every format and dtype") {
     for (const DType dtype : {DType::BF16, DType::F16, DType::F32}) {
         const std::vector<std::byte> bytes = weight_bytes(dtype, 384 * 512, 7);

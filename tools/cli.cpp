@@ -46,7 +46,8 @@ const char* kUsageHead =
     "  quantflow inspect FILE.safetensors [--json]             validate a file, show dtypes, formats, metadata\n"
     "  quantflow compare ORIGINAL QUANTIZED [--k 16] [--json]  per-layer error of a quantized file (any quantflow or\n"
     "                                                          reference output) and whether ComfyUI loads it;\n"
-    "                                                          streams within --memory-budget like convert\n\n"
+    "                                                          streams within --memory-budget like convert\n"
+    "  quantflow decode QUANTIZED -o OUT.safetensors           F32 values of its float8/mxfp8/nvfp4 layers (stored shape)\n\n"
     "examples:\n"
     "  quantflow -i flux1-dev.safetensors --comfy_quant --simple\n"
     "  quantflow -i wan2.1_14b.safetensors --comfy_quant --wan --memory-budget 4GiB -o wan_fp8.safetensors\n"
@@ -65,6 +66,9 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
         ("output,o", po::value(&o.output), "output file (default: the reference's name, next to the input)")
         ("comfy-quant", po::bool_switch(&o.comfy_quant), "write ComfyUI comfy_quant format (else legacy scale_weight)")
         ("int8", po::bool_switch(&o.int8), "INT8 instead of FP8 (block-wise unless --scaling_mode tensor|row)")
+        ("nvfp4", po::bool_switch(&o.nvfp4), "NVFP4: E2M1 in blocks of 16, E4M3 block scales, FP32 global scale (needs --comfy_quant)")
+        ("mxfp8", po::bool_switch(&o.mxfp8), "MXFP8: E4M3 in blocks of 32, E8M0 block scales (needs --comfy_quant)")
+        ("e5m2", po::bool_switch(&o.e5m2), "float8_e5m2 tensor-wise instead of float8_e4m3fn (quantflow's flag; needs --comfy_quant)")
         ("kernel-backend", po::value(&o.kernel_backend), "INT8 scale layout: blockwise (bs x bs) | lodewise (1 x bs)")
         ("scaling-mode", po::value<std::string>(), "tensor | row | block (1 x bs groups) | block2d (bs x bs tiles)")
         ("block-size", po::value(&o.block_size), "block / group size (default 64)")
@@ -210,9 +214,10 @@ ParsedCommand parse_command_line(int argc, char** argv) {
         else if (sub == "plan") parsed.command = Command::Plan, first = 2;
         else if (sub == "inspect") parsed.command = Command::Inspect, first = 2;
         else if (sub == "compare") parsed.command = Command::Compare, first = 2;
+        else if (sub == "decode") parsed.command = Command::Decode, first = 2;
         else if (sub == "batch") parsed.command = Command::Batch, first = 2;
         else if (!sub.empty() && sub[0] != '-')
-            throw Error("unknown command '" + sub + "' (commands: convert, batch, plan, inspect, compare; see --help)",
+            throw Error("unknown command '" + sub + "' (commands: convert, batch, plan, inspect, compare, decode; see --help)",
                         ExitCode::kUsage);
     }
     bool help = false, version = false;
@@ -234,6 +239,11 @@ ParsedCommand parse_command_line(int argc, char** argv) {
             throw Error("compare needs two files: quantflow compare ORIGINAL.safetensors QUANTIZED.safetensors", ExitCode::kUsage);
         if (o.compare_k < 1) throw Error("--k must be 1 or more", ExitCode::kUsage);
         if (o.compare_samples < 1) throw Error("--samples must be 1 or more", ExitCode::kUsage);
+        return parsed;
+    }
+    if (parsed.command == Command::Decode) {
+        if (parsed.files.size() != 1 || o.output.empty())
+            throw Error("decode needs one file and -o: quantflow decode QUANTIZED.safetensors -o DECODED.safetensors", ExitCode::kUsage);
         return parsed;
     }
     if (parsed.command == Command::Batch) {

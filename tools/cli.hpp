@@ -9,7 +9,7 @@
 
 namespace quantflow {
 
-enum class Command { Convert, Batch, Plan, Inspect, Compare, Help, Version };
+enum class Command { Convert, Batch, Plan, Inspect, Compare, Decode, Help, Version };
 
 struct ParsedCommand {
     Command command = Command::Convert;

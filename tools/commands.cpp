@@ -11,6 +11,7 @@
 #include "kernels/units.hpp"
 #include "pipeline/batch.hpp"
 #include "pipeline/compare.hpp"
+#include "pipeline/decode.hpp"
 #include "pipeline/convert.hpp"
 #include "pipeline/inspect.hpp"
 #include "pipeline/naming.hpp"
@@ -117,6 +118,13 @@ int run_compare(const std::vector<std::string>& files, const Options& options) {
     const auto limit = limit_threads(options.threads > 0 ? options.threads : hw.cpu_threads);
     const Comparison result = compare_files(c, *backend);
     std::cout << (options.json ? comparison_json(result, c) : comparison_text(result, c));
+    return 0;
+}
+
+int run_decode(const std::vector<std::string>& files, const Options& options) {
+    check_distinct_paths(files.at(0), options.output);
+    const std::size_t n = decode_file(files.at(0), options.output, options.overwrite);
+    std::cout << "wrote " << options.output << ": " << n << " decoded layer(s), F32 at their stored shapes\n";
     return 0;
 }
 

@@ -21,5 +21,6 @@ int run_inspect(const std::vector<std::string>& files, bool json);
 // files = {ORIGINAL, QUANTIZED}; uses options.device, compare_k, compare_samples, manual_seed (-1 = 0), json,
 // and memory_budget / profile / threads as convert does.
 int run_compare(const std::vector<std::string>& files, const Options& options);
+int run_decode(const std::vector<std::string>& files, const Options& options);
 
 }  // namespace quantflow

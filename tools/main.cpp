@@ -28,6 +28,7 @@ int dispatch(int argc, char** argv) {
         case Command::Version: std::puts("quantflow " QF_VERSION); return 0;
         case Command::Inspect: return quantflow::run_inspect(parsed.files, parsed.options.json);
         case Command::Compare: return quantflow::run_compare(parsed.files, parsed.options);
+        case Command::Decode: return quantflow::run_decode(parsed.files, parsed.options);
         case Command::Plan: return quantflow::run_plan(std::move(parsed.options));
         case Command::Convert: return quantflow::run_convert(std::move(parsed.options));
         case Command::Batch: return quantflow::run_batch(parsed);

@@ -3,6 +3,7 @@
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <string>
@@ -14,10 +15,6 @@
 
 namespace quantflow {
 namespace {
-
-float decode_code(bool fp8, std::uint8_t code) {
-    return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
-}
 
 class CpuBackend final : public Backend {
 public:
@@ -63,9 +60,8 @@ void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<
     QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
               "residual_gemv: vector sizes " + std::to_string(x.size()) + "/" + std::to_string(y.size()) +
                   " do not match weight [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) + "]");
-    const bool fp8 = is_fp8(q.spec.format);
-    std::array<float, 256> code_value{};
-    for (int c = 0; c < 256; ++c) code_value[static_cast<std::size_t>(c)] = decode_code(fp8, static_cast<std::uint8_t>(c));
+    std::array<float, 256> values{};
+    for (int c = 0; c < 256; ++c) values[static_cast<std::size_t>(c)] = code_value(q.spec.format, static_cast<std::uint8_t>(c));
     const std::int64_t block_rows = scale_block_rows(q.spec, q.rows), block_cols = scale_block_cols(q.spec, q.cols);
     const std::int64_t grid_cols = scale_cols(q.spec, q.cols);
     oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, w.rows, 16), [&](const auto& range) {
@@ -75,9 +71,9 @@ void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<
             const float* scale_row = q.scales.data() + (r / block_rows) * grid_cols;
             const std::uint8_t* codes = q.codes.data() + r * w.cols;
             for (std::int64_t b = 0; b < grid_cols; ++b) {
-                const float s = scale_row[b];
-                for (std::int64_t c = b * block_cols; c < (b + 1) * block_cols; ++c)
-                    dq[static_cast<std::size_t>(c)] = code_value[codes[c]] * s;
+                const float s = q.global_scale * scale_row[b];
+                for (std::int64_t c = b * block_cols; c < std::min((b + 1) * block_cols, w.cols); ++c)
+                    dq[static_cast<std::size_t>(c)] = values[codes[c]] * s;
             }
             y[static_cast<std::size_t>(r)] = residual_dot(wrow.data(), dq.data(), x.data(), w.cols);
         }

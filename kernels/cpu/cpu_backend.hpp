@@ -34,6 +34,8 @@ QualityMetrics measure_cpu(const TensorView& w, const QuantizedTensor& q, const 
 void decode_row_cpu(const TensorView& w, std::int64_t row, std::int64_t col0, std::int64_t n, float* out);
 
 // out[i] = e4m3(clamp(x[i] * multiplier, -448, 448)) for i < n: the FP8 encode loop of every format.
+// mxfp8 / nvfp4 round-to-nearest of w into q (q.spec, rows, cols and codes sized; tensor_amax: nvfp4's global amax).
+void quantize_block_scaled_cpu(std::string_view name, const TensorView& w, QuantizedTensor& q, float tensor_amax);
 void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out);
 
 }  // namespace quantflow

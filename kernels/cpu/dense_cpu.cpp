@@ -74,8 +74,7 @@ void orthonormalize_columns(Matrix& y) {
 std::array<float, 256> code_values(QuantFormat format) {
     std::array<float, 256> v{};
     for (int c = 0; c < 256; ++c)
-        v[static_cast<std::size_t>(c)] = is_fp8(format) ? e4m3_to_f32(static_cast<std::uint8_t>(c))
-                                                        : static_cast<float>(static_cast<std::int8_t>(c));
+        v[static_cast<std::size_t>(c)] = code_value(format, static_cast<std::uint8_t>(c));
     return v;
 }
 
@@ -83,7 +82,8 @@ void row_scales(const QuantizedTensor& q, std::int64_t r, float* out) {
     const std::int64_t block_rows = scale_block_rows(q.spec, q.rows), block_cols = scale_block_cols(q.spec, q.cols);
     const std::int64_t grid_cols = scale_cols(q.spec, q.cols);
     const float* s = q.scales.data() + (r / block_rows) * grid_cols;
-    for (std::int64_t b = 0; b < grid_cols; ++b) std::fill(out + b * block_cols, out + (b + 1) * block_cols, s[b]);
+    for (std::int64_t b = 0; b < grid_cols; ++b)
+        std::fill(out + b * block_cols, out + std::min((b + 1) * block_cols, q.cols), q.global_scale * s[b]);
 }
 
 }  // namespace quantflow

@@ -67,7 +67,10 @@ QF_VECTOR_CLONES void encode_int8(const float* x, std::int64_t n, float step, st
 }
 
 void encode_block(QuantFormat format, const float* x, std::int64_t n, float amax, std::uint8_t* out) {
-    if (is_fp8(format))
+    if (format == QuantFormat::Fp8E5m2Tensor) {
+        const float m = encode_factor(format, amax);
+        for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_e5m2(clamp_abs(x[i] * m, kE5m2Max));
+    } else if (is_fp8(format))
         encode_fp8_cpu(x, n, encode_factor(format, amax), out);
     else
         encode_int8(x, n, encode_factor(format, amax), out);
@@ -191,7 +194,12 @@ QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const Q
     const QuantFormat format = spec.format;
     switch (spec.format) {
         case QuantFormat::Fp8Tensor:
+        case QuantFormat::Fp8E5m2Tensor:
         case QuantFormat::Int8Tensor: quantize_tensorwise(name, w, format, q); break;
+        case QuantFormat::Mxfp8:
+        case QuantFormat::Nvfp4:
+            quantize_block_scaled_cpu(name, w, q, format == QuantFormat::Nvfp4 ? tensor_amax(name, w) : 0.0f);
+            return q;  // zero blocks already follow the format's own rule
         case QuantFormat::Fp8Row:
         case QuantFormat::Int8Row: quantize_rowgroups(name, w, format, w.cols, q); break;
         case QuantFormat::Fp8Block:

@@ -32,6 +32,10 @@ using cuda::grid_of;
 
 std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2); }
 
+// The formats the kernels in quantize.cu and the residual GEMV decode (e4m3 and int8 codes, float32 scales); the
+// others (e5m2, mxfp8, nvfp4) quantize through quantize_blocks.cu.
+bool has_cuda_kernels(QuantFormat format) { return learned_rounding_knows(format); }
+
 class CudaBackend;
 
 // A weight kept on the device between the pipeline's stages (Backend::hold).
@@ -118,6 +122,7 @@ public:
     }
 
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
+        if (!has_cuda_kernels(spec.format)) return quantize_new_format(name, w, spec);
         QF_EXPECT(format_fits(spec, w.rows, w.cols),
                   "tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
                       "] does not fit " + std::string(format_label(spec.format)) + " with block size " + std::to_string(spec.block_size));
@@ -169,7 +174,52 @@ public:
         return q;
     }
 
+    // float8_e5m2, mxfp8 and nvfp4 (quantize_blocks.cu): the tensor's amax (and NaN check) through cell_amax,
+    // then one kernel; scales and codes as the CPU's quantize_cpu gives them.
+    QuantizedTensor quantize_new_format(std::string_view name, const TensorView& w, const QuantSpec& spec) {
+        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::Stream s;
+        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+        const DeviceWeightRef uw = device_weight(w, s);
+        DeviceBuffer<unsigned int> amax(1);
+        DeviceBuffer<unsigned long long> bad(1);
+        QF_CUDA_CHECK(cudaMemsetAsync(amax.get(), 0, sizeof(unsigned int), s.get()));
+        QF_CUDA_CHECK(cudaMemsetAsync(bad.get(), 0xFF, sizeof(unsigned long long), s.get()));
+        cuda::cell_amax(uw.view, cuda::ScaleGrid{w.rows, w.cols, 1, 1}, amax.get(), bad.get(), s.get());
+        unsigned int amax_bits = 0;
+        unsigned long long bad_row = 0;
+        cuda::download(&amax_bits, amax, 1, s);
+        cuda::download(&bad_row, bad, 1, s);
+        s.sync();
+        if (bad_row != std::numeric_limits<unsigned long long>::max())
+            throw Error("tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
+                        "] holds NaN or Inf in row " + std::to_string(bad_row) + "; refusing to quantize it");
+        const float tensor_amax = bits_f32(amax_bits);
+        QuantizedTensor q;
+        q.spec = spec;
+        q.rows = w.rows;
+        q.cols = w.cols;
+        q.codes.resize(n);
+        DeviceBuffer<std::uint8_t> codes(n);
+        if (spec.format == QuantFormat::Fp8E5m2Tensor) {
+            q.scales = {tensor_amax == 0.0f ? 1.0f : stored_scale(spec.format, tensor_amax)};
+            cuda::encode_e5m2(uw.view, encode_factor(spec.format, tensor_amax), codes.get(), s.get());
+        } else {
+            const bool nvfp4 = spec.format == QuantFormat::Nvfp4;
+            if (nvfp4) q.global_scale = tensor_amax > 0.0f ? tensor_amax / (kFp8Max * kE2m1Max) : 1.0f;
+            q.scales.resize(static_cast<std::size_t>(w.rows * scale_cols(spec, w.cols)));
+            DeviceBuffer<float> scales(q.scales.size());
+            cuda::encode_block_scaled(uw.view, nvfp4, q.global_scale, scales.get(), codes.get(), bad.get(), s.get());
+            cuda::download(q.scales.data(), scales, q.scales.size(), s);
+        }
+        staging().download(q.codes.data(), codes.get(), n, s);
+        s.sync();
+        return q;
+    }
+
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) override {
+        // The GEMV kernel decodes e4m3/int8 codes with float32 scales; the host backend does the new formats.
+        if (!has_cuda_kernels(q.spec.format)) return host_->residual_gemv(w, q, x, y);
         QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
                   "residual_gemv: vector sizes do not match the weight");
         QF_CUDA_CHECK(cudaSetDevice(device_));

@@ -33,6 +33,14 @@ void cell_amax(const DeviceWeight& w, const ScaleGrid& g, unsigned int* amax_bit
 // codes[i] = FP8: e4m3(clamp(x * factor[cell], +-448)); INT8: clamp(round_half_even(x / factor[cell]), +-127).
 void encode(const DeviceWeight& w, const ScaleGrid& g, const float* factor, bool fp8, std::uint8_t* codes, cudaStream_t s);
 
+// mxfp8 (nvfp4 = false) or nvfp4 round-to-nearest (quantize_blocks.cu): codes [rows * cols], one per element;
+// scales [rows * ceil(cols / block)] (2^e, or the e4m3 block scale under nvfp4's global scale); bad_row as
+// cell_amax's. The CPU twin is quantize_blocks_cpu.cpp.
+void encode_block_scaled(const DeviceWeight& w, bool nvfp4, float global, float* scales, std::uint8_t* codes,
+                         unsigned long long* bad_row, cudaStream_t s);
+// codes[i] = e5m2(clamp(x * multiplier, +-57344)).
+void encode_e5m2(const DeviceWeight& w, float multiplier, std::uint8_t* codes, cudaStream_t s);
+
 // y[r] = sum_c (w[r,c] - code_value * scale[cell]) * x[c], in the CPU's 8 fixed lanes and combination order.
 void residual_gemv(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
                    const float* x, float* y, cudaStream_t s);

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "stages/format/block_scaled.hpp"
+
 namespace quantflow {
 
 std::string_view comfy_format_name(QuantFormat format) {
@@ -14,12 +16,16 @@ std::string_view comfy_format_name(QuantFormat format) {
         case QuantFormat::Int8Lode: return "int8_lodewise";
         case QuantFormat::Int8Tensor:
         case QuantFormat::Int8Row: return "int8_tensorwise";
+        case QuantFormat::Fp8E5m2Tensor: return "float8_e5m2";
+        case QuantFormat::Mxfp8: return "mxfp8";
+        case QuantFormat::Nvfp4: return "nvfp4";
     }
     return "";
 }
 
 bool comfy_mainline_loads(QuantFormat format) {
-    return format == QuantFormat::Fp8Tensor || format == QuantFormat::Int8Tensor || format == QuantFormat::Int8Row;
+    return format == QuantFormat::Fp8Tensor || format == QuantFormat::Int8Tensor || format == QuantFormat::Int8Row ||
+           format == QuantFormat::Fp8E5m2Tensor || is_block_scaled(format);
 }
 
 namespace {
@@ -43,7 +49,10 @@ std::vector<std::int64_t> scale_shape(const QuantSpec& spec, std::int64_t rows, 
     const std::int64_t bs = spec.block_size;
     switch (spec.format) {
         case QuantFormat::Fp8Tensor:
+        case QuantFormat::Fp8E5m2Tensor:
         case QuantFormat::Int8Tensor: return {1};
+        case QuantFormat::Mxfp8:
+        case QuantFormat::Nvfp4: return block_scale_shape(spec.format, rows, cols);
         case QuantFormat::Fp8Row: return {rows};
         case QuantFormat::Int8Row: return {rows, 1};
         case QuantFormat::Fp8Block: return {rows, cols / bs, 1};
@@ -63,5 +72,26 @@ std::string input_scale_tensor_name(std::string_view layer, bool comfy) {
 }
 
 std::string comfy_quant_tensor_name(std::string_view layer) { return std::string(layer) + ".comfy_quant"; }
+
+std::string global_scale_tensor_name(std::string_view layer) { return std::string(layer) + ".weight_scale_2"; }
+
+DType weight_dtype(QuantFormat format) {
+    switch (format) {
+        case QuantFormat::Fp8E5m2Tensor: return DType::F8_E5M2;
+        case QuantFormat::Nvfp4: return DType::U8;
+        default: return is_fp8(format) || format == QuantFormat::Mxfp8 ? DType::F8_E4M3 : DType::I8;
+    }
+}
+
+DType scale_dtype(QuantFormat format) {
+    if (format == QuantFormat::Mxfp8) return DType::U8;  // E8M0: ComfyUI's mmap loader has no F8_E8M0
+    if (format == QuantFormat::Nvfp4) return DType::F8_E4M3;
+    return DType::F32;
+}
+
+std::vector<std::int64_t> weight_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
+    if (is_block_scaled(spec.format)) return block_weight_shape(spec.format, rows, cols);
+    return {rows, cols};
+}
 
 }  // namespace quantflow

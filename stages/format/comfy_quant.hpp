@@ -15,7 +15,7 @@
 
 namespace quantflow {
 
-// "float8_e4m3fn", "float8_e4m3fn_rowwise", "float8_e4m3fn_block3d", "float8_e4m3fn_blockwise",
+// "float8_e4m3fn", "float8_e5m2", "mxfp8", "nvfp4", "float8_e4m3fn_rowwise", "float8_e4m3fn_block3d", "float8_e4m3fn_blockwise",
 // "int8_blockwise", "int8_lodewise", "int8_tensorwise" (tensor and row).
 std::string_view comfy_format_name(QuantFormat format);
 // Whether mainline ComfyUI (2026) loads the format; the block formats need the community fork or nodes.
@@ -24,13 +24,20 @@ bool comfy_mainline_loads(QuantFormat format);
 // the block formats (written both at the root and under params: spec 9); full_precision_matrix_mult last.
 std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult);
 // The stored shape of the scale tensor for an [rows, cols] weight: [1], [M], [M, N/bs, 1], [M/bs, N/bs],
-// [M, N/bs], [M, 1] (spec 3 table).
+// [M, N/bs], [M, 1] (spec 3 table); mxfp8/nvfp4: the swizzled, padded grid (block_scaled.hpp).
 std::vector<std::int64_t> scale_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
 
 // Names of the per-layer tensors; `layer` is the weight key without ".weight".
 std::string scale_tensor_name(std::string_view layer, bool comfy);        // weight_scale | scale_weight
 std::string input_scale_tensor_name(std::string_view layer, bool comfy);  // input_scale | scale_input
 std::string comfy_quant_tensor_name(std::string_view layer);
+std::string global_scale_tensor_name(std::string_view layer);  // nvfp4's weight_scale_2
+
+// Stored dtypes and weight shape per format: F8_E4M3 / F8_E5M2 / I8 / U8 (nvfp4, packed) weights; F32 scales,
+// U8 (mxfp8 E8M0) or F8_E4M3 (nvfp4) block scales; mxfp8/nvfp4 weights padded (block_scaled.hpp).
+DType weight_dtype(QuantFormat format);
+DType scale_dtype(QuantFormat format);
+std::vector<std::int64_t> weight_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
 
 // The legacy top-level marker ComfyUI needs to apply scale_weight (spec 3).
 inline constexpr std::string_view kLegacyMarkerName = "scaled_fp8";

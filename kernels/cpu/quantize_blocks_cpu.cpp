@@ -1,0 +1,104 @@
+// kernels/cpu/quantize_blocks_cpu.cpp: round-to-nearest mxfp8 and nvfp4 (notes/comfyui-new-formats.md 4-5).
+//
+// Blocks run along a row (32 or 16 elements; the last one may be partial: the file's zero padding does not
+// change its amax). Codes are one per element, scales one float per block (2^e for mxfp8, the e4m3 block scale
+// for nvfp4, whose global scale goes to q.global_scale). Every step is the float32 operation comfy-kitchen's
+// eager quantizer performs, so the bytes are identical (tests/interop_kitchen.py).
+#include <oneapi/tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/error.hpp"
+#include "kernels/numerics.hpp"
+
+namespace quantflow {
+namespace {
+
+float block_amax(const float* x, std::int64_t n, bool& finite) {
+    std::uint32_t m = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        std::uint32_t u;
+        std::memcpy(&u, x + i, 4);
+        u &= 0x7FFFFFFFu;
+        m = u > m ? u : m;
+    }
+    finite = m < 0x7F800000u;
+    return bits_f32(m);
+}
+
+[[noreturn]] void throw_non_finite(std::string_view name, const TensorView& w, std::int64_t row) {
+    throw Error("tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
+                "] holds NaN or Inf in row " + std::to_string(row) + "; refusing to quantize it");
+}
+
+// Runs body(row, decoded row) over every row, in parallel.
+template <class Body>
+void for_rows(const TensorView& w, Body body) {
+    oneapi::tbb::parallel_for(std::int64_t{0}, w.rows, [&](std::int64_t r) {
+        std::vector<float> row(static_cast<std::size_t>(w.cols));
+        decode_row_cpu(w, r, 0, w.cols, row.data());
+        body(r, row.data());
+    });
+}
+
+void quantize_mxfp8(std::string_view name, const TensorView& w, QuantizedTensor& q) {
+    const std::int64_t blocks = (w.cols + 31) / 32;
+    q.scales.assign(static_cast<std::size_t>(w.rows * blocks), 0.0f);
+    for_rows(w, [&](std::int64_t r, const float* row) {
+        for (std::int64_t b = 0; b < blocks; ++b) {
+            const std::int64_t c0 = b * 32, n = std::min<std::int64_t>(32, w.cols - c0);
+            bool finite = true;
+            const float amax = block_amax(row + c0, n, finite);
+            if (!finite) throw_non_finite(name, w, r);
+            const std::uint8_t byte = mxfp8_scale_byte(amax);
+            q.scales[static_cast<std::size_t>(r * blocks + b)] = e8m0_to_f32(byte);
+            std::uint8_t* out = q.codes.data() + r * w.cols + c0;
+            if (amax == 0.0f) {
+                std::fill(out, out + n, std::uint8_t{0});
+                continue;
+            }
+            // The quantizer divides by 2^(byte - 127) also for byte 0 (a block below ~2^-118), where the
+            // decoder reads 0.
+            const float scale = bits_f32(byte == 0 ? 0x00400000u : static_cast<std::uint32_t>(byte) << 23);
+            for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_e4m3(clamp_abs(row[c0 + i] / scale, kFp8Max));
+        }
+    });
+}
+
+// The global scale S = amax / (448 * 6); an all-zero weight gets S = 1 (zero scales and codes).
+void quantize_nvfp4(std::string_view name, const TensorView& w, QuantizedTensor& q, float tensor_amax) {
+    const std::int64_t blocks = (w.cols + 15) / 16;
+    const float global = tensor_amax > 0.0f ? tensor_amax / (kFp8Max * kE2m1Max) : 1.0f;
+    q.global_scale = global;
+    q.scales.assign(static_cast<std::size_t>(w.rows * blocks), 0.0f);
+    for_rows(w, [&](std::int64_t r, const float* row) {
+        for (std::int64_t b = 0; b < blocks; ++b) {
+            const std::int64_t c0 = b * 16, n = std::min<std::int64_t>(16, w.cols - c0);
+            bool finite = true;
+            const float amax = block_amax(row + c0, n, finite);
+            if (!finite) throw_non_finite(name, w, r);
+            const float wanted = (amax / kE2m1Max) / global;
+            const float block = e4m3_to_f32(f32_to_e4m3(wanted < kFp8Max ? wanted : kFp8Max));
+            q.scales[static_cast<std::size_t>(r * blocks + b)] = block;
+            const float total = global * block;
+            std::uint8_t* out = q.codes.data() + r * w.cols + c0;
+            if (total == 0.0f) {
+                std::fill(out, out + n, std::uint8_t{0});
+                continue;
+            }
+            for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_e2m1(clamp_abs(row[c0 + i] / total, kE2m1Max));
+        }
+    });
+}
+
+}  // namespace
+
+void quantize_block_scaled_cpu(std::string_view name, const TensorView& w, QuantizedTensor& q, float tensor_amax) {
+    if (q.spec.format == QuantFormat::Mxfp8) quantize_mxfp8(name, w, q);
+    else quantize_nvfp4(name, w, q, tensor_amax);
+}
+
+}  // namespace quantflow

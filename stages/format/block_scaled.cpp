@@ -1,0 +1,125 @@
+#include "stages/format/block_scaled.hpp"
+
+#include <string>
+
+#include "kernels/error.hpp"
+#include "kernels/numerics.hpp"
+
+namespace quantflow {
+namespace {
+
+std::int64_t roundup(std::int64_t v, std::int64_t m) { return (v + m - 1) / m * m; }
+std::int64_t block_of(QuantFormat format) { return format == QuantFormat::Mxfp8 ? 32 : 16; }
+// The padding unit of the weight along both dimensions (32 for mxfp8, 16 for nvfp4).
+std::int64_t pad_of(QuantFormat format) { return block_of(format); }
+
+struct Grid {
+    std::int64_t rows_padded, cols_padded;  // the weight's padded shape
+    std::int64_t scale_rows, scale_cols;    // logical scale grid: padded rows x padded K / block
+    std::int64_t stored_rows, stored_cols;  // swizzled tensor
+};
+
+Grid grid_of(QuantFormat format, std::int64_t rows, std::int64_t cols) {
+    QF_EXPECT(is_block_scaled(format), "internal: block_scaled layout asked for " + std::string(format_label(format)));
+    Grid g{};
+    g.rows_padded = roundup(rows, pad_of(format));
+    g.cols_padded = roundup(cols, pad_of(format));
+    g.scale_rows = g.rows_padded;
+    g.scale_cols = g.cols_padded / block_of(format);
+    g.stored_rows = roundup(rows, 128);
+    g.stored_cols = roundup(g.scale_cols, 4);
+    return g;
+}
+
+std::uint8_t scale_byte(QuantFormat format, float scale) {
+    if (format == QuantFormat::Nvfp4) return f32_to_e4m3(scale);  // exact: the scale is an e4m3 value
+    return scale == 0.0f ? 0 : static_cast<std::uint8_t>(f32_bits(scale) >> 23);  // 2^(byte - 127)
+}
+
+float scale_value(QuantFormat format, std::uint8_t byte) {
+    return format == QuantFormat::Nvfp4 ? e4m3_to_f32(byte) : e8m0_to_f32(byte);
+}
+
+}  // namespace
+
+std::int64_t swizzled_offset(std::int64_t r, std::int64_t c, std::int64_t cols_padded) {
+    return ((r / 128) * (cols_padded / 4) + c / 4) * 512 + (r % 32) * 16 + ((r % 128) / 32) * 4 + (c % 4);
+}
+
+std::vector<std::int64_t> block_weight_shape(QuantFormat format, std::int64_t rows, std::int64_t cols) {
+    const Grid g = grid_of(format, rows, cols);
+    return {g.rows_padded, format == QuantFormat::Nvfp4 ? g.cols_padded / 2 : g.cols_padded};
+}
+
+std::vector<std::int64_t> block_scale_shape(QuantFormat format, std::int64_t rows, std::int64_t cols) {
+    const Grid g = grid_of(format, rows, cols);
+    return {g.stored_rows, g.stored_cols};
+}
+
+std::vector<std::uint8_t> pack_block_weight(const QuantizedTensor& q) {
+    const Grid g = grid_of(q.spec.format, q.rows, q.cols);
+    if (q.spec.format == QuantFormat::Mxfp8) {
+        std::vector<std::uint8_t> out(static_cast<std::size_t>(g.rows_padded * g.cols_padded), 0);
+        for (std::int64_t r = 0; r < q.rows; ++r)
+            for (std::int64_t c = 0; c < q.cols; ++c) out[static_cast<std::size_t>(r * g.cols_padded + c)] = q.codes[static_cast<std::size_t>(r * q.cols + c)];
+        return out;
+    }
+    const std::int64_t row_bytes = g.cols_padded / 2;
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(g.rows_padded * row_bytes), 0);
+    for (std::int64_t r = 0; r < q.rows; ++r)
+        for (std::int64_t c = 0; c < q.cols; ++c) {
+            const std::uint8_t code = q.codes[static_cast<std::size_t>(r * q.cols + c)] & 0x0Fu;
+            out[static_cast<std::size_t>(r * row_bytes + c / 2)] |= static_cast<std::uint8_t>(c % 2 == 0 ? code << 4 : code);
+        }
+    return out;
+}
+
+std::vector<std::uint8_t> pack_block_scales(const QuantizedTensor& q) {
+    const Grid g = grid_of(q.spec.format, q.rows, q.cols);
+    const std::int64_t blocks = scale_cols(q.spec, q.cols);  // == g.scale_cols: K padded to a block multiple
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(g.stored_rows * g.stored_cols), 0);
+    for (std::int64_t r = 0; r < q.rows; ++r)
+        for (std::int64_t c = 0; c < blocks; ++c)
+            out[static_cast<std::size_t>(swizzled_offset(r, c, g.stored_cols))] =
+                scale_byte(q.spec.format, q.scales[static_cast<std::size_t>(r * blocks + c)]);
+    return out;
+}
+
+QuantizedTensor unpack_block_scaled(QuantFormat format, std::int64_t rows, std::int64_t cols, std::span<const std::byte> weight,
+                                    std::span<const std::byte> scales, float global_scale) {
+    const Grid g = grid_of(format, rows, cols);
+    const auto wshape = block_weight_shape(format, rows, cols);
+    const auto wbytes = static_cast<std::size_t>(wshape[0] * wshape[1]);
+    const auto sbytes = static_cast<std::size_t>(g.stored_rows * g.stored_cols);
+    QF_EXPECT(weight.size() == wbytes && scales.size() == sbytes,
+              std::string(format_label(format)) + " weight [" + std::to_string(rows) + ", " + std::to_string(cols) + "] needs " +
+                  std::to_string(wbytes) + " weight bytes and " + std::to_string(sbytes) + " scale bytes, the file has " +
+                  std::to_string(weight.size()) + " and " + std::to_string(scales.size()));
+    QuantizedTensor q;
+    q.spec = {format, block_of(format)};
+    q.rows = rows;
+    q.cols = cols;
+    q.global_scale = global_scale;
+    q.codes.resize(static_cast<std::size_t>(rows * cols));
+    const auto* w = reinterpret_cast<const std::uint8_t*>(weight.data());
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t c = 0; c < cols; ++c) {
+            std::uint8_t code;
+            if (format == QuantFormat::Mxfp8) {
+                code = w[r * g.cols_padded + c];
+            } else {
+                const std::uint8_t byte = w[r * (g.cols_padded / 2) + c / 2];
+                code = c % 2 == 0 ? static_cast<std::uint8_t>(byte >> 4) : static_cast<std::uint8_t>(byte & 0x0Fu);
+            }
+            q.codes[static_cast<std::size_t>(r * cols + c)] = code;
+        }
+    const std::int64_t blocks = scale_cols(q.spec, cols);
+    q.scales.resize(static_cast<std::size_t>(rows * blocks));
+    const auto* s = reinterpret_cast<const std::uint8_t*>(scales.data());
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t c = 0; c < blocks; ++c)
+            q.scales[static_cast<std::size_t>(r * blocks + c)] = scale_value(format, s[swizzled_offset(r, c, g.stored_cols)]);
+    return q;
+}
+
+}  // namespace quantflow
