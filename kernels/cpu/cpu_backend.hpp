@@ -38,4 +38,8 @@ void decode_row_cpu(const TensorView& w, std::int64_t row, std::int64_t col0, st
 void quantize_block_scaled_cpu(std::string_view name, const TensorView& w, QuantizedTensor& q, float tensor_amax);
 void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out);
 
+// amax of |x| through the float bits: for non-NaN values the order of |bits| is the order of |x|, and an
+// integer max vectorises where a float max (NaN semantics) does not. Returns the largest |bits|.
+QF_VECTOR_CLONES std::uint32_t max_abs_bits(const float* x, std::int64_t n);
+
 }  // namespace quantflow

@@ -18,13 +18,7 @@ namespace quantflow {
 namespace {
 
 float block_amax(const float* x, std::int64_t n, bool& finite) {
-    std::uint32_t m = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-        std::uint32_t u;
-        std::memcpy(&u, x + i, 4);
-        u &= 0x7FFFFFFFu;
-        m = u > m ? u : m;
-    }
+    const std::uint32_t m = max_abs_bits(x, n);
     finite = m < 0x7F800000u;
     return bits_f32(m);
 }

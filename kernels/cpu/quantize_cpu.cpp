@@ -35,10 +35,6 @@ QF_VECTOR_CLONES void decode_row_cpu(const TensorView& w, std::int64_t row, std:
     }
 }
 
-namespace {
-
-// amax of |x| through the float bits: for non-NaN values the order of |bits| is the order of |x|, and an
-// integer max vectorises where a float max (NaN semantics) does not. Returns the largest |bits|.
 QF_VECTOR_CLONES std::uint32_t max_abs_bits(const float* x, std::int64_t n) {
     std::uint32_t m = 0;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -49,6 +45,8 @@ QF_VECTOR_CLONES std::uint32_t max_abs_bits(const float* x, std::int64_t n) {
     }
     return m;
 }
+
+namespace {
 
 [[noreturn]] void throw_non_finite(std::string_view name, const TensorView& w, std::int64_t row) {
     throw Error("tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
