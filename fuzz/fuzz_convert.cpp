@@ -46,7 +46,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;
-    static const std::shared_ptr<quantflow::Backend> backend = quantflow::make_cpu_backend();
+    // One CPU device for every input; its (zero) accelerator budget is set by the first prepare_conversion.
+    static const auto devices =
+        std::make_shared<quantflow::DevicePool>(std::vector<std::shared_ptr<quantflow::Backend>>{quantflow::make_cpu_backend()});
     qffuzz::clear_scratch();
     const std::string input = qffuzz::scratch_path("in.safetensors"), output = qffuzz::scratch_path("out.safetensors");
     qffuzz::write_file(input, std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1));
@@ -55,7 +57,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     const quantflow::Options options = options_from_byte(data[0], input, output);
     const bool converted = qffuzz::expect_clean("convert", [&] {
-        const quantflow::Prepared p = quantflow::prepare_conversion(options, backend);
+        const quantflow::Prepared p = quantflow::prepare_conversion(options, devices);
         quantflow::Progress progress(quantflow::ProgressStyle::None, 0);
         (void)quantflow::execute_conversion(p, progress);
     });
