@@ -1,6 +1,7 @@
 #include "pipeline/graph.hpp"
 
 #include <oneapi/tbb/flow_graph.h>
+#include <oneapi/tbb/task_arena.h>
 
 #include <atomic>
 #include <chrono>
@@ -114,7 +115,9 @@ auto guarded(RunContext& ctx, Body body) {
     return [&ctx, body](JobPtr job) {
         try {
             try {
-                body(ctx, *job);
+                // Isolated: a host parallel_for inside a stage waits by running its own chunks, never another
+                // job's stage on this thread (that job would run nested, on this thread's GPU and stack).
+                oneapi::tbb::this_task_arena::isolate([&] { body(ctx, *job); });
             } catch (const Interrupted&) {
                 throw;
             } catch (const Error& e) {

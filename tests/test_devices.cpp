@@ -2,8 +2,13 @@
 // so the pool's budgets are exercised). Every layer is computed once, the bytes match one device, budgets hold,
 // and an error on one device names it and gives its budget back.
 #include <doctest/doctest.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <fstream>
 #include <set>
 #include <mutex>
@@ -21,6 +26,26 @@ using namespace quantflow;
 
 namespace {
 
+// How deep stand-in calls nest on this thread, and how often one ran inside another: a GPU backend sets its
+// device on entry, so a stage that a waiting thread ran nested inside another job's stage would be on the wrong GPU.
+thread_local int t_depth = 0;
+std::atomic<int> g_nested{0};
+std::atomic<int> g_now{0}, g_max{0};  // stand-in calls running now, and the most at once
+struct Entered {
+    Entered() {
+        if (++t_depth > 1) ++g_nested;
+        const int now = ++g_now;
+        int seen = g_max.load();
+        while (now > seen && !g_max.compare_exchange_weak(seen, now)) {
+        }
+        // Host work split into chunks, as a GPU backend's host fallbacks do: the caller waits in parallel_for.
+        oneapi::tbb::parallel_for(0, 32, [](int) { std::this_thread::sleep_for(std::chrono::microseconds(100)); });
+    }
+    ~Entered() { --t_depth; --g_now; }
+    Entered(const Entered&) = delete;
+    Entered& operator=(const Entered&) = delete;
+};
+
 // The CPU backend under another name, claiming 1 GiB of device memory and a layer's weight bytes x 4 of it
 // per layer; counts the layers it quantizes and fails (like a GPU out of memory) on tensors named `fail_on`.
 class StandIn final : public Backend {
@@ -33,6 +58,7 @@ public:
         return {cpu_->layer_memory(l).host, static_cast<std::uint64_t>(l.rows * l.cols) * 8};
     }
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
+        const Entered on;
         if (!fail_on_.empty() && name.find(fail_on_) != std::string_view::npos)
             throw Error("out of memory allocating 12.0 MiB (simulated)");
         {
@@ -42,9 +68,11 @@ public:
         return cpu_->quantize(name, w, spec);
     }
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) override {
+        const Entered on;
         cpu_->residual_gemv(w, q, x, y);
     }
     LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) override {
+        const Entered on;
         return cpu_->top_k_svd(name, w, settings);
     }
     std::unique_ptr<RoundingWork> rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,
@@ -53,9 +81,11 @@ public:
     }
     RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
                                 QuantizedTensor& q) override {
+        const Entered on;
         return cpu_->learned_round(name, w, basis, settings, q);
     }
     QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs) override {
+        const Entered on;
         return cpu_->measure(w, q, basis, inputs);
     }
 
@@ -157,6 +187,26 @@ TEST_CASE("devices: every layer is computed once, on one device; the bytes are t
         for (const auto& layer : stats.layers) recorded += layer.device.starts_with("standin:");
         CHECK(recorded == 12);
     }
+}
+
+TEST_CASE("devices: a stage never runs nested inside another job's stage on one thread (stages wait in isolation)") {
+    const std::string dir = qftest::temp_dir("devices_isolated");
+    const std::string model = make_model(dir, "m.safetensors");
+    g_nested = 0;
+    g_max = 0;
+    // 8 threads whatever the machine: with one worker (a 2-core CI machine) nothing could steal. Without the
+    // isolation this test saw 19-23 nested stage calls in every run here.
+    const oneapi::tbb::global_control threads(oneapi::tbb::global_control::max_allowed_parallelism, 8);
+    for (int round = 0; round < 4; ++round) {
+        StandIns s = stand_ins(3);
+        Options o = options_for(model, dir + "/out.safetensors");
+        o.num_iter = 60;  // long enough learned rounding that the other jobs' stages queue up meanwhile
+        Prepared p = prepare_conversion(o, s.pool);
+        Progress quiet(ProgressStyle::None, 1);
+        oneapi::tbb::task_arena(8).execute([&] { execute_conversion(p, quiet); });
+    }
+    CHECK(g_max.load() >= 4);  // stages did run side by side
+    CHECK(g_nested.load() == 0);
 }
 
 TEST_CASE("devices: tensors_in_flight and concurrent_files scale with the devices; plan says so") {

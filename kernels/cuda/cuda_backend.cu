@@ -52,7 +52,7 @@ private:
 class CudaBackend final : public Backend {
 public:
     CudaBackend(int device, std::unique_ptr<Backend> host) : device_(device), host_(std::move(host)) {
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
     }
 
     std::string name() const override { return "cuda:" + std::to_string(device_); }
@@ -96,7 +96,7 @@ public:
 
     std::unique_ptr<WeightHold> hold(std::string_view name, const TensorView& w) override {
         (void)name;
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         const cuda::Stream s;
         auto held = std::make_unique<Held>();
         held->bytes = DeviceBuffer<unsigned char>(weight_bytes(w));
@@ -126,7 +126,7 @@ public:
         QF_EXPECT(format_fits(spec, w.rows, w.cols),
                   "tensor '" + std::string(name) + "' [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
                       "] does not fit " + std::string(format_label(spec.format)) + " with block size " + std::to_string(spec.block_size));
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         const DeviceWeightRef uw = device_weight(w, s);
@@ -177,7 +177,7 @@ public:
     // float8_e5m2, mxfp8 and nvfp4 (quantize_blocks.cu): the tensor's amax (and NaN check) through cell_amax,
     // then one kernel; scales and codes as the CPU's quantize_cpu gives them.
     QuantizedTensor quantize_new_format(std::string_view name, const TensorView& w, const QuantSpec& spec) {
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         const cuda::Stream s;
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         const DeviceWeightRef uw = device_weight(w, s);
@@ -222,7 +222,7 @@ public:
         if (!has_cuda_kernels(q.spec.format)) return host_->residual_gemv(w, q, x, y);
         QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
                   "residual_gemv: vector sizes do not match the weight");
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         const DeviceWeightRef uw = device_weight(w, s);
@@ -239,7 +239,7 @@ public:
 
     LowRank top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) override {
         if (settings.exact) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd: cuSOLVER's gesvd needs m >= n
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         // A solver of its own (from a pool): the jobs in flight run their SVDs side by side (one shared handle
         // serialised them: 40 layers of a WAN-14B block model waited ~2 s in line on an H200).
         SolverLease lease(*this);
@@ -253,7 +253,7 @@ public:
 
     std::unique_ptr<RoundingWork> rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,
                                                 QuantizedTensor& q) override {
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         return cuda::make_rounding_work(device_, name, basis, q, staging(), [&](const cuda::Stream& s) { return device_weight(w, s); });
     }
 

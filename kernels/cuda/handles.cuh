@@ -18,11 +18,18 @@ inline int current_device() noexcept {
 }
 
 // Makes `device` current while it lives and restores the previous one. With several GPUs, a TBB worker may
-// have served another GPU last: memory and handles are released with their own GPU current.
+// have served another GPU last: memory and handles are released with their own GPU current, and every backend
+// entry point enters its GPU with one of these, so a job that a waiting thread runs in between (a host
+// parallel_for lets it take other work) cannot leave the outer job on the wrong GPU. `Checked` throws when the
+// device cannot be made current; the destructors' scopes are quiet.
 class DeviceScope {
 public:
-    explicit DeviceScope(int device) noexcept : previous_(current_device()) {
-        if (device != previous_) changed_ = cudaSetDevice(device) == cudaSuccess;
+    enum class Mode { Quiet, Checked };
+    explicit DeviceScope(int device, Mode mode = Mode::Quiet) : previous_(current_device()) {
+        if (device == previous_) return;
+        const cudaError_t e = cudaSetDevice(device);
+        changed_ = e == cudaSuccess;
+        if (mode == Mode::Checked) QF_CUDA_CHECK(e);
     }
     ~DeviceScope() {
         if (changed_) cudaSetDevice(previous_);

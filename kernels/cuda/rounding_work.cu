@@ -50,7 +50,7 @@ public:
     }
 
     std::vector<double> project(std::int64_t k, double* error2) override {
-        enter(k);
+        const auto on = enter(k);
         project_rows_lt(lt_, weight_.view, g_, codes_.get(), scales_.get(), fp8_, v64_.get(), static_cast<int>(k), e_work_.get(),
                         t_.get(), s_.get());
         if (error2) *error2 = sum_squares(e_work_.get(), static_cast<std::int64_t>(n_), s_.get());  // E is in e_work_ now
@@ -59,7 +59,7 @@ public:
 
     // uz = U_k Z in float (i summed in order), then the rank-k correction fused with the final rounding.
     void correct_and_round(const std::vector<double>& z, std::int64_t k) override {
-        enter(k);
+        const auto on = enter(k);
         const std::int64_t rows = basis_.rows, wide = basis_.k;
         const std::vector<float> zf(z.begin(), z.end());
         std::vector<float> uz(at(rows * k));
@@ -77,7 +77,7 @@ public:
 
     // U_k^T ((U_k Y V_k) * D^2) V_k^T: U_k Y on the host in double (as the CPU), the rest on the device.
     std::vector<double> int8_step_direct(const std::vector<double>& y, std::int64_t k) override {
-        enter(k);
+        const auto on = enter(k);
         const std::int64_t rows = basis_.rows, wide = basis_.k;
         std::vector<double> uy(at(rows * k), 0.0);
         for (std::int64_t r = 0; r < rows; ++r)
@@ -91,25 +91,25 @@ public:
     }
 
     void adam_begin(std::int64_t k, const std::vector<double>& p0, Optimizer optimizer, double lr) override {
-        enter(k);
+        const auto on = enter(k);
         adam_.reset();
         adam_ = std::make_unique<AdamDevice>(basis_, k, g_, scales_.get(), p0, optimizer, lr, s_);
     }
     AdamLoopState adam_steps(int t0, int count, std::vector<double>& losses) override {
         QF_EXPECT(adam_, "tensor '" + name_ + "': adam_steps before adam_begin");
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         return adam_->steps(t0, count, losses);
     }
     void adam_finish(int best_buffer) override {
         QF_EXPECT(adam_, "tensor '" + name_ + "': adam_finish before adam_begin");
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         adam_->finish(best_buffer, fp8_, codes_.get());
         s_.sync();
         adam_.reset();
     }
 
     std::vector<MidpointMove> midpoint_moves(const MidpointQuery& query, double& error2) override {
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         // The finish runs after the optimizer: its buffers go before the candidates' come (layer_memory counts
         // the larger of the two, not both).
         adam_.reset();
@@ -166,7 +166,7 @@ public:
 
     void move_codes(std::span<const MidpointMove> moves) override {
         if (moves.empty()) return;
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         DeviceBuffer<MidpointMove> d(moves.size());
         upload(d, moves.data(), moves.size(), s_);
         cuda::move_codes(d.get(), static_cast<std::int64_t>(moves.size()), fp8_, codes_.get(), s_.get());
@@ -174,21 +174,22 @@ public:
     }
 
     void reset_codes() override {
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         QF_CUDA_CHECK(cudaMemcpyAsync(codes_.get(), rtn_.get(), n_, cudaMemcpyDeviceToDevice, s_.get()));
     }
 
     void fetch_codes(QuantizedTensor& q) override {
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         q.codes.resize(n_);
         ring_.download(q.codes.data(), codes_.get(), n_, s_);
     }
 
 private:
-    void enter(std::int64_t k) {
+    // Checks k and makes this layer's GPU current until the caller's scope ends.
+    [[nodiscard]] cuda::DeviceScope enter(std::int64_t k) {
         QF_EXPECT(k >= 1 && k <= basis_.k, "tensor '" + name_ + "': " + std::to_string(k) + " components asked of a basis of " +
                                                std::to_string(basis_.k));
-        QF_CUDA_CHECK(cudaSetDevice(device_));
+        return cuda::DeviceScope(device_, cuda::DeviceScope::Mode::Checked);
     }
 
     // P[i, j] = sum_r U[r, i] T[r, j] over the leading k components, in double, rows in order (the CPU's
