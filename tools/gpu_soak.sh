@@ -16,11 +16,12 @@ work=$(mktemp -d /tmp/qf_soak.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 model=$work/model.safetensors
 python3 tools/make_demo_model.py --preset wan14b --blocks "$blocks" -o "$model" >/dev/null || exit 1
-echo "soak: $runs runs of: quantflow -i <wan14b, $blocks blocks, $(($(stat -c %s "$model") >> 20)) MiB> --comfy_quant --manual_seed 7 $*"
+flags=(--comfy_quant --manual_seed 7 "$@")  # one seed: every run must write the same bytes
+echo "soak: $runs runs of: quantflow -i <wan14b, $blocks blocks, $(($(stat -c %s "$model") >> 20)) MiB> ${flags[*]}"
 first="" failed=0 differ=0
 for ((i = 1; i <= runs; i++)); do
   start=$(date +%s%N)
-  "$bundle/bin/quantflow" -i "$model" -o "$work/out.safetensors" --comfy_quant --manual_seed 7 --overwrite --progress none "$@" \
+  "$bundle/bin/quantflow" -i "$model" -o "$work/out.safetensors" --overwrite --progress none "${flags[@]}" \
     >"$work/stdout" 2>"$work/stderr"
   rc=$?
   ms=$((($(date +%s%N) - start) / 1000000))
@@ -32,8 +33,9 @@ for ((i = 1; i <= runs; i++)); do
   fi
   sum=$(sha256sum "$work/out.safetensors" | cut -c1-16)
   [ -z "$first" ] && first=$sum
-  [ "$sum" != "$first" ] && differ=$((differ + 1)) && echo "run $i: bytes differ ($sum, first $first)"
-  echo "run $i: ${ms} ms $sum"
+  note=""
+  [ "$sum" != "$first" ] && differ=$((differ + 1)) && note=" (differs from run 1: $first)"
+  echo "run $i: ${ms} ms $sum$note"
 done
 echo "soak: $runs runs, $failed failed, $differ with other bytes"
 [ $failed -eq 0 ] && [ $differ -eq 0 ]

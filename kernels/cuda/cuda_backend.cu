@@ -52,7 +52,7 @@ private:
 class CudaBackend final : public Backend {
 public:
     CudaBackend(int device, std::unique_ptr<Backend> host) : device_(device), host_(std::move(host)) {
-        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);  // fails here if the GPU cannot be used
     }
 
     std::string name() const override { return "cuda:" + std::to_string(device_); }
