@@ -64,8 +64,12 @@ public:
         (void)w;
         return nullptr;
     }
+    // ConvRot (kernels/convrot.hpp): w with every group of g input columns rotated by H_g, as float32 [rows, cols]
+    // (cols a multiple of g, g a valid group size), bit-identical on every backend.
+    virtual std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g) = 0;
     // Round-to-nearest quantization (spec 5.1 / 5.2): per-scale-block amax, scale, clamp, round.
-    // An all-zero weight gives zero codes and every scale 1.0 (the reference's rule).
+    // An all-zero weight gives zero codes and every scale 1.0 (the reference's rule). The ConvRot formats take
+    // the rotated weight (rotate_groups) and keep comfy-kitchen's floors as the scales of zero rows.
     virtual QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) = 0;
     // y = (W - dequant(q)) * x, y has w.rows entries, x has w.cols (the bias-correction product, spec 5.4).
     // Each row is summed in a fixed order, so y is bit-stable across thread counts.

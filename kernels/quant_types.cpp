@@ -1,5 +1,8 @@
 #include "kernels/quant_types.hpp"
 
+#include <algorithm>
+
+#include "kernels/convrot.hpp"
 #include "kernels/numerics.hpp"
 
 namespace quantflow {
@@ -11,7 +14,13 @@ bool is_fp8(QuantFormat format) {
 
 bool is_block_scaled(QuantFormat format) { return format == QuantFormat::Mxfp8 || format == QuantFormat::Nvfp4; }
 
-bool learned_rounding_knows(QuantFormat format) { return format != QuantFormat::Fp8E5m2Tensor && !is_block_scaled(format); }
+bool is_convrot(QuantFormat format) { return format == QuantFormat::Int8ConvRot || format == QuantFormat::W4a4ConvRot; }
+
+int int_code_max(QuantFormat format) { return format == QuantFormat::W4a4ConvRot ? 7 : 127; }
+
+bool learned_rounding_knows(QuantFormat format) {
+    return format != QuantFormat::Fp8E5m2Tensor && format != QuantFormat::W4a4ConvRot && !is_block_scaled(format);
+}
 
 float code_value(QuantFormat format, std::uint8_t code) {
     switch (format) {
@@ -48,6 +57,9 @@ std::int64_t scale_block_cols(const QuantSpec& spec, std::int64_t cols) {
 bool format_fits(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
     if (rows <= 0 || cols <= 0) return false;
     if (is_block_scaled(spec.format)) return true;  // padded in the file
+    if (is_convrot(spec.format))  // whole rotation groups; int4 also whole 64-column groups (comfy-kitchen's check)
+        return convrot_group_valid(spec.block_size) && cols % spec.block_size == 0 &&
+               (spec.format != QuantFormat::W4a4ConvRot || cols % 64 == 0);
     const std::int64_t br = scale_block_rows(spec, rows), bc = scale_block_cols(spec, cols);
     return br > 0 && bc > 0 && rows % br == 0 && cols % bc == 0;
 }
@@ -59,6 +71,9 @@ std::int64_t scale_cols(const QuantSpec& spec, std::int64_t cols) {
 }
 
 float encode_factor(QuantFormat format, float amax) {
+    // comfy-kitchen's ConvRot quantizers: max(amax / 127, 1e-30) and max(amax, 1e-10) / 7, in float32.
+    if (format == QuantFormat::Int8ConvRot) return std::max(amax / kInt8Max, 1e-30f);
+    if (format == QuantFormat::W4a4ConvRot) return std::max(amax, 1e-10f) / 7.0f;
     if (format == QuantFormat::Fp8E5m2Tensor) return kE5m2Max / (amax > kAmaxFloor ? amax : kAmaxFloor);
     if (!is_fp8(format)) return int8_step(amax);
     return format == QuantFormat::Fp8Block ? fp8_multiplier_reciprocal_first(amax) : fp8_multiplier(amax);
@@ -79,6 +94,10 @@ std::vector<float> dequantize(const QuantizedTensor& q) {
             const auto i = static_cast<std::size_t>(r * q.cols + c);
             out[i] = code_value(q.spec.format, q.codes[i]) * s;
         }
+    if (is_convrot(q.spec.format)) {
+        std::vector<double> scratch(static_cast<std::size_t>(q.spec.block_size));
+        for (std::int64_t r = 0; r < q.rows; ++r) rotate_row_groups(out.data() + r * q.cols, q.cols, q.spec.block_size, scratch.data());
+    }
     return out;
 }
 
@@ -105,6 +124,8 @@ std::string_view format_label(QuantFormat format) {
         case QuantFormat::Fp8E5m2Tensor: return "fp8 e5m2";
         case QuantFormat::Mxfp8: return "mxfp8";
         case QuantFormat::Nvfp4: return "nvfp4";
+        case QuantFormat::Int8ConvRot: return "int8 convrot";
+        case QuantFormat::W4a4ConvRot: return "convrot w4a4";
     }
     return "?";
 }

@@ -9,6 +9,10 @@
 //   Mxfp8  M x ceil(N/32) power-of-two block scales (e4m3 codes), Nvfp4 M x ceil(N/16) e4m3 block scales times one
 //   global scale (E2M1 codes 0..15, one per byte here; packing, padding and swizzling are the file's business:
 //   stages/format/block_scaled.hpp). A partial last block covers the remaining columns.
+//   Int8ConvRot, W4a4ConvRot  M scales (one per row) of the ConvRot-rotated weight (kernels/convrot.hpp): codes
+//   are int8 in [-127, 127] or int4 in [-7, 7] (one per byte here; the file packs int4 in pairs); block_size is
+//   the rotation's group size G. Their codes and scales describe W_rot = W * H_G^T per group: a Backend
+//   quantizes them from the rotated weight (Backend::rotate_groups); dequantize() rotates back.
 // Scales are what the file stores: dequantized value = code * (global_scale * scale).
 #pragma once
 
@@ -24,7 +28,8 @@ namespace quantflow {
 enum class QuantFormat : std::uint8_t {
     Fp8Tensor, Fp8Row, Fp8Block, Fp8Block2d,
     Int8Block, Int8Lode, Int8Tensor, Int8Row,
-    Fp8E5m2Tensor, Mxfp8, Nvfp4
+    Fp8E5m2Tensor, Mxfp8, Nvfp4,
+    Int8ConvRot, W4a4ConvRot
 };
 
 struct QuantSpec {
@@ -36,7 +41,12 @@ struct QuantSpec {
 bool is_fp8(QuantFormat format);
 // Formats whose scales are block scales in a swizzled file layout (mxfp8, nvfp4): any shape fits by padding.
 bool is_block_scaled(QuantFormat format);
-// Whether learned rounding (spec 5.3) handles the format: the e4m3 and int8 formats, not yet e5m2/mxfp8/nvfp4.
+// The ConvRot formats (a rotated weight, per-row scales).
+bool is_convrot(QuantFormat format);
+// Largest integer code of the integer formats: 127, or 7 for W4a4ConvRot.
+int int_code_max(QuantFormat format);
+// Whether learned rounding (spec 5.3) handles the format: the e4m3 and int8 formats (ConvRot int8 in its rotated
+// space), not yet e5m2/mxfp8/nvfp4/int4.
 bool learned_rounding_knows(QuantFormat format);
 // The value of one code of this format (e4m3, e5m2, E2M1 or int8).
 float code_value(QuantFormat format, std::uint8_t code);
@@ -76,7 +86,7 @@ struct QuantizedTensor {
 };
 
 // The [rows, cols] float32 values q stands for, row-major: code * (global_scale * block scale), the product
-// comfy-kitchen's decoders form.
+// comfy-kitchen's decoders form; for the ConvRot formats then rotated back to the weight's own space.
 std::vector<float> dequantize(const QuantizedTensor& q);
 
 // Whether every code is zero (+0 or -0): the quantization of an all-zero weight.

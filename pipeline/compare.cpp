@@ -13,7 +13,10 @@
 #include "kernels/numerics.hpp"
 #include "kernels/random.hpp"
 #include "kernels/units.hpp"
+#include "kernels/convrot.hpp"
 #include "stages/format/block_scaled.hpp"
+#include "stages/format/comfy_quant.hpp"
+#include "stages/format/int4_pack.hpp"
 #include "stages/format/json_text.hpp"
 #include "stages/format/mapped_file.hpp"
 #include "stages/format/safetensors_header.hpp"
@@ -60,6 +63,7 @@ struct LayerJob {
     const TensorInfo* global_scale = nullptr;  // nvfp4's weight_scale_2
     QuantSpec spec;
     bool block_scaled = false;  // mxfp8 / nvfp4: padded, packed, swizzled (stages/format/block_scaled.hpp)
+    bool rotated = false;       // ConvRot: codes of W * H (int4 packed for convrot_w4a4); compared in that space
     bool legacy = false, fpmm = false;
     std::uint64_t host_bytes = 0;  // see layer_host_bytes
 };
@@ -87,19 +91,6 @@ QuantSpec spec_from_scale(const std::string& where, bool fp8, std::int64_t rows,
                 std::to_string(cols) + "] as a tensor, row, group or tile grid");
 }
 
-// The comfy_quant JSON's "format" and "full_precision_matrix_mult".
-void read_comfy_quant(const std::string& where, std::span<const std::byte> bytes, std::string& format, bool& fpmm) {
-    simdjson::dom::parser parser;
-    simdjson::padded_string json(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    simdjson::dom::element doc;
-    if (parser.parse(json).get(doc) != simdjson::SUCCESS) throw Error(where + ": comfy_quant is not valid JSON");
-    std::string_view f;
-    if (doc["format"].get_string().get(f) != simdjson::SUCCESS) throw Error(where + ": comfy_quant has no \"format\" string");
-    format = f;
-    bool flag = false;
-    fpmm = doc["full_precision_matrix_mult"].get_bool().get(flag) == simdjson::SUCCESS && flag;
-}
-
 // Host bytes of one layer while it is measured: its mapped weight and codes, the codes' copy, the float32 copy
 // of the weight that the CPU backend's SVD decodes, scales, biases and test inputs.
 std::uint64_t layer_host_bytes(const LayerJob& j, int samples) {
@@ -107,6 +98,7 @@ std::uint64_t layer_host_bytes(const LayerJob& j, int samples) {
     std::uint64_t bytes = j.weight->bytes() + j.codes->bytes() + elements + 4 * elements + 4 * j.scale->elements() +
                           4 * static_cast<std::uint64_t>(j.result.cols) * static_cast<std::uint64_t>(samples);
     if (j.bias) bytes += j.bias->bytes() + j.bias_q->bytes() + 8 * static_cast<std::uint64_t>(j.result.rows);
+    if (j.rotated) bytes += 4 * elements;  // the rotated original
     return bytes;
 }
 
@@ -124,11 +116,12 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
         const std::string where = file_tensor(options.quantized, t->name);
         const TensorInfo* ref = original.find(t->name);
         std::string block_format;  // "mxfp8" / "nvfp4" from comfy_quant, before the shapes are compared
+        ComfyQuantInfo info;
         if (const TensorInfo* cq = quant.find(layer + ".comfy_quant")) {
-            bool unused = false;
-            read_comfy_quant(file_tensor(options.quantized, cq->name), quant.data(*cq), block_format, unused);
-            if (block_format != "mxfp8" && block_format != "nvfp4") block_format.clear();
+            info = parse_comfy_quant(file_tensor(options.quantized, cq->name), quant.data(*cq));
+            if (info.format == "mxfp8" || info.format == "nvfp4") block_format = info.format;
         }
+        const bool int4 = info.format == "convrot_w4a4" && int8;
         if (!fp8 && !int8 && !e5m2 && block_format.empty()) {
             if (ref) ++unquantized;
             continue;
@@ -138,7 +131,10 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
         if (!block_format.empty() && ref->shape.size() == 2 && block_weight_shape(block_kind, ref->shape[0], ref->shape[1]) != t->shape)
             throw Error(where + " is " + block_format + " of shape " + format_shape(t->shape) + " but " + options.original + " has " +
                         format_shape(ref->shape) + " (stored " + format_shape(block_weight_shape(block_kind, ref->shape[0], ref->shape[1])) + ")");
-        if (block_format.empty() && ref->shape != t->shape)
+        if (int4 && ref->shape.size() == 2 && std::vector<std::int64_t>{ref->shape[0], ref->shape[1] / 2} != t->shape)
+            throw Error(where + " is convrot_w4a4 of shape " + format_shape(t->shape) + " but " + options.original + " has " +
+                        format_shape(ref->shape) + " (stored [N, K/2])");
+        if (block_format.empty() && !int4 && ref->shape != t->shape)
             throw Error(where + " has shape " + format_shape(t->shape) + " but " + options.original + " has " + format_shape(ref->shape));
         if (ref->dtype != DType::F32 && ref->dtype != DType::BF16 && ref->dtype != DType::F16)
             throw Error(file_tensor(options.original, ref->name) + " is " + std::string(dtype_name(ref->dtype)) +
@@ -159,7 +155,8 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
         if (j.legacy) {
             c.format = fp8 ? "legacy scale_weight (fp8)" : "legacy scale_weight (int8)";
         } else if ((j.comfy_quant = quant.find(layer + ".comfy_quant"))) {
-            read_comfy_quant(file_tensor(options.quantized, j.comfy_quant->name), quant.data(*j.comfy_quant), c.format, j.fpmm);
+            c.format = info.format;
+            j.fpmm = info.full_precision_matrix_mult;
         } else {
             c.format = "no comfy_quant";
         }
@@ -168,6 +165,18 @@ std::vector<LayerJob> plan_layers(const OpenFile& original, const OpenFile& quan
             j.spec = {block_kind, scale_block_cols({block_kind, 0}, c.cols)};
             j.global_scale = quant.find(layer + ".weight_scale_2");
             if (block_kind == QuantFormat::Nvfp4 && !j.global_scale) throw Error(where + " is nvfp4 but has no weight_scale_2");
+        } else if (!j.legacy && info.rotated() && int8) {
+            j.rotated = true;
+            j.spec = {int4 ? QuantFormat::W4a4ConvRot : QuantFormat::Int8ConvRot, info.convrot_groupsize};
+            const std::string problem = convrot_group_problem(info.convrot_groupsize);
+            if (!problem.empty() || c.cols % info.convrot_groupsize != 0)
+                throw Error(where + ": " + (problem.empty() ? "ConvRot group " + std::to_string(info.convrot_groupsize) +
+                                                                  " does not divide " + std::to_string(c.cols) + " input columns"
+                                                            : problem) + " (ComfyUI raises ValueError)");
+            if (j.scale->elements() != static_cast<std::uint64_t>(c.rows) && j.scale->elements() != 1)
+                throw Error(file_tensor(options.quantized, j.scale->name) + ": " + std::to_string(j.scale->elements()) +
+                            " scales for " + std::to_string(c.rows) + " rows of a ConvRot weight");
+            if (j.scale->elements() == 1) j.spec.format = QuantFormat::Int8ConvRot;  // a scalar scale: one value per row below
         } else {
             j.spec = spec_from_scale(file_tensor(options.quantized, j.scale->name), fp8, c.rows, c.cols, j.scale->shape, e5m2);
         }
@@ -204,12 +213,23 @@ void measure_layer(LayerJob& j, const OpenFile& original, const OpenFile& quant,
         q.rows = c.rows;
         q.cols = c.cols;
         const auto codes = quant.data(*j.codes);
-        q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
+        if (j.spec.format == QuantFormat::W4a4ConvRot)
+            q.codes = unpack_int4(codes);
+        else
+            q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
         quant.release(j.codes);  // copied: its pages are not needed again
         q.scales = decode_floats(quant.data(*j.scale), j.scale->dtype);
+        if (j.rotated && q.scales.size() == 1) q.scales.assign(static_cast<std::size_t>(c.rows), q.scales[0]);
     }
 
-    const TensorView w = weight_view(original.file, original.header, original.index.at(j.weight->name));
+    TensorView w = weight_view(original.file, original.header, original.index.at(j.weight->name));
+    // ConvRot: the original rotated like the codes (orthogonal: the same errors and singular values; the test
+    // inputs are Gaussian either way).
+    std::vector<float> rotated;
+    if (j.rotated) {
+        rotated = backend.rotate_groups(j.weight->name, w, j.spec.block_size);
+        w = {reinterpret_cast<const std::byte*>(rotated.data()), DType::F32, c.rows, c.cols};
+    }
     const LowRank basis = backend.top_k_svd(j.weight->name, w, {c.k, named_seed(options.seed, j.weight->name), kOversample, kPowerIterations, false});
     std::vector<float> x(static_cast<std::size_t>(c.cols * options.samples));
     fill_normal(named_seed(options.seed ^ 0x5157u, j.weight->name), 1.0, x);
@@ -231,6 +251,8 @@ void measure_layer(LayerJob& j, const OpenFile& original, const OpenFile& quant,
     }
     if (j.block_scaled)
         block_verdict(c, j.codes->dtype, j.scale->dtype, j.global_scale != nullptr);
+    else if (j.rotated)
+        convrot_verdict(c, j.spec, j.scale->shape);
     else
         comfy_verdict(c, j.legacy, has_marker, j.fpmm, static_cast<std::int64_t>(j.scale->elements()), j.scale->shape.size(), saturates);
     for (const TensorInfo* t : {j.weight, j.bias}) original.release(t);

@@ -47,4 +47,22 @@ void block_verdict(LayerComparison& c, DType weight, DType scale, bool has_globa
     if (c.comfy_loads) c.comfy_note = "native on SM >= 10 only; emulated (dequantized per forward) elsewhere";
 }
 
+void convrot_verdict(LayerComparison& c, const QuantSpec& spec, const std::vector<std::int64_t>& scale_shape) {
+    const bool int4 = spec.format == QuantFormat::W4a4ConvRot;
+    c.format += (int4 ? " (group " : " (convrot, group ") + std::to_string(spec.block_size) + ")";
+    const bool column = scale_shape.size() == 2 && scale_shape[1] == 1, flat = scale_shape.size() == 1 && scale_shape[0] == c.rows;
+    c.comfy_loads = false;
+    if (int4 && column)
+        c.comfy_note = "convrot_w4a4 weight_scale [N, 1]: comfy-kitchen raises NoCapableBackendError at the first forward (store [N])";
+    else if (int4 && !flat)
+        c.comfy_note = "convrot_w4a4 needs a 1-D [N] weight_scale";
+    else if (int4 && c.cols % 64 != 0)
+        c.comfy_note = "convrot_w4a4 needs K divisible by 64";
+    else if (!int4 && flat && c.rows > 1)
+        c.comfy_note = "1-D [N] ConvRot scale breaks ComfyUI's dequantize (or scales the wrong axis when N = K); store [N, 1]";
+    else
+        c.comfy_loads = true;
+    if (c.comfy_loads) c.comfy_note = int4 ? "W4A4/W4A8 through comfy-kitchen on every device" : "W8A8 through comfy-kitchen on every device";
+}
+
 }  // namespace quantflow

@@ -5,7 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <vector>
+
 #include "kernels/dtype.hpp"
+#include "kernels/quant_types.hpp"
 #include "pipeline/compare.hpp"
 
 namespace quantflow {
@@ -17,5 +20,8 @@ void comfy_verdict(LayerComparison& c, bool legacy, bool has_marker, bool fpmm, 
 // one byte wide (not F8_E8M0 for mxfp8), nvfp4 needs weight_scale_2; they load everywhere but run natively
 // only on SM >= 10.
 void block_verdict(LayerComparison& c, DType weight, DType scale, bool has_global);
+// int8_tensorwise with ConvRot (scale [N, 1] or one value, never 1-D [N]) and convrot_w4a4 (scale 1-D [N] only);
+// both run through comfy-kitchen on every device. Appends the group size to c.format.
+void convrot_verdict(LayerComparison& c, const QuantSpec& spec, const std::vector<std::int64_t>& scale_shape);
 
 }  // namespace quantflow

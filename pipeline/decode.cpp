@@ -1,12 +1,13 @@
 #include "pipeline/decode.hpp"
 
-#include <simdjson.h>
-
 #include <cstring>
 
 #include "kernels/error.hpp"
 #include "kernels/quant_types.hpp"
+#include "kernels/convrot.hpp"
 #include "stages/format/block_scaled.hpp"
+#include "stages/format/comfy_quant.hpp"
+#include "stages/format/int4_pack.hpp"
 #include "stages/format/mapped_file.hpp"
 #include "stages/format/output_file.hpp"
 #include "stages/format/safetensors_header.hpp"
@@ -15,15 +16,6 @@
 
 namespace quantflow {
 namespace {
-
-std::string comfy_format(std::span<const std::byte> bytes) {
-    simdjson::dom::parser parser;
-    simdjson::padded_string json(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    simdjson::dom::element doc;
-    std::string_view f;
-    if (parser.parse(json).get(doc) != simdjson::SUCCESS || doc["format"].get_string().get(f) != simdjson::SUCCESS) return {};
-    return std::string(f);
-}
 
 struct Layer {
     std::size_t weight = 0;
@@ -50,8 +42,9 @@ std::size_t decode_file(const std::string& quantized, const std::string& output,
         const auto cq = header.find(layer + ".comfy_quant");
         const auto sc = header.find(layer + ".weight_scale");
         if (cq < 0 || sc < 0) continue;
-        const std::string format = comfy_format(data(cq));
         const std::string where = quantized + ": tensor '" + layer + ".weight_scale";
+        const ComfyQuantInfo info = parse_comfy_quant(quantized + ": tensor '" + layer + ".comfy_quant'", data(cq));
+        const std::string& format = info.format;
         const TensorInfo& scale = header.tensors[static_cast<std::size_t>(sc)];
         Layer l{i, {}};
         if (format == "mxfp8" || format == "nvfp4") {
@@ -71,12 +64,29 @@ std::size_t decode_file(const std::string& quantized, const std::string& output,
             const auto codes = data(static_cast<std::int64_t>(i));
             l.q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
             l.q.scales = {one_value(where + "'", data(sc), scale.dtype)};
+        } else if (info.rotated() && t.dtype == DType::I8) {
+            const bool int4 = format == "convrot_w4a4";
+            const std::string problem = convrot_group_problem(info.convrot_groupsize);
+            const std::int64_t cols = int4 ? 2 * t.shape[1] : t.shape[1];
+            QF_EXPECT(problem.empty() && cols % info.convrot_groupsize == 0,
+                      quantized + ": layer '" + layer + "': " +
+                          (problem.empty() ? "ConvRot group " + std::to_string(info.convrot_groupsize) + " does not divide " + std::to_string(cols) + " columns" : problem));
+            l.q.spec = {int4 ? QuantFormat::W4a4ConvRot : QuantFormat::Int8ConvRot, info.convrot_groupsize};
+            l.q.rows = t.shape[0];
+            l.q.cols = cols;
+            const auto codes = data(static_cast<std::int64_t>(i));
+            if (int4) l.q.codes = unpack_int4(codes);
+            else l.q.codes.assign(reinterpret_cast<const std::uint8_t*>(codes.data()), reinterpret_cast<const std::uint8_t*>(codes.data()) + codes.size());
+            l.q.scales = decode_floats(data(sc), scale.dtype);
+            QF_EXPECT(l.q.scales.size() == 1 || l.q.scales.size() == static_cast<std::size_t>(l.q.rows),
+                      where + "' holds " + std::to_string(l.q.scales.size()) + " values for " + std::to_string(l.q.rows) + " rows");
+            if (l.q.scales.size() == 1) l.q.scales.assign(static_cast<std::size_t>(l.q.rows), l.q.scales[0]);
         } else {
             continue;
         }
         layers.push_back(std::move(l));
     }
-    QF_EXPECT(!layers.empty(), quantized + " has no float8 tensor-wise, mxfp8 or nvfp4 comfy_quant layer to decode");
+    QF_EXPECT(!layers.empty(), quantized + " has no float8 tensor-wise, mxfp8, nvfp4 or ConvRot comfy_quant layer to decode");
     std::vector<OutputTensorSpec> specs;
     for (const auto& l : layers) specs.push_back({header.tensors[l.weight].name, DType::F32, {l.q.rows, l.q.cols}, {}});
     const OutputLayout layout = plan_output_layout(std::move(specs), {{"quantflow_decoded_from", quantized}});

@@ -46,21 +46,34 @@ void release_device(TensorJob& job) {
     job.device_lease.reset();
 }
 
+// The weight the optimizer and the bias corrector work on: the file's, or for ConvRot its rotation (the
+// rotation is orthogonal: errors, the SVD's subspaces and learned rounding carry over; notes 6).
+TensorView stage_weight(const RunContext& ctx, const TensorJob& job) {
+    if (job.rotated.empty()) return weight_view(ctx.input, ctx.plan.input, job.plan->input);
+    const TensorInfo& t = job_tensor(ctx, job);
+    return {reinterpret_cast<const std::byte*>(job.rotated.data()), DType::F32, t.shape[0], t.shape[1]};
+}
+
 void quantize_body(RunContext& ctx, TensorJob& job) {
     check_cancel(ctx);
     if (job.plan->action != Action::Quantize) return;
     Backend& backend = job_backend(ctx, job);
-    const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
-    job.held = backend.hold(job_tensor(ctx, job).name, weight);  // one copy to the GPU for every stage
+    const std::string& name = job_tensor(ctx, job).name;
+    job.held = backend.hold(name, stage_weight(ctx, job));  // one copy to the GPU for every stage
+    if (is_convrot(job.plan->spec.format)) {
+        job.rotated = backend.rotate_groups(name, stage_weight(ctx, job), job.plan->spec.block_size);
+        job.held = backend.hold(name, stage_weight(ctx, job));  // the stages read the rotation from now on
+        release_job(job, ctx.input, ctx.plan.input);
+    }
     // The device has its copy: drop the input pages now (a later read on the host faults them back from the
     // page cache), so resident memory holds codes, not weights, while the GPU works.
     if (job.held) release_job(job, ctx.input, ctx.plan.input);
-    quantize_layer(job, job_tensor(ctx, job).name, weight, backend, ctx.settings.optimizer);
+    quantize_layer(job, name, stage_weight(ctx, job), backend, ctx.settings.optimizer);
 }
 
 void correct_stages(RunContext& ctx, TensorJob& job) {
     Backend& backend = job_backend(ctx, job);
-    const TensorView weight = weight_view(ctx.input, ctx.plan.input, job.plan->input);
+    const TensorView weight = stage_weight(ctx, job);
     const auto bias_index = job.plan->bias_input;
     if (bias_index != kNoTensor)
         correct_bias(job, weight, tensor_data(ctx.input, ctx.plan.input, bias_index), ctx.plan.input.tensors[bias_index].dtype,
@@ -82,6 +95,7 @@ void correct_body(RunContext& ctx, TensorJob& job) {
     if (job.plan->action != Action::Quantize) return;
     correct_stages(ctx, job);
     release_device(job);
+    job.rotated = {};
 }
 
 void write_body(RunContext& ctx, TensorJob& job) {

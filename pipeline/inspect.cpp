@@ -20,6 +20,10 @@ std::string format_note(const std::string& json) {
     if (json.find("\"mxfp8\"") != std::string::npos)
         return " (E4M3 data, E8M0 block scales of 32 as U8 swizzled; native on SM >= 10, emulated elsewhere)";
     if (json.find("\"float8_e5m2\"") != std::string::npos) return " (E5M2 data, one F32 scale)";
+    if (json.find("\"convrot_w4a4\"") != std::string::npos)
+        return " (ConvRot-rotated int4 pairs in I8, even column in the low nibble, F32 [N] scales; W4A4/W4A8 on every device)";
+    if (json.find("\"convrot\": true") != std::string::npos || json.find("\"convrot\":true") != std::string::npos)
+        return " (ConvRot-rotated INT8, F32 [N, 1] scales; W8A8 on every device)";
     return "";
 }
 

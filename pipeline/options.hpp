@@ -19,6 +19,9 @@ struct Options {
     bool nvfp4 = false;                            // --nvfp4, --mxfp8: the reference's spellings
     bool mxfp8 = false;
     bool e5m2 = false;                             // --e5m2: quantflow's own (the reference has no E5M2 flag)
+    bool convrot = false;                          // --convrot (with --int8): int8_tensorwise of the rotated weight
+    bool w4a4 = false;                             // --w4a4: convrot_w4a4 (quantflow's own flag)
+    std::int64_t convrot_group_size = 256;         // --convrot_group_size: a power of 4
     std::string kernel_backend = "blockwise";      // blockwise | lodewise
     std::optional<std::string> scaling_mode;       // tensor | row | block | block2d; unset = "tensor"
     std::int64_t block_size = 64;

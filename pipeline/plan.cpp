@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 
+#include "kernels/convrot.hpp"
 #include "kernels/error.hpp"
 #include "pipeline/profiles.hpp"
 #include "stages/format/comfy_quant.hpp"
@@ -31,6 +32,7 @@ std::vector<std::byte> f32_one() {
 // The format a layer falls back to when the requested block size does not divide its shape (spec 4.1.6), or
 // when it is smaller than one mxfp8/nvfp4 block in either dimension (float8_e4m3fn tensor-wise).
 QuantSpec fallback_spec(const QuantSpec& spec) {
+    if (is_convrot(spec.format)) return {QuantFormat::Int8Row, spec.block_size};
     if (is_block_scaled(spec.format)) return {QuantFormat::Fp8Tensor, spec.block_size};
     return {is_fp8(spec.format) ? QuantFormat::Fp8Tensor : QuantFormat::Int8Tensor, spec.block_size};
 }
@@ -60,6 +62,13 @@ struct PlanBuilder {
             lp.spec = fallback_spec(plan.requested);
             lp.reason = "shape " + format_shape(t.shape) + " is smaller than one " + std::string(format_label(plan.requested.format)) +
                         " block (" + std::to_string(block) + "): " + std::string(format_label(lp.spec.format)) + " instead";
+            ++plan.counts.fallbacks;
+        } else if (is_convrot(lp.spec.format) && !format_fits(lp.spec, rows, cols)) {
+            lp.spec = fallback_spec(plan.requested);
+            const bool int4 = plan.requested.format == QuantFormat::W4a4ConvRot;
+            lp.reason = "ConvRot group " + std::to_string(plan.requested.block_size) + (int4 ? " (and int4's 64)" : "") +
+                        " does not divide " + std::to_string(cols) + " input columns: " + std::string(format_label(lp.spec.format)) +
+                        " (int8_tensorwise, unrotated) instead of " + std::string(format_label(plan.requested.format));
             ++plan.counts.fallbacks;
         } else if (!format_fits(lp.spec, rows, cols)) {
             lp.spec = fallback_spec(plan.requested);
@@ -166,8 +175,17 @@ QuantSpec requested_spec(const Options& options) {
     usage(options.kernel_backend == "blockwise" || options.kernel_backend == "lodewise",
           "--kernel_backend '" + options.kernel_backend + "' is not one of blockwise, lodewise");
     QuantSpec spec{QuantFormat::Fp8Tensor, options.block_size};
-    const int chosen = int{options.int8} + int{options.nvfp4} + int{options.mxfp8} + int{options.e5m2};
-    usage(chosen <= 1, "choose one of --int8, --nvfp4, --mxfp8, --e5m2");
+    const int chosen = int{options.int8} + int{options.nvfp4} + int{options.mxfp8} + int{options.e5m2} + int{options.w4a4};
+    usage(chosen <= 1, "choose one of --int8, --nvfp4, --mxfp8, --e5m2, --w4a4");
+    if (options.convrot || options.w4a4) {
+        const std::string flag = options.w4a4 ? "--w4a4" : "--convrot";
+        usage(options.w4a4 || options.int8, "--convrot rotates INT8 weights: add --int8 (or use --w4a4 for INT4)");
+        usage(options.comfy_quant, flag + " needs --comfy_quant (legacy scale_weight files cannot hold it)");
+        usage(!options.scaling_mode || mode == "row", flag + " has per-row scales; drop --scaling_mode " + mode);
+        const std::string problem = convrot_group_problem(options.convrot_group_size);
+        usage(problem.empty(), "--convrot_group_size: " + problem);
+        return {options.w4a4 ? QuantFormat::W4a4ConvRot : QuantFormat::Int8ConvRot, options.convrot_group_size};
+    }
     if (options.nvfp4 || options.mxfp8 || options.e5m2) {
         const std::string flag = options.nvfp4 ? "--nvfp4" : (options.mxfp8 ? "--mxfp8" : "--e5m2");
         usage(options.comfy_quant, flag + " needs --comfy_quant (legacy scale_weight files cannot hold it)");
@@ -223,6 +241,11 @@ void plan_memory(Plan& plan, const Backend& backend, const Options& options) {
         if (!fallback.empty()) lp.reason += (lp.reason.empty() ? "" : "; ") + std::string("learned rounding on the host: ") + fallback;
         lp.work_bytes = m.host;
         lp.device_bytes = m.device;
+        if (is_convrot(lp.spec.format)) {  // the rotated float32 weight, on the host and (held) on the device
+            const auto rotated = static_cast<std::uint64_t>(t.shape[0] * t.shape[1]) * 4;
+            lp.work_bytes += rotated;
+            if (m.device > 0) lp.device_bytes += 2 * rotated;
+        }
     }
 }
 
@@ -294,7 +317,10 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
         if (lp.bias_input != kNoTensor) lp.out_bias = plan.layout.index_of(tensors[lp.bias_input].name);
     }
     for (const auto& [i, name] : input_scale_slots) plan.layers[i].out_input_scale = plan.layout.index_of(name);
-    if (plan.counts.fallbacks > 0 && is_block_scaled(plan.requested.format))
+    if (plan.counts.fallbacks > 0 && is_convrot(plan.requested.format))
+        plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to int8 row (unrotated): ConvRot group " +
+                             std::to_string(plan.requested.block_size) + " does not divide their input width (see `quantflow plan`)");
+    else if (plan.counts.fallbacks > 0 && is_block_scaled(plan.requested.format))
         plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to fp8 tensor: smaller than one " +
                              std::string(format_label(plan.requested.format)) + " block (see `quantflow plan`)");
     else if (plan.counts.fallbacks > 0)
@@ -323,6 +349,7 @@ std::string canonical_options(const Options& o) {
     const QuantSpec spec = requested_spec(o);
     s += " --format " + std::string(format_label(spec.format));
     s += " --block_size " + std::to_string(o.block_size);
+    if (is_convrot(spec.format)) s += " --convrot_group_size " + std::to_string(spec.block_size);
     if (o.simple) {
         s += " --simple";
     } else {

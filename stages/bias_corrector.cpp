@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/convrot.hpp"
 #include "kernels/numerics.hpp"
 #include "kernels/random.hpp"
 
@@ -36,7 +37,16 @@ std::span<const float> CalibrationMeans::for_width(std::int64_t n) {
 void correct_bias(TensorJob& job, const TensorView& weight, std::span<const std::byte> bias, DType bias_dtype,
                   Backend& backend, CalibrationMeans& means) {
     std::vector<float> delta(static_cast<std::size_t>(weight.rows));
-    backend.residual_gemv(weight, job.quant, means.for_width(weight.cols), delta);
+    const std::span<const float> m = means.for_width(weight.cols);
+    if (is_convrot(job.quant.spec.format)) {
+        // weight is W * H (rotated), so (W - W_hat) m = (W * H - Q)(H m): the means rotate with it.
+        std::vector<float> rotated(m.begin(), m.end());
+        std::vector<double> scratch(static_cast<std::size_t>(job.quant.spec.block_size));
+        rotate_row_groups(rotated.data(), weight.cols, job.quant.spec.block_size, scratch.data());
+        backend.residual_gemv(weight, job.quant, rotated, delta);
+    } else {
+        backend.residual_gemv(weight, job.quant, m, delta);
+    }
     const std::vector<float> original = decode_floats(bias, bias_dtype);
     job.bias.resize(bias.size());
     for (std::size_t i = 0; i < delta.size(); ++i) store(job.bias.data(), bias_dtype, i, original[i] + delta[i]);

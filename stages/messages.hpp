@@ -64,6 +64,7 @@ struct TensorJob {
     std::unique_ptr<JobLease> device_lease;  // device_bytes charged to that device, until the bias corrector is done
     std::unique_ptr<WeightHold> held;  // the weight kept on the accelerator for those stages
 
+    std::vector<float> rotated;      // ConvRot: the rotated float32 weight every stage works on (optimizer to bias corrector)
     QuantizedTensor quant;           // filled by the optimizer stage
     LowRank basis;                   // learned rounding's top-k basis (k = 0 without one)
     RoundingStats rounding;          // learned rounding's record (rank_k > 0)

@@ -2,6 +2,7 @@
 
 #include "kernels/error.hpp"
 #include "stages/format/block_scaled.hpp"
+#include "stages/format/int4_pack.hpp"
 
 namespace quantflow {
 namespace {
@@ -41,6 +42,10 @@ void write_job(const TensorJob& job, const OutputLayout& layout, const Safetenso
         write_tensor(layout, lp.out_tensor, weight.data(), weight.size(), out);
         write_tensor(layout, lp.out_scale, scales.data(), scales.size(), out);
         if (lp.out_scale_2 != kNoTensor) write_tensor(layout, lp.out_scale_2, &q.global_scale, sizeof(float), out);
+    } else if (q.spec.format == QuantFormat::W4a4ConvRot) {
+        const auto weight = pack_int4(q.codes);
+        write_tensor(layout, lp.out_tensor, weight.data(), weight.size(), out);
+        write_tensor(layout, lp.out_scale, q.scales.data(), q.scales.size() * sizeof(float), out);
     } else {
         write_tensor(layout, lp.out_tensor, q.codes.data(), q.codes.size(), out);
         write_tensor(layout, lp.out_scale, q.scales.data(), q.scales.size() * sizeof(float), out);

@@ -9,9 +9,15 @@ Installs nothing: exits 77 (ctest: skipped) with a message when torch or comfy_k
     functions (dequantize_nvfp4, dequantize_mxfp8, QuantizedTensor(...).dequantize(), on the CPU / eager backend)
     and must equal `quantflow decode` bit for bit;
 (b) quantflow's round-to-nearest bytes (data, swizzled scales, nvfp4's weight_scale_2) must equal comfy-kitchen's
-    eager quantizers' bytes on the same float32 weights (notes/comfyui-new-formats.md 9).
+    eager quantizers' bytes on the same float32 weights (notes/comfyui-new-formats.md 9);
+(c) ConvRot (int8_tensorwise + convrot, convrot_w4a4) at every group size that fits: comfy-kitchen's decoders equal
+    `quantflow decode` to float32 rounding (both rotate back; comfy-kitchen in float32, quantflow in double), and
+    its quantizers give quantflow's codes and scales except where its float32 rotation lands on the other side of
+    a rounding boundary: scales within 8 ulp (a row's amax after G float32 additions; measured up to 6), codes
+    within 1 at positions an exact float64 rotation puts within 1e-3 of a half-step.
 One line per check, then "N passed, M failed"; exit 1 when anything failed.
 """
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +26,8 @@ try:
     import numpy as np
     import torch
     import comfy_kitchen as ck
-    from comfy_kitchen.tensor import QuantizedTensor, TensorCoreFP8Layout, TensorCoreMXFP8Layout, TensorCoreNVFP4Layout
+    from comfy_kitchen.tensor import (QuantizedTensor, TensorCoreConvRotW4A4Layout, TensorCoreFP8Layout, TensorCoreMXFP8Layout,
+                                      TensorCoreNVFP4Layout, TensorWiseINT8Layout)
     from safetensors.torch import load_file, save_file
 except Exception as e:  # noqa: BLE001 - any import failure means "not installed here"
     print(f"SKIP: comfy_kitchen/torch not importable ({type(e).__name__}: {e}); tools/setup.sh installs them")
@@ -120,6 +127,84 @@ for flag in ["nvfp4", "mxfp8", "e5m2"]:
             # stored scale reproduces up to its division (x / scale): compare the decoded error instead of the bytes.
             err = (got - W.float()).norm() / max(W.float().norm(), 1e-30)
             check(err < 0.07, f"{tag}: relative error {float(err):.4f} < 7%")
+
+
+
+def hadamard64(g):
+    h4 = np.array([[1, 1, 1, -1], [1, 1, -1, 1], [1, -1, 1, 1], [-1, 1, 1, 1]], np.float64)
+    h = h4
+    while h.shape[0] < g:
+        h = np.kron(h, h4)
+    return h / np.sqrt(g)
+
+
+def ulps_apart(a, b):
+    a, b = a.contiguous().view(torch.int32).long(), b.contiguous().view(torch.int32).long()
+    return (a - b).abs()
+
+
+def check_convrot(flag, g, name, W, q, mine):
+    layer = name[: -len(".weight")]
+    n, k = W.shape
+    data, scale, ours = q[name], q[layer + ".weight_scale"], mine[name]
+    int4 = flag == "w4a4"
+    tag = f"{flag} G={g} {layer} [{n}, {k}]"
+    if int4:
+        check(data.dtype == torch.int8 and list(data.shape) == [n, k // 2] and list(scale.shape) == [n], f"{tag}: I8 [N, K/2], scale [N]")
+        full = ck.dequantize_convrot_w4a4_weight(data, scale, g, 64, torch.float32)
+        params = TensorCoreConvRotW4A4Layout.Params(scale=scale, orig_dtype=torch.float32, orig_shape=(n, k), convrot_groupsize=g)
+        via_layout = QuantizedTensor(data, "TensorCoreConvRotW4A4Layout", params).dequantize()
+        ref_data, ref_scale = ck.quantize_convrot_w4a4_weight(W, g)
+    else:
+        check(data.dtype == torch.int8 and list(data.shape) == [n, k] and list(scale.shape) == [n, 1], f"{tag}: I8 [N, K], scale [N, 1]")
+        full = torch.ops.comfy_kitchen.dequantize_int8_convrot_weight(data, scale, g)
+        params = TensorWiseINT8Layout.Params(scale=scale, orig_dtype=torch.float32, orig_shape=(n, k), convrot=True, convrot_groupsize=g)
+        via_layout = QuantizedTensor(data, "TensorWiseINT8Layout", params).dequantize()
+        ref_data, ref = TensorWiseINT8Layout.quantize(W, is_weight=True, per_channel=True, convrot=True, convrot_groupsize=g)
+        ref_scale = ref.scale
+    top = ours.abs().amax(dim=1, keepdim=True).clamp(min=1e-30)
+    for what, theirs in (("dequantize", full), ("QuantizedTensor.dequantize()", via_layout)):
+        rel = float(((theirs - ours).abs() / top).max())
+        check(theirs.shape == ours.shape and rel < 2e-6, f"{tag}: {what} == quantflow decode to float32 rounding (max {rel:.2g} of the row's amax)")
+    scale_ulps = int(ulps_apart(ref_scale.reshape(-1).float(), scale.reshape(-1)).max())
+    check(scale_ulps <= 8, f"{tag}: scales == comfy-kitchen's to {scale_ulps} ulp (at most 8; {int((ulps_apart(ref_scale.reshape(-1).float(), scale.reshape(-1)) > 0).sum())} rows differ)")
+    if int4:
+        def unpack(t):
+            b = t.view(torch.uint8).long()
+            lo, hi = b & 15, b >> 4
+            return torch.stack([lo, hi], dim=-1).reshape(t.shape[0], -1).apply_(lambda v: v - 16 if v > 7 else v)
+        mine_codes, their_codes = unpack(data), unpack(ref_data)
+    else:
+        mine_codes, their_codes = data.long(), ref_data.long()
+    differ = (mine_codes != their_codes)
+    rot = W.double().numpy().reshape(n, k // g, g) @ hadamard64(g).T
+    steps = rot.reshape(n, k) / scale.double().numpy().reshape(n, 1)
+    near_tie = np.abs(np.abs(steps - np.floor(steps)) - 0.5) < 1e-3
+    idx = differ.numpy()
+    ok = bool(((mine_codes - their_codes).abs() <= 1).all()) and bool(near_tie[idx].all())
+    check(ok, f"{tag}: codes == comfy-kitchen's but {int(idx.sum())} of {n * k}, each off by 1 at a half-step")
+
+
+convrot_weights = {name: W for name, W in weights.items() if W.dtype == torch.float32}
+convrot_weights["g.weight"] = torch.from_numpy(np.random.default_rng(5).standard_normal((96, 1024)).astype(np.float32) * 0.02)
+src_rot = os.path.join(TMP, "kitchen_convrot_model.safetensors")
+save_file(convrot_weights, src_rot)
+for flag in ["convrot", "w4a4"]:
+    for g in [4, 16, 64, 256]:
+        out = os.path.join(TMP, f"kitchen_{flag}_{g}.safetensors")
+        dec = os.path.join(TMP, f"kitchen_{flag}_{g}_decoded.safetensors")
+        fmt = ["--int8", "--convrot"] if flag == "convrot" else ["--w4a4"]
+        run("-i", src_rot, "-o", out, "--comfy_quant", "--simple", *fmt, "--convrot_group_size", str(g), "--progress", "none", "--overwrite")
+        run("decode", out, "-o", dec, "--overwrite")
+        q, mine = load_file(out), load_file(dec)
+        for name, W in convrot_weights.items():
+            k = W.shape[1]
+            if k % g == 0 and (flag == "convrot" or k % 64 == 0):
+                check_convrot(flag, g, name, W, q, mine)
+            else:
+                check(q[name].dtype == torch.int8 and list(q[name].shape) == list(W.shape) and
+                      json.loads(bytes(q[name[:-7] + ".comfy_quant"].numpy())) == {"format": "int8_tensorwise"},
+                      f"{flag} G={g} {name[:-7]} [{W.shape[0]}, {k}]: falls back to int8_tensorwise (unrotated)")
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -57,6 +57,10 @@ public:
     LayerMemory layer_memory(const LayerWork& l) const override {
         return {cpu_->layer_memory(l).host, static_cast<std::uint64_t>(l.rows * l.cols) * 8};
     }
+    std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g) override {
+        const Entered on;
+        return cpu_->rotate_groups(name, w, g);
+    }
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
         const Entered on;
         if (!fail_on_.empty() && name.find(fail_on_) != std::string_view::npos)

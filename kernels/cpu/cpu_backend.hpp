@@ -21,6 +21,8 @@ std::unique_ptr<Backend> make_cpu_backend();
 // The round-to-nearest quantizer the CPU backend uses, exposed for tests and other backends' checks.
 // Throws Error naming `name` when the weight holds NaN or Inf.
 QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const QuantSpec& spec);
+// Backend::rotate_groups on the host (rows in parallel; kernels/convrot.hpp's transform).
+std::vector<float> rotate_groups_cpu(const TensorView& w, std::int64_t g);
 // y = (W - dequant(q)) x; each row summed in 8 fixed lanes then combined in a fixed order.
 void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y);
 

@@ -53,13 +53,13 @@ namespace {
                 "] holds NaN or Inf in row " + std::to_string(row) + "; refusing to quantize it");
 }
 
-// Division, round half to even, clamp to +-127 (spec 5.2). |x / step| <= 127 (+ rounding), so the magic-number
-// rounding is exact, and the clamp runs on integers where it vectorises.
-QF_VECTOR_CLONES void encode_int8(const float* x, std::int64_t n, float step, std::uint8_t* out) {
+// Division, round half to even, clamp to +-top (127, or 7 for int4; spec 5.2). |x / step| <= top (+ rounding),
+// so the magic-number rounding is exact, and the clamp runs on integers where it vectorises.
+QF_VECTOR_CLONES void encode_int8(const float* x, std::int64_t n, float step, std::int32_t top, std::uint8_t* out) {
     for (std::int64_t i = 0; i < n; ++i) {
         std::int32_t r = static_cast<std::int32_t>(round_half_even_small(x[i] / step));
-        r = r < -127 ? -127 : r;
-        r = r > 127 ? 127 : r;
+        r = r < -top ? -top : r;
+        r = r > top ? top : r;
         out[i] = static_cast<std::uint8_t>(r);
     }
 }
@@ -71,7 +71,7 @@ void encode_block(QuantFormat format, const float* x, std::int64_t n, float amax
     } else if (is_fp8(format))
         encode_fp8_cpu(x, n, encode_factor(format, amax), out);
     else
-        encode_int8(x, n, encode_factor(format, amax), out);
+        encode_int8(x, n, encode_factor(format, amax), int_code_max(format), out);
 }
 
 // Largest |x| of a row straight from its stored bits: for 16-bit floats the order of the magnitude bits is
@@ -200,6 +200,10 @@ QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const Q
             return q;  // zero blocks already follow the format's own rule
         case QuantFormat::Fp8Row:
         case QuantFormat::Int8Row: quantize_rowgroups(name, w, format, w.cols, q); break;
+        case QuantFormat::Int8ConvRot:
+        case QuantFormat::W4a4ConvRot:
+            quantize_rowgroups(name, w, format, w.cols, q);  // w is the rotated weight (Backend::rotate_groups)
+            return q;  // comfy-kitchen's floors (1e-30, 1e-10 / 7) are the scales of zero rows
         case QuantFormat::Fp8Block:
         case QuantFormat::Int8Lode: quantize_rowgroups(name, w, format, spec.block_size, q); break;
         case QuantFormat::Fp8Block2d:

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/convrot.hpp"
 #include "kernels/cuda/adam.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/quantize.cuh"
@@ -32,9 +33,9 @@ using cuda::grid_of;
 
 std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2); }
 
-// The formats the kernels in quantize.cu and the residual GEMV decode (e4m3 and int8 codes, float32 scales); the
-// others (e5m2, mxfp8, nvfp4) quantize through quantize_blocks.cu.
-bool has_cuda_kernels(QuantFormat format) { return learned_rounding_knows(format); }
+// The formats the kernels in quantize.cu and the residual GEMV decode (e4m3, int8 and int4 codes, float32 scales);
+// the others (e5m2, mxfp8, nvfp4) quantize through quantize_blocks.cu.
+bool has_cuda_kernels(QuantFormat format) { return learned_rounding_knows(format) || is_convrot(format); }
 
 class CudaBackend;
 
@@ -121,6 +122,21 @@ public:
         return cudaGetDeviceProperties(&prop, device_) == cudaSuccess ? prop.totalGlobalMem : 0;
     }
 
+    std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g) override {
+        QF_EXPECT(convrot_group_valid(g) && g <= kMaxConvrotGroup && w.cols % g == 0,
+                  "tensor '" + std::string(name) + "': group size " + std::to_string(g) + " does not divide " + std::to_string(w.cols) + " columns");
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
+        const cuda::Stream s;
+        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+        const DeviceWeightRef uw = device_weight(w, s);
+        DeviceBuffer<float> rotated(n);
+        cuda::rotate_groups(uw.view, g, rotated.get(), s.get());
+        std::vector<float> out(n);
+        staging().download(out.data(), rotated.get(), n, s);
+        s.sync();
+        return out;
+    }
+
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
         if (!has_cuda_kernels(spec.format)) return quantize_new_format(name, w, spec);
         QF_EXPECT(format_fits(spec, w.rows, w.cols),
@@ -166,11 +182,12 @@ public:
         DeviceBuffer<float> dfactor(cells);
         DeviceBuffer<std::uint8_t> codes(n);
         cuda::upload(dfactor, factor.data(), cells, s);
-        cuda::encode(dw, g, dfactor.get(), fp8, codes.get(), s.get());
+        cuda::encode(dw, g, dfactor.get(), fp8 ? 0 : int_code_max(spec.format), codes.get(), s.get());
         q.codes.resize(n);
         staging().download(q.codes.data(), codes.get(), n, s);
-        // The reference stores scale 1.0 everywhere for an all-zero weight (its codes are all zero).
-        if (tensor_amax == 0) std::fill(q.scales.begin(), q.scales.end(), 1.0f);
+        // The reference stores scale 1.0 everywhere for an all-zero weight (its codes are all zero); ConvRot keeps
+        // comfy-kitchen's floors.
+        if (tensor_amax == 0 && !is_convrot(spec.format)) std::fill(q.scales.begin(), q.scales.end(), 1.0f);
         return q;
     }
 

@@ -35,16 +35,16 @@ __global__ void amax_kernel(DeviceWeight w, ScaleGrid g, std::int64_t parts, std
     if (threadIdx.x == 0 && shared[0] > 0) atomicMax(amax + cell, shared[0]);
 }
 
-__global__ void encode_kernel(DeviceWeight w, ScaleGrid g, const float* factor, bool fp8, std::uint8_t* codes) {
+__global__ void encode_kernel(DeviceWeight w, ScaleGrid g, const float* factor, int int_max, std::uint8_t* codes) {
     const std::int64_t n = w.rows * w.cols;
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
         const float x = load(w, i), f = factor[cell_of(g, i / w.cols, i % w.cols)];
-        if (fp8) {
+        if (int_max == 0) {
             codes[i] = f32_to_e4m3(clamp_abs(x * f, kFp8Max));
         } else {
             int q = static_cast<int>(round_half_even_small(x / f));
-            q = q < -127 ? -127 : (q > 127 ? 127 : q);
+            q = q < -int_max ? -int_max : (q > int_max ? int_max : q);
             codes[i] = static_cast<std::uint8_t>(q);
         }
     }
@@ -91,8 +91,8 @@ void cell_amax(const DeviceWeight& w, const ScaleGrid& g, unsigned int* amax_bit
     QF_CUDA_CHECK(cudaGetLastError());
 }
 
-void encode(const DeviceWeight& w, const ScaleGrid& g, const float* factor, bool fp8, std::uint8_t* codes, cudaStream_t s) {
-    encode_kernel<<<grid_for(w.rows * w.cols), kThreads, 0, s>>>(w, g, factor, fp8, codes);
+void encode(const DeviceWeight& w, const ScaleGrid& g, const float* factor, int int_max, std::uint8_t* codes, cudaStream_t s) {
+    encode_kernel<<<grid_for(w.rows * w.cols), kThreads, 0, s>>>(w, g, factor, int_max, codes);
     QF_CUDA_CHECK(cudaGetLastError());
 }
 

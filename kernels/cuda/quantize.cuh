@@ -30,8 +30,12 @@ struct ScaleGrid {
 // NaN or Inf (must start at UINT64_MAX).
 void cell_amax(const DeviceWeight& w, const ScaleGrid& g, unsigned int* amax_bits, unsigned long long* bad_row, cudaStream_t s);
 
-// codes[i] = FP8: e4m3(clamp(x * factor[cell], +-448)); INT8: clamp(round_half_even(x / factor[cell]), +-127).
-void encode(const DeviceWeight& w, const ScaleGrid& g, const float* factor, bool fp8, std::uint8_t* codes, cudaStream_t s);
+// codes[i] = int_max 0 (FP8): e4m3(clamp(x * factor[cell], +-448)); otherwise (INT8, INT4):
+// clamp(round_half_even(x / factor[cell]), +-int_max).
+void encode(const DeviceWeight& w, const ScaleGrid& g, const float* factor, int int_max, std::uint8_t* codes, cudaStream_t s);
+
+// ConvRot (convrot.cu): out = w with each group of g columns rotated by H_g (kernels/convrot.hpp), float32.
+void rotate_groups(const DeviceWeight& w, std::int64_t g, float* out, cudaStream_t s);
 
 // mxfp8 (nvfp4 = false) or nvfp4 round-to-nearest (quantize_blocks.cu): codes [rows * cols], one per element;
 // scales [rows * ceil(cols / block)] (2^e, or the e4m3 block scale under nvfp4's global scale); bad_row as

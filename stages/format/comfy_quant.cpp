@@ -1,6 +1,10 @@
 #include "stages/format/comfy_quant.hpp"
 
+#include <simdjson.h>
+
 #include <string>
+
+#include "kernels/error.hpp"
 
 #include "stages/format/block_scaled.hpp"
 
@@ -15,7 +19,9 @@ std::string_view comfy_format_name(QuantFormat format) {
         case QuantFormat::Int8Block: return "int8_blockwise";
         case QuantFormat::Int8Lode: return "int8_lodewise";
         case QuantFormat::Int8Tensor:
-        case QuantFormat::Int8Row: return "int8_tensorwise";
+        case QuantFormat::Int8Row:
+        case QuantFormat::Int8ConvRot: return "int8_tensorwise";
+        case QuantFormat::W4a4ConvRot: return "convrot_w4a4";
         case QuantFormat::Fp8E5m2Tensor: return "float8_e5m2";
         case QuantFormat::Mxfp8: return "mxfp8";
         case QuantFormat::Nvfp4: return "nvfp4";
@@ -25,7 +31,7 @@ std::string_view comfy_format_name(QuantFormat format) {
 
 bool comfy_mainline_loads(QuantFormat format) {
     return format == QuantFormat::Fp8Tensor || format == QuantFormat::Int8Tensor || format == QuantFormat::Int8Row ||
-           format == QuantFormat::Fp8E5m2Tensor || is_block_scaled(format);
+           format == QuantFormat::Fp8E5m2Tensor || is_block_scaled(format) || is_convrot(format);
 }
 
 namespace {
@@ -41,6 +47,8 @@ std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_m
         const std::string bs = std::to_string(spec.block_size);
         json += ", \"group_size\": " + bs + ", \"params\": {\"group_size\": " + bs + "}";
     }
+    if (spec.format == QuantFormat::Int8ConvRot) json += ", \"convrot\": true";
+    if (is_convrot(spec.format)) json += ", \"convrot_groupsize\": " + std::to_string(spec.block_size);
     if (full_precision_matrix_mult) json += ", \"full_precision_matrix_mult\": true";
     return json + "}";
 }
@@ -54,13 +62,39 @@ std::vector<std::int64_t> scale_shape(const QuantSpec& spec, std::int64_t rows, 
         case QuantFormat::Mxfp8:
         case QuantFormat::Nvfp4: return block_scale_shape(spec.format, rows, cols);
         case QuantFormat::Fp8Row: return {rows};
-        case QuantFormat::Int8Row: return {rows, 1};
+        case QuantFormat::Int8Row:
+        case QuantFormat::Int8ConvRot: return {rows, 1};  // [N] breaks ComfyUI's dequantize
+        case QuantFormat::W4a4ConvRot: return {rows};     // [N, 1] fails comfy-kitchen's ExactDims(1)
         case QuantFormat::Fp8Block: return {rows, cols / bs, 1};
         case QuantFormat::Int8Lode: return {rows, cols / bs};
         case QuantFormat::Fp8Block2d:
         case QuantFormat::Int8Block: return {rows / bs, cols / bs};
     }
     return {};
+}
+
+ComfyQuantInfo parse_comfy_quant(const std::string& where, std::span<const std::byte> bytes) {
+    simdjson::dom::parser parser;
+    const simdjson::padded_string json(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    simdjson::dom::element doc;
+    if (parser.parse(json).get(doc) != simdjson::SUCCESS || !doc.is_object()) throw Error(where + ": comfy_quant is not valid JSON");
+    ComfyQuantInfo info;
+    std::string_view f;
+    if (doc["format"].get_string().get(f) != simdjson::SUCCESS) throw Error(where + ": comfy_quant has no \"format\" string");
+    info.format = f;
+    bool flag = false;
+    info.full_precision_matrix_mult = doc["full_precision_matrix_mult"].get_bool().get(flag) == simdjson::SUCCESS && flag;
+    // The root first, then "params" (ComfyUI's order).
+    simdjson::dom::element params;
+    const bool has_params = doc["params"].get(params) == simdjson::SUCCESS && params.is_object();
+    bool rot = false;
+    if (doc["convrot"].get_bool().get(rot) == simdjson::SUCCESS || (has_params && params["convrot"].get_bool().get(rot) == simdjson::SUCCESS))
+        info.convrot = rot;
+    std::int64_t g = 0;
+    if (doc["convrot_groupsize"].get_int64().get(g) == simdjson::SUCCESS ||
+        (has_params && params["convrot_groupsize"].get_int64().get(g) == simdjson::SUCCESS))
+        info.convrot_groupsize = g;
+    return info;
 }
 
 std::string scale_tensor_name(std::string_view layer, bool comfy) {
@@ -91,6 +125,7 @@ DType scale_dtype(QuantFormat format) {
 
 std::vector<std::int64_t> weight_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols) {
     if (is_block_scaled(spec.format)) return block_weight_shape(spec.format, rows, cols);
+    if (spec.format == QuantFormat::W4a4ConvRot) return {rows, cols / 2};  // two int4 codes per byte
     return {rows, cols};
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,16 +17,31 @@
 namespace quantflow {
 
 // "float8_e4m3fn", "float8_e5m2", "mxfp8", "nvfp4", "float8_e4m3fn_rowwise", "float8_e4m3fn_block3d", "float8_e4m3fn_blockwise",
-// "int8_blockwise", "int8_lodewise", "int8_tensorwise" (tensor and row).
+// "int8_blockwise", "int8_lodewise", "int8_tensorwise" (tensor, row and ConvRot), "convrot_w4a4".
 std::string_view comfy_format_name(QuantFormat format);
 // Whether mainline ComfyUI (2026) loads the format; the block formats need the community fork or nodes.
 bool comfy_mainline_loads(QuantFormat format);
 // {"format": "int8_blockwise", "group_size": 64, "params": {"group_size": 64}}; group_size keys only for
-// the block formats (written both at the root and under params: spec 9); full_precision_matrix_mult last.
+// the block formats (written both at the root and under params: spec 9); ConvRot: "convrot": true (int8 only)
+// and "convrot_groupsize" at the root, where ComfyUI reads them first; full_precision_matrix_mult last.
 std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult);
 // The stored shape of the scale tensor for an [rows, cols] weight: [1], [M], [M, N/bs, 1], [M/bs, N/bs],
-// [M, N/bs], [M, 1] (spec 3 table); mxfp8/nvfp4: the swizzled, padded grid (block_scaled.hpp).
+// [M, N/bs], [M, 1] (spec 3 table; also int8 ConvRot), [M] (convrot_w4a4); mxfp8/nvfp4: the swizzled, padded
+// grid (block_scaled.hpp).
 std::vector<std::int64_t> scale_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
+
+// What a reader needs from a stored comfy_quant object (ComfyUI's rules: ConvRot keys at the root win over
+// "params"; convrot_groupsize defaults to 256).
+struct ComfyQuantInfo {
+    std::string format;
+    bool full_precision_matrix_mult = false;
+    bool convrot = false;                 // int8_tensorwise: "convrot": true
+    std::int64_t convrot_groupsize = 256;
+    // Whether the layer stores a ConvRot-rotated weight (int8 with "convrot": true, or convrot_w4a4).
+    bool rotated() const { return format == "convrot_w4a4" || (format == "int8_tensorwise" && convrot); }
+};
+// Parses the tensor's bytes; throws Error "<where>: comfy_quant is not valid JSON" / "... has no \"format\" string".
+ComfyQuantInfo parse_comfy_quant(const std::string& where, std::span<const std::byte> bytes);
 
 // Names of the per-layer tensors; `layer` is the weight key without ".weight".
 std::string scale_tensor_name(std::string_view layer, bool comfy);        // weight_scale | scale_weight
@@ -34,7 +50,8 @@ std::string comfy_quant_tensor_name(std::string_view layer);
 std::string global_scale_tensor_name(std::string_view layer);  // nvfp4's weight_scale_2
 
 // Stored dtypes and weight shape per format: F8_E4M3 / F8_E5M2 / I8 / U8 (nvfp4, packed) weights; F32 scales,
-// U8 (mxfp8 E8M0) or F8_E4M3 (nvfp4) block scales; mxfp8/nvfp4 weights padded (block_scaled.hpp).
+// U8 (mxfp8 E8M0) or F8_E4M3 (nvfp4) block scales; mxfp8/nvfp4 weights padded (block_scaled.hpp); convrot_w4a4
+// I8 [M, N/2] (int4_pack.hpp).
 DType weight_dtype(QuantFormat format);
 DType scale_dtype(QuantFormat format);
 std::vector<std::int64_t> weight_shape(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
