@@ -151,7 +151,7 @@ TEST_CASE("plan: bad combinations of the new formats are one-line usage errors")
     o.comfy_quant = true;
     o.nvfp4 = true;
     o.int8 = true;
-    CHECK_THROWS_WITH_AS(requested_spec(o), "choose one of --int8, --nvfp4, --mxfp8, --e5m2", Error);
+    CHECK_THROWS_WITH_AS(requested_spec(o), "choose one of --int8, --nvfp4, --mxfp8, --e5m2, --w4a4", Error);
     o.int8 = false;
     o.comfy_quant = false;
     CHECK_THROWS_WITH_AS(requested_spec(o), "--nvfp4 needs --comfy_quant (legacy scale_weight files cannot hold it)", Error);

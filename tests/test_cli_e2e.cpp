@@ -201,6 +201,30 @@ TEST_CASE("formats: comfy_quant JSON, scale shapes and the fixes of spec 9") {
         CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/x.safetensors --nvfp4 --simple", log) == 2);
         CHECK(log.find("--nvfp4 needs --comfy_quant (legacy scale_weight files cannot hold it)") != std::string::npos);
     }
+    SUBCASE("ConvRot int8 / w4a4: storage, comfy_quant keys, per-layer fallback, compare's verdict") {
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/cl.safetensors --comfy_quant --int8 --convrot "
+                                    "--manual_seed 0 --progress none", log) == 0);
+        const LoadedFile c = load(dir + "/cl.safetensors");
+        CHECK(comfy_json(c, "blocks.0.mlp.fc2") == R"({"format": "int8_tensorwise", "convrot": true, "convrot_groupsize": 256})");
+        CHECK(c.info.at("blocks.0.mlp.fc2.weight")->dtype == DType::I8);
+        CHECK(c.info.at("blocks.0.mlp.fc2.weight_scale")->shape == std::vector<std::int64_t>{256, 1});
+        CHECK(comfy_json(c, "odd.proj") == R"({"format": "int8_tensorwise"})");  // its width is no multiple of 256
+        REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + dir + "/cl.safetensors --json", log) == 0);
+        CHECK(log.find("\"format\": \"int8_tensorwise (convrot, group 256)\"") != std::string::npos);
+        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/w.safetensors --comfy_quant --w4a4 --convrot_group_size 64 "
+                                    "--manual_seed 0 --progress none", log) == 0);
+        CHECK(log.find("use round-to-nearest: learned rounding is not available for convrot w4a4 yet") != std::string::npos);
+        const LoadedFile w = load(dir + "/w.safetensors");
+        CHECK(comfy_json(w, "blocks.0.mlp.fc2") == R"({"format": "convrot_w4a4", "convrot_groupsize": 64})");
+        CHECK(w.info.at("blocks.0.mlp.fc2.weight")->shape == std::vector<std::int64_t>{256, 512});
+        CHECK(w.info.at("blocks.0.mlp.fc2.weight_scale")->shape == std::vector<std::int64_t>{256});
+        REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + dir + "/w.safetensors --json", log) == 0);
+        CHECK(log.find("\"format\": \"convrot_w4a4 (group 64)\"") != std::string::npos);
+        CHECK(log.find("\"comfy_note\": \"W4A4/W4A8 through comfy-kitchen on every device\"") != std::string::npos);
+        CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/x.safetensors --comfy_quant --int8 --convrot "
+                                  "--convrot_group_size 512 --simple", log) == 2);
+        CHECK(log == "quantflow: error: --convrot_group_size: ConvRot group size 512 is not a power of 4 (4, 16, 64, 256, 1024, 4096)\n");
+    }
     SUBCASE("--input_scale writes 1.0, not the weight scale (spec 9)") {
         REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/s.safetensors --comfy_quant --simple "
                                     "--input_scale --manual_seed 0 --progress none", log) == 0);
