@@ -38,6 +38,7 @@ struct Options {
     bool heur = false;
     bool full_precision_matrix_mult = false;
     bool input_scale = false;
+    bool save_quant_metadata = false;              // --save_quant_metadata: the _quantization_metadata header entry
     std::vector<std::string> model_flags;          // t5xxl, wan, ... as given (flag names without dashes)
 
     // quantflow's own flags (spec 1.3).

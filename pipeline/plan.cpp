@@ -162,6 +162,21 @@ std::string provenance(const Options& options, const SafetensorsHeader& input) {
            json_quote(canonical_options(options)) + ", \"seed\": " + std::to_string(options.seed) + "}";
 }
 
+// notes/comfyui-new-formats.md 2: {"format_version": "1.0", "layers": {"<P>": <that layer's comfy_quant object>, ...}},
+// P the weight's name minus ".weight" exactly as in the file, in file order.
+std::string quantization_metadata(const Plan& plan) {
+    std::string json = "{\"format_version\": \"1.0\", \"layers\": {";
+    bool first = true;
+    for (const auto& lp : plan.layers) {
+        if (lp.action != Action::Quantize) continue;
+        const std::string& name = plan.input.tensors[lp.input].name;
+        json += (first ? "" : ", ") + json_quote(name.substr(0, name.size() - std::strlen(".weight"))) + ": " +
+                comfy_quant_json(lp.spec, lp.full_precision_mm);
+        first = false;
+    }
+    return json + "}}";
+}
+
 }  // namespace
 
 QuantSpec requested_spec(const Options& options) {
@@ -175,6 +190,8 @@ QuantSpec requested_spec(const Options& options) {
     usage(options.kernel_backend == "blockwise" || options.kernel_backend == "lodewise",
           "--kernel_backend '" + options.kernel_backend + "' is not one of blockwise, lodewise");
     QuantSpec spec{QuantFormat::Fp8Tensor, options.block_size};
+    usage(!options.save_quant_metadata || options.comfy_quant,
+          "--save_quant_metadata describes comfy_quant layers: add --comfy_quant");
     const int chosen = int{options.int8} + int{options.nvfp4} + int{options.mxfp8} + int{options.e5m2} + int{options.w4a4};
     usage(chosen <= 1, "choose one of --int8, --nvfp4, --mxfp8, --e5m2, --w4a4");
     if (options.convrot || options.w4a4) {
@@ -291,9 +308,11 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
         plan.notes.push_back("INT8 without --comfy_quant writes scale_weight tensors that no ComfyUI loads as INT8; use --comfy_quant");
 
     std::vector<std::pair<std::string, std::string>> metadata;
+    // An input's _quantization_metadata describes the input's layers; ComfyUI would let it override ours.
     if (options.keep_metadata)
         for (const auto& kv : plan.input.metadata)
-            if (kv.first != "quantflow") metadata.push_back(kv);
+            if (kv.first != "quantflow" && kv.first != kQuantMetadataKey) metadata.push_back(kv);
+    if (options.save_quant_metadata) metadata.emplace_back(std::string(kQuantMetadataKey), quantization_metadata(plan));
     metadata.emplace_back("quantflow", provenance(options, plan.input));
     const auto names = builder.output_names;
     const auto input_scale_slots = [&] {
@@ -363,6 +382,7 @@ std::string canonical_options(const Options& o) {
     if (o.heur) s += " --heur";
     if (o.full_precision_matrix_mult) s += " --full_precision_matrix_mult";
     if (o.input_scale) s += " --input_scale";
+    if (o.save_quant_metadata) s += " --save_quant_metadata";
     std::set<std::string> models(o.model_flags.begin(), o.model_flags.end());
     models.insert(o.models.begin(), o.models.end());
     for (const auto& m : models) s += " --model " + m;

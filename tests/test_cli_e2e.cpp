@@ -21,23 +21,9 @@ namespace {
 const std::string kFixtures = QF_FIXTURES;
 const std::string kBinary = QF_BINARY;
 
-struct LoadedFile {
-    SafetensorsHeader header;
-    std::map<std::string, std::vector<std::byte>> data;
-    std::map<std::string, const TensorInfo*> info;
-};
-
-LoadedFile load(const std::string& path) {
-    LoadedFile f;
-    f.header = read_safetensors_header(path);
-    const MappedFile file(path);
-    for (std::size_t i = 0; i < f.header.tensors.size(); ++i) {
-        const auto bytes = tensor_data(file, f.header, i);
-        f.data[f.header.tensors[i].name].assign(bytes.begin(), bytes.end());
-    }
-    for (const auto& t : f.header.tensors) f.info[t.name] = &t;
-    return f;
-}
+using qftest::comfy_json;
+using qftest::load;
+using qftest::LoadedFile;
 
 // The reference's argument list for a run of runs.json, with our paths.
 std::vector<std::string> reference_args(const std::string& run) {
@@ -95,11 +81,6 @@ void check_parity(const std::string& run) {
     MESSAGE(run << ": " << quantized << " quantized weights byte-identical, " << passed << " pass-through tensors identical");
     CHECK(quantized > 0);
     CHECK(qftest::list_dir(dir) == std::vector<std::string>{"out.safetensors"});
-}
-
-std::string comfy_json(const LoadedFile& f, const std::string& layer) {
-    const auto& b = f.data.at(layer + ".comfy_quant");
-    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
 }
 
 }  // namespace
@@ -169,61 +150,6 @@ TEST_CASE("formats: comfy_quant JSON, scale shapes and the fixes of spec 9") {
         CHECK(f.data.at("scaled_fp8") == std::vector<std::byte>(2, std::byte{0}));
         CHECK(f.info.at("blocks.0.attn.qkv.scale_weight")->shape == std::vector<std::int64_t>{1});
         CHECK(f.data.count("blocks.0.attn.qkv.comfy_quant") == 0);
-    }
-    SUBCASE("nvfp4 / mxfp8 / e5m2: storage dtypes, padded shapes, swizzled scale grids, compare's verdict") {
-        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/n.safetensors --comfy_quant --simple --nvfp4 "
-                                    "--manual_seed 0 --progress none", log) == 0);
-        const LoadedFile n = load(dir + "/n.safetensors");
-        CHECK(comfy_json(n, "odd.proj") == R"({"format": "nvfp4"})");
-        CHECK(n.info.at("odd.proj.weight")->dtype == DType::U8);
-        CHECK(n.info.at("odd.proj.weight")->shape == std::vector<std::int64_t>{112, 152});
-        CHECK(n.info.at("odd.proj.weight_scale")->dtype == DType::F8_E4M3);
-        CHECK(n.info.at("odd.proj.weight_scale")->shape == std::vector<std::int64_t>{128, 20});
-        CHECK(n.info.at("odd.proj.weight_scale_2")->shape.empty());
-        CHECK(n.data.count("odd.proj.input_scale") == 0);
-        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/m.safetensors --comfy_quant --simple --mxfp8 "
-                                    "--manual_seed 0 --progress none", log) == 0);
-        const LoadedFile m = load(dir + "/m.safetensors");
-        CHECK(m.info.at("odd.proj.weight")->dtype == DType::F8_E4M3);
-        CHECK(m.info.at("odd.proj.weight")->shape == std::vector<std::int64_t>{128, 320});
-        CHECK(m.info.at("odd.proj.weight_scale")->dtype == DType::U8);
-        CHECK(m.info.at("odd.proj.weight_scale")->shape == std::vector<std::int64_t>{128, 12});
-        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/e.safetensors --comfy_quant --simple --e5m2 "
-                                    "--manual_seed 0 --progress none", log) == 0);
-        const LoadedFile e = load(dir + "/e.safetensors");
-        CHECK(e.info.at("blocks.0.attn.qkv.weight")->dtype == DType::F8_E5M2);
-        CHECK(comfy_json(e, "odd.proj") == R"({"format": "float8_e5m2", "full_precision_matrix_mult": true})");
-        REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + dir + "/n.safetensors --json", log) == 0);
-        CHECK(log.find("\"format\": \"nvfp4\"") != std::string::npos);
-        CHECK(log.find("\"comfy_note\": \"native on SM >= 10 only; emulated (dequantized per forward) elsewhere\"") != std::string::npos);
-        CHECK(qftest::run_command(kBinary + " decode " + dir + "/n.safetensors", log) == 2);
-        CHECK(log.find("decode needs one file and -o") != std::string::npos);
-        CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/x.safetensors --nvfp4 --simple", log) == 2);
-        CHECK(log.find("--nvfp4 needs --comfy_quant (legacy scale_weight files cannot hold it)") != std::string::npos);
-    }
-    SUBCASE("ConvRot int8 / w4a4: storage, comfy_quant keys, per-layer fallback, compare's verdict") {
-        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/cl.safetensors --comfy_quant --int8 --convrot "
-                                    "--manual_seed 0 --progress none", log) == 0);
-        const LoadedFile c = load(dir + "/cl.safetensors");
-        CHECK(comfy_json(c, "blocks.0.mlp.fc2") == R"({"format": "int8_tensorwise", "convrot": true, "convrot_groupsize": 256})");
-        CHECK(c.info.at("blocks.0.mlp.fc2.weight")->dtype == DType::I8);
-        CHECK(c.info.at("blocks.0.mlp.fc2.weight_scale")->shape == std::vector<std::int64_t>{256, 1});
-        CHECK(comfy_json(c, "odd.proj") == R"({"format": "int8_tensorwise"})");  // its width is no multiple of 256
-        REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + dir + "/cl.safetensors --json", log) == 0);
-        CHECK(log.find("\"format\": \"int8_tensorwise (convrot, group 256)\"") != std::string::npos);
-        REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/w.safetensors --comfy_quant --w4a4 --convrot_group_size 64 "
-                                    "--manual_seed 0 --progress none", log) == 0);
-        CHECK(log.find("use round-to-nearest: learned rounding is not available for convrot w4a4 yet") != std::string::npos);
-        const LoadedFile w = load(dir + "/w.safetensors");
-        CHECK(comfy_json(w, "blocks.0.mlp.fc2") == R"({"format": "convrot_w4a4", "convrot_groupsize": 64})");
-        CHECK(w.info.at("blocks.0.mlp.fc2.weight")->shape == std::vector<std::int64_t>{256, 512});
-        CHECK(w.info.at("blocks.0.mlp.fc2.weight_scale")->shape == std::vector<std::int64_t>{256});
-        REQUIRE(qftest::run_command(kBinary + " compare " + in + " " + dir + "/w.safetensors --json", log) == 0);
-        CHECK(log.find("\"format\": \"convrot_w4a4 (group 64)\"") != std::string::npos);
-        CHECK(log.find("\"comfy_note\": \"W4A4/W4A8 through comfy-kitchen on every device\"") != std::string::npos);
-        CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/x.safetensors --comfy_quant --int8 --convrot "
-                                  "--convrot_group_size 512 --simple", log) == 2);
-        CHECK(log == "quantflow: error: --convrot_group_size: ConvRot group size 512 is not a power of 4 (4, 16, 64, 256, 1024, 4096)\n");
     }
     SUBCASE("--input_scale writes 1.0, not the weight scale (spec 9)") {
         REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/s.safetensors --comfy_quant --simple "

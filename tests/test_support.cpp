@@ -12,6 +12,8 @@
 #include <stdexcept>
 
 #include "kernels/numerics.hpp"
+#include "stages/format/mapped_file.hpp"
+#include "stages/reader.hpp"
 
 namespace qftest {
 namespace fs = std::filesystem;
@@ -144,6 +146,27 @@ int run_command(const std::string& command, std::string& output) {
     while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
     const int status = pclose(pipe);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace qftest
+
+namespace qftest {
+
+LoadedFile load(const std::string& path) {
+    LoadedFile f;
+    f.header = quantflow::read_safetensors_header(path);
+    const quantflow::MappedFile file(path);
+    for (std::size_t i = 0; i < f.header.tensors.size(); ++i) {
+        const auto bytes = quantflow::tensor_data(file, f.header, i);
+        f.data[f.header.tensors[i].name].assign(bytes.begin(), bytes.end());
+    }
+    for (const auto& t : f.header.tensors) f.info[t.name] = &t;
+    return f;
+}
+
+std::string comfy_json(const LoadedFile& f, const std::string& layer) {
+    const auto& b = f.data.at(layer + ".comfy_quant");
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
 }
 
 }  // namespace qftest

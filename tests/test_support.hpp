@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "stages/format/safetensors_header.hpp"
+
 namespace qftest {
 
 // A fresh, empty directory under the build tree's test tmp folder.
@@ -42,6 +44,16 @@ std::vector<std::byte> structured_bf16(std::int64_t rows, std::int64_t cols, std
 // Mean squared cosine of the principal angles between two k-dimensional subspaces, ||A^T B||_F^2 / k: 1 when they
 // are the same. columns: x and y are [len, k] with orthonormal columns (U); else [k, len] with orthonormal rows (V).
 double subspace_overlap(const std::vector<float>& x, const std::vector<float>& y, std::int64_t len, std::int64_t k, bool columns);
+
+// A safetensors file read whole: its header, every tensor's bytes and header entry by name.
+struct LoadedFile {
+    quantflow::SafetensorsHeader header;
+    std::map<std::string, std::vector<std::byte>> data;
+    std::map<std::string, const quantflow::TensorInfo*> info;
+};
+LoadedFile load(const std::string& path);
+// The text of layer's comfy_quant tensor.
+std::string comfy_json(const LoadedFile& f, const std::string& layer);
 
 // Runs a shell command line, returns its exit status; stdout+stderr captured into `output`.
 int run_command(const std::string& command, std::string& output);

@@ -71,6 +71,8 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
         ("e5m2", po::bool_switch(&o.e5m2), "float8_e5m2 tensor-wise instead of float8_e4m3fn (quantflow's flag; needs --comfy_quant)")
         ("convrot", po::bool_switch(&o.convrot), "with --int8: rotate each group of input columns by a Hadamard matrix (ConvRot), per-row INT8 scales")
         ("convrot-group-size", po::value(&o.convrot_group_size), "ConvRot group: a power of 4 dividing the input width (default 256)")
+        ("save-quant-metadata", po::bool_switch(&o.save_quant_metadata),
+         "also write every layer's comfy_quant object into the header's _quantization_metadata (ComfyUI reads it first)")
         ("w4a4", po::bool_switch(&o.w4a4), "convrot_w4a4: ConvRot-rotated INT4 in [-7, 7], per-row scales (quantflow's flag; needs --comfy_quant)")
         ("kernel-backend", po::value(&o.kernel_backend), "INT8 scale layout: blockwise (bs x bs) | lodewise (1 x bs)")
         ("scaling-mode", po::value<std::string>(), "tensor | row | block (1 x bs groups) | block2d (bs x bs tiles)")

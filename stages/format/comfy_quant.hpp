@@ -58,5 +58,7 @@ std::vector<std::int64_t> weight_shape(const QuantSpec& spec, std::int64_t rows,
 
 // The legacy top-level marker ComfyUI needs to apply scale_weight (spec 3).
 inline constexpr std::string_view kLegacyMarkerName = "scaled_fp8";
+// The __metadata__ key ComfyUI reads before any per-layer comfy_quant (notes/comfyui-new-formats.md 2).
+inline constexpr std::string_view kQuantMetadataKey = "_quantization_metadata";
 
 }  // namespace quantflow
