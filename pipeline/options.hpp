@@ -22,6 +22,10 @@ struct Options {
     bool convrot = false;                          // --convrot (with --int8): int8_tensorwise of the rotated weight
     bool w4a4 = false;                             // --w4a4: convrot_w4a4 (quantflow's own flag)
     std::int64_t convrot_group_size = 256;         // --convrot_group_size: a power of 4
+    std::string layer_config;                      // --layer-config FILE.json (pipeline/layer_config.hpp)
+    bool fullmatch = false;                        // --fullmatch: layer-config patterns match whole names
+    std::string custom_layers, custom_type;        // --custom_layers REGEX --custom_type FORMAT
+    std::string fallback;                          // --fallback FORMAT: for layers a format cannot hold
     std::string kernel_backend = "blockwise";      // blockwise | lodewise
     std::optional<std::string> scaling_mode;       // tensor | row | block | block2d; unset = "tensor"
     std::int64_t block_size = 64;

@@ -4,10 +4,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "kernels/convrot.hpp"
 #include "kernels/error.hpp"
+#include "pipeline/layer_config.hpp"
 #include "pipeline/profiles.hpp"
 #include "stages/format/comfy_quant.hpp"
 #include "stages/format/json_text.hpp"
@@ -46,37 +48,51 @@ struct PlanBuilder {
     bool input_scale_from_weight = false;
     bool wrote_scale_input = false;
     bool any_fp8 = false;
+    std::optional<QuantSpec> fallback;           // --fallback
+    std::set<QuantFormat> formats, rtn_formats;  // every quantized layer's; those without learned rounding
 
     void add_output(OutputTensorSpec spec) {
         output_names.push_back(spec.name);
         outputs.push_back(std::move(spec));
     }
 
-    void plan_quantized(LayerPlan& lp, const TensorInfo& t) {
+    void append(LayerPlan& lp, const std::string& text) { lp.reason += (lp.reason.empty() ? "" : "; ") + text; }
+
+    // A layer's format: its rule's (--layer-config, --custom_layers) or the requested one; a layer that format
+    // cannot hold gets --fallback's, or else fallback_spec's (spec 4.1.6), and the reason says which and why.
+    void choose_format(LayerPlan& lp, const TensorInfo& t, const LayerRule* rule) {
+        const std::int64_t rows = t.shape[0], cols = t.shape[1];
+        const QuantSpec wanted = rule ? rule->spec : plan.requested;
+        lp.spec = wanted;
+        if (rule) append(lp, rule->source + " '" + rule->pattern + "': " + std::string(format_label(wanted.format)));
+        const auto holds = [&](const QuantSpec& s) {
+            const std::int64_t block = scale_block_cols(s, cols);
+            return format_fits(s, rows, cols) && (!is_block_scaled(s.format) || (rows >= block && cols >= block));
+        };
+        if (holds(wanted)) return;
+        const std::int64_t block = scale_block_cols(wanted, cols);
+        std::string why;
+        if (is_block_scaled(wanted.format))
+            why = "shape " + format_shape(t.shape) + " is smaller than one " + std::string(format_label(wanted.format)) + " block (" +
+                  std::to_string(block) + ")";
+        else if (is_convrot(wanted.format))
+            why = "ConvRot group " + std::to_string(wanted.block_size) + (wanted.format == QuantFormat::W4a4ConvRot ? " (and int4's 64)" : "") +
+                  " does not divide " + std::to_string(cols) + " input columns";
+        else
+            why = "block size " + std::to_string(wanted.block_size) + " does not divide " + format_shape(t.shape);
+        lp.spec = fallback ? *fallback : fallback_spec(wanted);
+        if (!holds(lp.spec)) lp.spec = fallback_spec(lp.spec);  // a --fallback that cannot hold it either
+        append(lp, why + ": " + std::string(format_label(lp.spec.format)) + " instead of " + std::string(format_label(wanted.format)));
+        ++plan.counts.fallbacks;
+    }
+
+    void plan_quantized(LayerPlan& lp, const TensorInfo& t, const LayerRule* rule) {
         const std::int64_t rows = t.shape[0], cols = t.shape[1];
         const std::string layer = t.name.substr(0, t.name.size() - std::strlen(".weight"));
         lp.action = Action::Quantize;
-        lp.spec = plan.requested;
-        const std::int64_t block = scale_block_cols(lp.spec, cols);
-        if (is_block_scaled(lp.spec.format) && (rows < block || cols < block)) {
-            lp.spec = fallback_spec(plan.requested);
-            lp.reason = "shape " + format_shape(t.shape) + " is smaller than one " + std::string(format_label(plan.requested.format)) +
-                        " block (" + std::to_string(block) + "): " + std::string(format_label(lp.spec.format)) + " instead";
-            ++plan.counts.fallbacks;
-        } else if (is_convrot(lp.spec.format) && !format_fits(lp.spec, rows, cols)) {
-            lp.spec = fallback_spec(plan.requested);
-            const bool int4 = plan.requested.format == QuantFormat::W4a4ConvRot;
-            lp.reason = "ConvRot group " + std::to_string(plan.requested.block_size) + (int4 ? " (and int4's 64)" : "") +
-                        " does not divide " + std::to_string(cols) + " input columns: " + std::string(format_label(lp.spec.format)) +
-                        " (int8_tensorwise, unrotated) instead of " + std::string(format_label(plan.requested.format));
-            ++plan.counts.fallbacks;
-        } else if (!format_fits(lp.spec, rows, cols)) {
-            lp.spec = fallback_spec(plan.requested);
-            lp.reason = "block size " + std::to_string(plan.requested.block_size) + " does not divide " +
-                        format_shape(t.shape) + ": " + std::string(format_label(lp.spec.format)) + " instead of " +
-                        std::string(format_label(plan.requested.format));
-            ++plan.counts.fallbacks;
-        }
+        lp.reason.clear();
+        choose_format(lp, t, rule);
+        formats.insert(lp.spec.format);
         const bool e5m2 = lp.spec.format == QuantFormat::Fp8E5m2Tensor;
         const bool fp8 = is_fp8(lp.spec.format);
         any_fp8 = any_fp8 || fp8;
@@ -86,13 +102,14 @@ struct PlanBuilder {
                          " not divisible by 16: marked full_precision_matrix_mult (ComfyUI's FP8 matmul needs it)";
             ++plan.counts.fpmm_marked;
         }
-        lp.full_precision_mm = lp.full_precision_mm || options.full_precision_matrix_mult;
+        lp.full_precision_mm = lp.full_precision_mm || options.full_precision_matrix_mult || (rule && rule->full_precision_matrix_mult);
         ++plan.counts.quantized;
-        if (!options.simple && !learned_rounding_knows(lp.spec.format)) {
-            lp.reason += std::string(lp.reason.empty() ? "" : "; ") + "learned rounding is not available for " +
-                         std::string(format_label(lp.spec.format)) + " yet: round-to-nearest";
+        const bool simple = options.simple || (rule && rule->simple);
+        if (!simple && !learned_rounding_knows(lp.spec.format)) {
+            append(lp, "learned rounding is not available for " + std::string(format_label(lp.spec.format)) + " yet: round-to-nearest");
+            rtn_formats.insert(lp.spec.format);
             ++plan.counts.rtn_only;
-        } else if (!options.simple) {
+        } else if (!simple) {
             lp.rank_k = choose_k(rows, cols, options.top_p, options.min_k, options.max_k);
         }
 
@@ -162,6 +179,29 @@ std::string provenance(const Options& options, const SafetensorsHeader& input) {
            json_quote(canonical_options(options)) + ", \"seed\": " + std::to_string(options.seed) + "}";
 }
 
+// "fp8 tensor, nvfp4" for notes.
+std::string labels(const std::set<QuantFormat>& formats) {
+    std::string out;
+    for (const QuantFormat f : formats) out += (out.empty() ? "" : ", ") + std::string(format_label(f));
+    return out;
+}
+
+// A --layer-config / --custom_layers rule on one input tensor: only 2-D float .weight tensors that the filter
+// does not remove. "skip" keeps the layer; a format quantizes it even where the filter would keep it.
+void apply_rule(const LayerConfig& config, const TensorInfo& t, TensorDecision& d, const LayerRule*& rule) {
+    if (d.verdict == Verdict::Remove || !t.name.ends_with(".weight") || t.shape.size() != 2 || t.elements() == 0 ||
+        !is_quantizable_float(t.dtype))
+        return;
+    const LayerRule* r = match_layer(config, std::string_view(t.name).substr(0, t.name.size() - std::strlen(".weight")));
+    if (!r) return;
+    if (r->skip) {
+        d = {Verdict::Keep, "skipped by " + r->source + " '" + r->pattern + "'"};
+        return;
+    }
+    d = {Verdict::Quantize, {}};
+    rule = r;
+}
+
 // notes/comfyui-new-formats.md 2: {"format_version": "1.0", "layers": {"<P>": <that layer's comfy_quant object>, ...}},
 // P the weight's name minus ".weight" exactly as in the file, in file order.
 std::string quantization_metadata(const Plan& plan) {
@@ -203,7 +243,10 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
     Plan plan;
     plan.input = std::move(input);
     plan.requested = requested_spec(options);
-    PlanBuilder builder{options, filter, plan, {}, {}, false, false, false};
+    PlanBuilder builder{options, filter, plan, {}, {}, false, false, false, {}, {}, {}};
+    if (!options.fallback.empty())
+        builder.fallback = format_by_name("--fallback", options.fallback, options.block_size, options.convrot_group_size);
+    const LayerConfig config = load_layer_config(options);
     for (const auto& p : filter.profiles) {
         plan.profile_names.push_back(p.name);
         builder.input_scale_from_weight = builder.input_scale_from_weight || p.input_scale_from_weight;
@@ -212,8 +255,10 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
     const auto& tensors = plan.input.tensors;
     plan.layers.resize(tensors.size());
     std::vector<TensorDecision> decisions(tensors.size());
+    std::vector<const LayerRule*> rules(tensors.size(), nullptr);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
         decisions[i] = decide_tensor(filter, tensors[i].name, tensors[i].dtype, tensors[i].shape);
+        if (!config.empty()) apply_rule(config, tensors[i], decisions[i], rules[i]);
         plan.layers[i].input = i;
         plan.layers[i].reason = decisions[i].reason;
         plan.layers[i].action = decisions[i].verdict == Verdict::Remove ? Action::Remove : Action::Copy;
@@ -221,7 +266,7 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
     // Quantized layers first, so their biases are claimed before the copies are laid out.
     for (std::size_t i = 0; i < tensors.size(); ++i)
         if (decisions[i].verdict == Verdict::Quantize && std::string_view(tensors[i].name).ends_with(".weight"))
-            builder.plan_quantized(plan.layers[i], tensors[i]);
+            builder.plan_quantized(plan.layers[i], tensors[i], rules[i]);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
         const auto& lp = plan.layers[i];
         if (lp.action == Action::Remove) {
@@ -269,30 +314,26 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
         if (lp.bias_input != kNoTensor) lp.out_bias = plan.layout.index_of(tensors[lp.bias_input].name);
     }
     for (const auto& [i, name] : input_scale_slots) plan.layers[i].out_input_scale = plan.layout.index_of(name);
-    if (plan.counts.fallbacks > 0 && is_convrot(plan.requested.format))
-        plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to int8 row (unrotated): ConvRot group " +
-                             std::to_string(plan.requested.block_size) + " does not divide their input width (see `quantflow plan`)");
-    else if (plan.counts.fallbacks > 0 && is_block_scaled(plan.requested.format))
-        plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to fp8 tensor: smaller than one " +
-                             std::string(format_label(plan.requested.format)) + " block (see `quantflow plan`)");
-    else if (plan.counts.fallbacks > 0)
-        plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to a tensor-wise format: block size " +
-                             std::to_string(plan.requested.block_size) + " does not divide their shape (see `quantflow plan`)");
+    if (plan.counts.fallbacks > 0)
+        plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to another format: the one asked for cannot hold their shape "
+                             "(see `quantflow plan`)");
     if (plan.counts.rtn_only > 0)
         plan.notes.push_back(std::to_string(plan.counts.rtn_only) + " layer(s) use round-to-nearest: learned rounding is not available for " +
-                             std::string(format_label(plan.requested.format)) + " yet");
+                             labels(builder.rtn_formats) + " yet");
     if (plan.counts.input_scale_skipped > 0)
         plan.notes.push_back("--input_scale is not written for " + std::string(format_label(plan.requested.format)) +
                              ": its input_scale is an activation amax quantflow does not measure (ComfyUI computes it per call)");
-    if (plan.counts.quantized > 0 && is_block_scaled(plan.requested.format))
-        plan.notes.push_back(std::string(comfy_format_name(plan.requested.format)) +
-                             " runs natively only on NVIDIA SM >= 10 (Blackwell); elsewhere ComfyUI dequantizes it per forward (emulated)");
+    for (const QuantFormat f : builder.formats)
+        if (is_block_scaled(f))
+            plan.notes.push_back(std::string(comfy_format_name(f)) +
+                                 " runs natively only on NVIDIA SM >= 10 (Blackwell); elsewhere ComfyUI dequantizes it per forward (emulated)");
     if (plan.counts.fpmm_marked > 0)
         plan.notes.push_back(std::to_string(plan.counts.fpmm_marked) +
                              " FP8 layer(s) have a dimension not divisible by 16 and are marked full_precision_matrix_mult");
-    if (comfy && !comfy_mainline_loads(plan.requested.format) && plan.counts.quantized > 0)
-        plan.notes.push_back("format " + std::string(comfy_format_name(plan.requested.format)) +
-                             " loads only in the ComfyUI community fork / custom nodes, not in mainline ComfyUI");
+    for (const QuantFormat f : builder.formats)
+        if (comfy && !comfy_mainline_loads(f) && (f == plan.requested.format || !config.empty()))
+            plan.notes.push_back("format " + std::string(comfy_format_name(f)) +
+                                 " loads only in the ComfyUI community fork / custom nodes, not in mainline ComfyUI");
     return plan;
 }
 

@@ -2,10 +2,12 @@
 // the filter, and the canonical option string recorded in every output.
 #include "pipeline/plan.hpp"
 
+#include <cstdio>
 #include <set>
 
 #include "kernels/convrot.hpp"
 #include "kernels/error.hpp"
+#include "pipeline/layer_config.hpp"
 #include "pipeline/profiles.hpp"
 #include "stages/format/json_text.hpp"
 
@@ -98,6 +100,13 @@ std::string canonical_options(const Options& o) {
     if (o.full_precision_matrix_mult) s += " --full_precision_matrix_mult";
     if (o.input_scale) s += " --input_scale";
     if (o.save_quant_metadata) s += " --save_quant_metadata";
+    if (!o.layer_config.empty()) {
+        char hash[17];
+        std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(layer_config_hash(o.layer_config)));
+        s += std::string(" --layer-config fnv1a:") + hash + (o.fullmatch ? " --fullmatch" : "");
+    }
+    if (!o.custom_layers.empty()) s += " --custom_layers " + o.custom_layers + " --custom_type " + o.custom_type;
+    if (!o.fallback.empty()) s += " --fallback " + o.fallback;
     std::set<std::string> models(o.model_flags.begin(), o.model_flags.end());
     models.insert(o.models.begin(), o.models.end());
     for (const auto& m : models) s += " --model " + m;

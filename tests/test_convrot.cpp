@@ -207,7 +207,7 @@ TEST_CASE("plan: --convrot / --w4a4 usage errors, per-layer fallback to int8 row
     CHECK(big.spec.format == QuantFormat::W4a4ConvRot);
     CHECK(big.reason == "learned rounding is not available for convrot w4a4 yet: round-to-nearest");
     CHECK(odd.spec.format == QuantFormat::Int8Row);
-    CHECK(odd.reason.starts_with("ConvRot group 64 (and int4's 64) does not divide 96 input columns: int8 row (int8_tensorwise, unrotated) "
+    CHECK(odd.reason.starts_with("ConvRot group 64 (and int4's 64) does not divide 96 input columns: int8 row "
                                  "instead of convrot w4a4"));
     CHECK(p.layout.tensors[p.layout.index_of("big.weight")].spec.shape == std::vector<std::int64_t>{40, 64});
     CHECK(p.layout.tensors[p.layout.index_of("big.weight_scale")].spec.shape == std::vector<std::int64_t>{40});

@@ -187,7 +187,9 @@ TEST_CASE("gpu end to end: --simple output with --device cuda is byte-identical 
     const std::string binary = env_or("QF_BINARY", QF_BINARY), fixtures = env_or("QF_FIXTURES", QF_FIXTURES);
     const std::string dir = qftest::temp_dir("gpu_e2e");
     const char* formats[] = {"", "--scaling_mode row", "--scaling_mode block", "--scaling_mode block2d", "--int8",
-                             "--int8 --kernel_backend lodewise", "--int8 --scaling_mode tensor", "--int8 --scaling_mode row"};
+                             "--int8 --kernel_backend lodewise", "--int8 --scaling_mode tensor", "--int8 --scaling_mode row",
+                             "--e5m2", "--mxfp8", "--nvfp4", "--int8 --convrot", "--int8 --convrot --convrot_group_size 16",
+                             "--w4a4 --convrot_group_size 64"};
     std::string log;
     for (const char* f : formats) {
         CAPTURE(f);

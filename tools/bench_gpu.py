@@ -4,7 +4,7 @@ WAN 2.1 14B-shaped model, beside the disk's own read and read+write (fdatasync) 
 measured in the same run. Reports wall time, peak RSS, peak GPU memory and GPU busy fraction (nvidia-smi
 sampled every 100 ms), and ratios against the disk floor.
 
-usage: bench_gpu.py --binary PATH [--workdir /tmp] [--blocks 4] [--modes simple,int8]
+usage: bench_gpu.py --binary PATH [--workdir /tmp] [--blocks 4] [--modes simple,int8,nvfp4,mxfp8,convrot,w4a4,...]
 """
 import argparse
 import os
@@ -16,6 +16,11 @@ import time
 MODES = {
     "simple": ["--comfy_quant", "--simple"],
     "int8": ["--comfy_quant", "--simple", "--int8", "--block_size", "128"],
+    "nvfp4": ["--comfy_quant", "--simple", "--nvfp4"],
+    "mxfp8": ["--comfy_quant", "--simple", "--mxfp8"],
+    "convrot": ["--comfy_quant", "--simple", "--int8", "--convrot"],
+    "w4a4": ["--comfy_quant", "--simple", "--w4a4"],
+    "convrot_learned": ["--comfy_quant", "--int8", "--convrot"],
     "original": ["--comfy_quant", "--optimizer", "original", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
                  "--min_k", "1", "--max_k", "16"],
     "adamw": ["--comfy_quant", "--optimizer", "adamw", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
@@ -89,7 +94,7 @@ def main():
     _, rw_s, _, _, _ = timed(["dd", f"if={model}", f"of={copy}", "bs=64M", "conv=fdatasync"])
     os.remove(copy)
     print(f"model {size / 1e9:.2f} GB; read {read_s:.2f} s ({size / read_s / 1e9:.2f} GB/s); read+write (fdatasync) {rw_s:.2f} s")
-    print(f"{'mode':9s} {'device':6s} {'wall s':>7s} {'GB/s':>6s} {'vs r+w':>7s} {'RSS MiB':>8s} {'GPU MiB':>8s} {'GPU busy':>8s}")
+    print(f"{'mode':15s} {'device':6s} {'wall s':>7s} {'GB/s':>6s} {'vs r+w':>7s} {'RSS MiB':>8s} {'GPU MiB':>8s} {'GPU busy':>8s}")
     for mode in a.modes.split(","):
         for device in a.devices.split(","):
             out = os.path.join(a.workdir, f"out_{mode}_{device}.safetensors")
@@ -97,7 +102,7 @@ def main():
             rc, wall, rss, mem, busy = timed([a.binary, "-i", model, "-o", out, "--overwrite", "--manual_seed", "0", "--progress",
                                                "none", "--wan", "--device", device, *MODES[mode]])
             status = "" if rc == 0 else f"  FAILED rc={rc}"
-            print(f"{mode:9s} {label:6s} {wall:7.2f} {size / wall / 1e9:6.2f} {wall / rw_s:7.2f} {rss / 2**20:8.0f} {mem:8d} "
+            print(f"{mode:15s} {label:6s} {wall:7.2f} {size / wall / 1e9:6.2f} {wall / rw_s:7.2f} {rss / 2**20:8.0f} {mem:8d} "
                   f"{busy:8.0%}{status}", flush=True)
             if os.path.exists(out):
                 os.remove(out)
@@ -108,7 +113,7 @@ def main():
             rc, wall, rss, mem, busy = timed([sys.executable, "-m", "convert_to_quant.convert_to_quant", "-i", model, "-o", out,
                                                "--manual_seed", "0", "--wan", *args, *extra], timeout=a.reference_timeout)
             status = "" if rc == 0 else (f"  STOPPED after {a.reference_timeout:.0f} s" if rc < 0 else f"  FAILED rc={rc}")
-            print(f"{mode:9s} {'ref':6s} {wall:7.2f} {size / wall / 1e9:6.2f} {wall / rw_s:7.2f} {rss / 2**20:8.0f} {mem:8d} "
+            print(f"{mode:15s} {'ref':6s} {wall:7.2f} {size / wall / 1e9:6.2f} {wall / rw_s:7.2f} {rss / 2**20:8.0f} {mem:8d} "
                   f"{busy:8.0%}{status}", flush=True)
             if os.path.exists(out):
                 os.remove(out)

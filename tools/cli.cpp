@@ -73,6 +73,11 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
         ("convrot-group-size", po::value(&o.convrot_group_size), "ConvRot group: a power of 4 dividing the input width (default 256)")
         ("save-quant-metadata", po::bool_switch(&o.save_quant_metadata),
          "also write every layer's comfy_quant object into the header's _quantization_metadata (ComfyUI reads it first)")
+        ("layer-config", po::value(&o.layer_config), "JSON of regex -> {format, ...} per layer; the first match wins (see README)")
+        ("fullmatch", po::bool_switch(&o.fullmatch), "--layer-config patterns must match the whole layer name")
+        ("custom-layers", po::value(&o.custom_layers), "regex of layers quantized to --custom_type instead")
+        ("custom-type", po::value(&o.custom_type), "format of --custom_layers: fp8, int8, e5m2, mxfp8, nvfp4, w4a4 or a comfy_quant name")
+        ("fallback", po::value(&o.fallback), "format for layers the chosen one cannot hold (default: fp8 or int8 tensor-wise)")
         ("w4a4", po::bool_switch(&o.w4a4), "convrot_w4a4: ConvRot-rotated INT4 in [-7, 7], per-row scales (quantflow's flag; needs --comfy_quant)")
         ("kernel-backend", po::value(&o.kernel_backend), "INT8 scale layout: blockwise (bs x bs) | lodewise (1 x bs)")
         ("scaling-mode", po::value<std::string>(), "tensor | row | block (1 x bs groups) | block2d (bs x bs tiles)")

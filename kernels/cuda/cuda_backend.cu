@@ -132,7 +132,7 @@ public:
         DeviceBuffer<float> rotated(n);
         cuda::rotate_groups(uw.view, g, rotated.get(), s.get());
         std::vector<float> out(n);
-        staging().download(out.data(), rotated.get(), n, s);
+        staging().download(out.data(), rotated.get(), n * sizeof(float), s);
         s.sync();
         return out;
     }
