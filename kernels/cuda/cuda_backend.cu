@@ -37,6 +37,12 @@ std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(
 // the others (e5m2, mxfp8, nvfp4) quantize through quantize_blocks.cu.
 bool has_cuda_kernels(QuantFormat format) { return learned_rounding_knows(format) || is_convrot(format); }
 
+cuda::CodeKind code_kind(QuantFormat format) {
+    if (format == QuantFormat::Fp8E5m2Tensor) return cuda::CodeKind::E5m2;
+    if (format == QuantFormat::Nvfp4) return cuda::CodeKind::E2m1;
+    return is_fp8(format) || format == QuantFormat::Mxfp8 ? cuda::CodeKind::E4m3 : cuda::CodeKind::Int8;
+}
+
 class CudaBackend;
 
 // A weight kept on the device between the pipeline's stages (Backend::hold).
@@ -235,8 +241,6 @@ public:
     }
 
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) override {
-        // The GEMV kernel decodes e4m3/int8 codes with float32 scales; the host backend does the new formats.
-        if (!has_cuda_kernels(q.spec.format)) return host_->residual_gemv(w, q, x, y);
         QF_EXPECT(static_cast<std::int64_t>(x.size()) == w.cols && static_cast<std::int64_t>(y.size()) == w.rows,
                   "residual_gemv: vector sizes do not match the weight");
         const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
@@ -246,10 +250,14 @@ public:
         DeviceBuffer<std::uint8_t> codes(n);
         DeviceBuffer<float> scales(q.scales.size()), dx(x.size()), dy(y.size());
         staging().upload(codes.get(), q.codes.data(), n, s);
-        cuda::upload(scales, q.scales.data(), q.scales.size(), s);
+        // The CPU decodes code * (global * block scale): the same product, formed here once per block.
+        std::vector<float> scaled(q.scales);
+        if (q.global_scale != 1.0f)
+            for (float& v : scaled) v = q.global_scale * v;
+        cuda::upload(scales, scaled.data(), scaled.size(), s);
         cuda::upload(dx, x.data(), x.size(), s);
-        cuda::residual_gemv(uw.view, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(),
-                            is_fp8(q.spec.format), dx.get(), dy.get(), s.get());
+        cuda::residual_gemv(uw.view, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(), code_kind(q.spec.format),
+                            dx.get(), dy.get(), s.get());
         cuda::download(y.data(), dy, y.size(), s);
         s.sync();
     }

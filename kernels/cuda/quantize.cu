@@ -51,7 +51,16 @@ __global__ void encode_kernel(DeviceWeight w, ScaleGrid g, const float* factor, 
 }
 
 // 8 threads per row, thread l summing columns l, l+8, ... in order: the CPU's lane l exactly.
-__global__ void gemv_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
+__device__ __forceinline__ float decode_code(CodeKind kind, std::uint8_t code) {
+    switch (kind) {
+        case CodeKind::E4m3: return e4m3_to_f32(code);
+        case CodeKind::E5m2: return e5m2_to_f32(code);
+        case CodeKind::E2m1: return e2m1_to_f32(code);
+        default: return static_cast<float>(static_cast<std::int8_t>(code));
+    }
+}
+
+__global__ void gemv_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                             const float* x, float* y) {
     const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 8;
     const int lane = threadIdx.x & 7;
@@ -59,7 +68,7 @@ __global__ void gemv_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* cod
     if (row < w.rows) {
         const std::int64_t base = row * w.cols;
         for (std::int64_t c = lane; c < w.cols; c += 8) {
-            const float dq = code_value(fp8, codes[base + c]) * scales[cell_of(g, row, c)];
+            const float dq = decode_code(kind, codes[base + c]) * scales[cell_of(g, row, c)];
             acc += (load(w, base + c) - dq) * x[c];
         }
     }
@@ -96,10 +105,10 @@ void encode(const DeviceWeight& w, const ScaleGrid& g, const float* factor, int 
     QF_CUDA_CHECK(cudaGetLastError());
 }
 
-void residual_gemv(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+void residual_gemv(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                    const float* x, float* y, cudaStream_t s) {
     const std::int64_t threads = w.rows * 8;
-    gemv_kernel<<<static_cast<unsigned int>((threads + kThreads - 1) / kThreads), kThreads, 0, s>>>(w, g, codes, scales, fp8, x, y);
+    gemv_kernel<<<static_cast<unsigned int>((threads + kThreads - 1) / kThreads), kThreads, 0, s>>>(w, g, codes, scales, kind, x, y);
     QF_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -45,8 +45,12 @@ void encode_block_scaled(const DeviceWeight& w, bool nvfp4, float global, float*
 // codes[i] = e5m2(clamp(x * multiplier, +-57344)).
 void encode_e5m2(const DeviceWeight& w, float multiplier, std::uint8_t* codes, cudaStream_t s);
 
-// y[r] = sum_c (w[r,c] - code_value * scale[cell]) * x[c], in the CPU's 8 fixed lanes and combination order.
-void residual_gemv(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+// How a code byte decodes (numerics.hpp): int8 two's complement (also int4), e4m3, e5m2, E2M1.
+enum class CodeKind : int { Int8, E4m3, E5m2, E2m1 };
+
+// y[r] = sum_c (w[r,c] - code_value * scale[cell]) * x[c], in the CPU's 8 fixed lanes and combination order (nvfp4:
+// scales already multiplied by the global scale, as the CPU forms global * block scale first).
+void residual_gemv(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                    const float* x, float* y, cudaStream_t s);
 
 // out = w as float32 (row-major).
