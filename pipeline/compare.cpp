@@ -20,6 +20,7 @@
 #include "stages/format/json_text.hpp"
 #include "stages/format/mapped_file.hpp"
 #include "stages/format/safetensors_header.hpp"
+#include "stages/format/stored_layer.hpp"
 #include "stages/reader.hpp"
 
 namespace quantflow {
@@ -69,27 +70,6 @@ struct LayerJob {
 };
 
 std::string file_tensor(const std::string& path, std::string_view name) { return path + ": tensor '" + std::string(name) + "'"; }
-
-// The scale grid of a stored scale tensor as one of quantflow's formats (the reference's block scales are
-// [M, N/bs, 1], per-row INT8 scales [M, 1], tiles [M/bs, N/bs]).
-QuantSpec spec_from_scale(const std::string& where, bool fp8, std::int64_t rows, std::int64_t cols, std::vector<std::int64_t> dims,
-                          bool e5m2 = false) {
-    std::int64_t numel = 1;
-    for (const auto d : dims) numel *= d;
-    if (e5m2 && numel == 1) return {QuantFormat::Fp8E5m2Tensor, 64};
-    if (e5m2) throw Error(where + ": an F8_E5M2 weight needs a single-value scale (float8_e5m2 is tensor-wise), not " + std::to_string(numel));
-    if (dims.size() == 3 && dims[2] == 1) dims.pop_back();
-    if (numel == 1) return {fp8 ? QuantFormat::Fp8Tensor : QuantFormat::Int8Tensor, 64};
-    if ((dims.size() == 1 && dims[0] == rows) || (dims.size() == 2 && dims[0] == rows && dims[1] == 1))
-        return {fp8 ? QuantFormat::Fp8Row : QuantFormat::Int8Row, 64};
-    if (dims.size() == 2 && dims[0] == rows && dims[1] > 0 && cols % dims[1] == 0)
-        return {fp8 ? QuantFormat::Fp8Block : QuantFormat::Int8Lode, cols / dims[1]};
-    if (dims.size() == 2 && dims[0] > 0 && dims[1] > 0 && rows % dims[0] == 0 && cols % dims[1] == 0 &&
-        rows / dims[0] == cols / dims[1])
-        return {fp8 ? QuantFormat::Fp8Block2d : QuantFormat::Int8Block, rows / dims[0]};
-    throw Error(where + ": scale of " + std::to_string(numel) + " values does not fit weight [" + std::to_string(rows) + ", " +
-                std::to_string(cols) + "] as a tensor, row, group or tile grid");
-}
 
 // Host bytes of one layer while it is measured: its mapped weight and codes, the codes' copy, the float32 copy
 // of the weight that the CPU backend's SVD decodes, scales, biases and test inputs.

@@ -46,12 +46,13 @@ void release_device(TensorJob& job) {
     job.device_lease.reset();
 }
 
-// The weight the optimizer and the bias corrector work on: the file's, or for ConvRot its rotation (the
-// rotation is orthogonal: errors, the SVD's subspaces and learned rounding carry over; notes 6).
+// The weight the optimizer and the bias corrector work on: the file's, or job.work: a stored layer's decoded
+// values and/or the ConvRot rotation (orthogonal: errors, the SVD's subspaces and learned rounding carry over).
 TensorView stage_weight(const RunContext& ctx, const TensorJob& job) {
-    if (job.rotated.empty()) return weight_view(ctx.input, ctx.plan.input, job.plan->input);
+    if (job.work.empty()) return weight_view(ctx.input, ctx.plan.input, job.plan->input);
     const TensorInfo& t = job_tensor(ctx, job);
-    return {reinterpret_cast<const std::byte*>(job.rotated.data()), DType::F32, t.shape[0], t.shape[1]};
+    const auto& s = job.plan->stored;
+    return {reinterpret_cast<const std::byte*>(job.work.data()), DType::F32, s ? s->rows : t.shape[0], s ? s->cols : t.shape[1]};
 }
 
 void quantize_body(RunContext& ctx, TensorJob& job) {
@@ -59,9 +60,18 @@ void quantize_body(RunContext& ctx, TensorJob& job) {
     if (job.plan->action != Action::Quantize) return;
     Backend& backend = job_backend(ctx, job);
     const std::string& name = job_tensor(ctx, job).name;
+    if (job.plan->stored) {
+        QuantizedTensor stored = read_stored_layer(ctx.plan.input, ctx.input, *job.plan->stored);
+        release_job(job, ctx.input, ctx.plan.input);
+        if (job.plan->keep_codes) {
+            job.quant = std::move(stored);
+            return;
+        }
+        job.work = dequantize(stored);
+    }
     job.held = backend.hold(name, stage_weight(ctx, job));  // one copy to the GPU for every stage
     if (is_convrot(job.plan->spec.format)) {
-        job.rotated = backend.rotate_groups(name, stage_weight(ctx, job), job.plan->spec.block_size);
+        job.work = backend.rotate_groups(name, stage_weight(ctx, job), job.plan->spec.block_size);
         job.held = backend.hold(name, stage_weight(ctx, job));  // the stages read the rotation from now on
         release_job(job, ctx.input, ctx.plan.input);
     }
@@ -92,10 +102,10 @@ void correct_stages(RunContext& ctx, TensorJob& job) {
 }
 
 void correct_body(RunContext& ctx, TensorJob& job) {
-    if (job.plan->action != Action::Quantize) return;
+    if (job.plan->action != Action::Quantize || job.plan->keep_codes) return;
     correct_stages(ctx, job);
     release_device(job);
-    job.rotated = {};
+    job.work = {};
 }
 
 void write_body(RunContext& ctx, TensorJob& job) {

@@ -26,6 +26,7 @@ struct Options {
     bool fullmatch = false;                        // --fullmatch: layer-config patterns match whole names
     std::string custom_layers, custom_type;        // --custom_layers REGEX --custom_type FORMAT
     std::string fallback;                          // --fallback FORMAT: for layers a format cannot hold
+    bool convert_scaled = false;                   // --convert_fp8_scaled / --convert_int8_scaled: re-wrap stored layers
     std::string kernel_backend = "blockwise";      // blockwise | lodewise
     std::optional<std::string> scaling_mode;       // tensor | row | block | block2d; unset = "tensor"
     std::int64_t block_size = 64;

@@ -13,6 +13,8 @@
 #include "pipeline/profiles.hpp"
 #include "stages/format/comfy_quant.hpp"
 #include "stages/format/json_text.hpp"
+#include "stages/format/mapped_file.hpp"
+#include "stages/format/stored_layer.hpp"
 #include "stages/optimizer.hpp"
 
 namespace quantflow {
@@ -91,7 +93,14 @@ struct PlanBuilder {
         const std::string layer = t.name.substr(0, t.name.size() - std::strlen(".weight"));
         lp.action = Action::Quantize;
         lp.reason.clear();
-        choose_format(lp, t, rule);
+        if (lp.stored && options.convert_scaled) {
+            lp.keep_codes = true;
+            lp.spec = lp.stored->spec;
+            append(lp, "stored " + lp.stored->format + ": codes and scales kept (re-wrapped)");
+        } else {
+            choose_format(lp, t, rule);
+            if (lp.stored) append(lp, "stored " + lp.stored->format + ": decoded and re-encoded");
+        }
         formats.insert(lp.spec.format);
         const bool e5m2 = lp.spec.format == QuantFormat::Fp8E5m2Tensor;
         const bool fp8 = is_fp8(lp.spec.format);
@@ -104,7 +113,7 @@ struct PlanBuilder {
         }
         lp.full_precision_mm = lp.full_precision_mm || options.full_precision_matrix_mult || (rule && rule->full_precision_matrix_mult);
         ++plan.counts.quantized;
-        const bool simple = options.simple || (rule && rule->simple);
+        const bool simple = options.simple || (rule && rule->simple) || lp.keep_codes;
         if (!simple && !learned_rounding_knows(lp.spec.format)) {
             append(lp, "learned rounding is not available for " + std::string(format_label(lp.spec.format)) + " yet: round-to-nearest");
             rtn_formats.insert(lp.spec.format);
@@ -119,7 +128,7 @@ struct PlanBuilder {
         add_output({scale_tensor_name(layer, comfy), scale_dtype(lp.spec.format), sshape, {}});
         if (lp.spec.format == QuantFormat::Nvfp4) add_output({global_scale_tensor_name(layer), DType::F32, {}, {}});
         if (comfy) {
-            const std::string json = comfy_quant_json(lp.spec, lp.full_precision_mm);
+            const std::string json = comfy_quant_json(lp.spec, lp.full_precision_mm, rows, cols);
             add_output({comfy_quant_tensor_name(layer), DType::U8, {static_cast<std::int64_t>(json.size())}, bytes_of(json)});
         }
         if (is_block_scaled(lp.spec.format)) {
@@ -127,7 +136,7 @@ struct PlanBuilder {
         } else {
             plan_input_scale(lp, layer, fp8 || e5m2, sshape.size() == 1 && sshape[0] == 1);
         }
-        plan_bias(lp, layer, rows);
+        if (!lp.keep_codes) plan_bias(lp, layer, rows);  // the same weights: the bias stays
     }
 
     // Spec 3: FP8 comfy writes input_scale with --input_scale (1.0) or a t5xxl-like profile (a copy of a
@@ -202,6 +211,54 @@ void apply_rule(const LayerConfig& config, const TensorInfo& t, TensorDecision& 
     rule = r;
 }
 
+void remove_tensor(Plan& plan, std::vector<TensorDecision>& decisions, std::size_t i, const std::string& why) {
+    decisions[i] = {Verdict::Remove, why};
+    plan.layers[i].action = Action::Remove;
+    plan.layers[i].reason = why;
+}
+
+// Layers the input already holds quantized (stages/format/stored_layer.hpp): each one the filter and the layer rules
+// would quantize as a float weight is decoded and re-encoded (or re-wrapped with --convert_*_scaled); its scale,
+// comfy_quant, weight_scale_2 and input_scale tensors and the input's scaled_fp8 marker are replaced. Returns every
+// tensor as the plan sees it: a stored layer as an F32 [N, K] weight.
+std::vector<TensorInfo> plan_stored(Plan& plan, const Options& options, const FilterOptions& filter, const LayerConfig& config,
+                                    std::vector<TensorDecision>& decisions, std::vector<const LayerRule*>& rules) {
+    std::vector<TensorInfo> logical = plan.input.tensors;
+    bool candidates = false;
+    for (const auto& t : logical)
+        candidates = candidates || (t.dtype == DType::F8_E4M3 || t.dtype == DType::F8_E5M2 || t.dtype == DType::I8 || t.dtype == DType::U8);
+    if (!candidates) return logical;
+    const MappedFile file(plan.input.path);
+    bool re_encoded = false;
+    for (const StoredLayer& s : find_stored_layers(plan.input, file)) {
+        LayerPlan& lp = plan.layers[s.weight];
+        if (!s.problem.empty()) {
+            lp.reason = "stored layer kept as it is: " + s.problem;
+            continue;
+        }
+        TensorInfo& t = logical[s.weight];
+        t.dtype = DType::F32;
+        t.shape = {s.rows, s.cols};
+        TensorDecision d = decide_tensor(filter, t.name, t.dtype, t.shape);
+        if (!config.empty()) apply_rule(config, t, d, rules[s.weight]);
+        if (d.verdict != Verdict::Quantize && !options.convert_scaled) {
+            lp.reason = "stored " + s.format + " layer kept as it is (" + d.reason + ")";
+            continue;
+        }
+        decisions[s.weight] = {Verdict::Quantize, {}};
+        lp.stored = s;
+        re_encoded = true;
+        const std::string why = "replaced: layer '" + t.name.substr(0, t.name.size() - std::strlen(".weight")) + "' is re-quantized";
+        for (const std::size_t i : {s.scale, s.global_scale, s.input_scale, s.comfy_quant})
+            if (i != kNoStoredTensor) remove_tensor(plan, decisions, i, why);
+    }
+    const auto marker = plan.input.find(kLegacyMarkerName);
+    if (re_encoded && marker >= 0) {
+        remove_tensor(plan, decisions, static_cast<std::size_t>(marker), "the input's scaled_fp8 marker: its layers are re-quantized");
+    }
+    return logical;
+}
+
 // notes/comfyui-new-formats.md 2: {"format_version": "1.0", "layers": {"<P>": <that layer's comfy_quant object>, ...}},
 // P the weight's name minus ".weight" exactly as in the file, in file order.
 std::string quantization_metadata(const Plan& plan) {
@@ -209,9 +266,10 @@ std::string quantization_metadata(const Plan& plan) {
     bool first = true;
     for (const auto& lp : plan.layers) {
         if (lp.action != Action::Quantize) continue;
-        const std::string& name = plan.input.tensors[lp.input].name;
-        json += (first ? "" : ", ") + json_quote(name.substr(0, name.size() - std::strlen(".weight"))) + ": " +
-                comfy_quant_json(lp.spec, lp.full_precision_mm);
+        const TensorInfo& t = plan.input.tensors[lp.input];
+        json += (first ? "" : ", ") + json_quote(t.name.substr(0, t.name.size() - std::strlen(".weight"))) + ": " +
+                comfy_quant_json(lp.spec, lp.full_precision_mm, lp.stored ? lp.stored->rows : t.shape[0],
+                                 lp.stored ? lp.stored->cols : t.shape[1]);
         first = false;
     }
     return json + "}}";
@@ -222,7 +280,8 @@ std::string quantization_metadata(const Plan& plan) {
 void plan_memory(Plan& plan, const Backend& backend, const Options& options) {
     for (auto& lp : plan.layers) {
         if (lp.action != Action::Quantize) continue;
-        const TensorInfo& t = plan.input.tensors[lp.input];
+        TensorInfo t = plan.input.tensors[lp.input];
+        if (lp.stored) t.shape = {lp.stored->rows, lp.stored->cols}, t.dtype = DType::F32;  // decoded to float32
         const std::int64_t basis_k = lp.rank_k > 0 && options.rounding_aware ? std::max(lp.rank_k, kRefineRank) : lp.rank_k;
         const LayerWork work{t.shape[0], t.shape[1], t.dtype, basis_k, parse_optimizer(options.optimizer)};
         const LayerMemory m = backend.layer_memory(work);
@@ -231,6 +290,7 @@ void plan_memory(Plan& plan, const Backend& backend, const Options& options) {
         if (!fallback.empty()) lp.reason += (lp.reason.empty() ? "" : "; ") + std::string("learned rounding on the host: ") + fallback;
         lp.work_bytes = m.host;
         lp.device_bytes = m.device;
+        if (lp.stored) lp.work_bytes += static_cast<std::uint64_t>(t.shape[0] * t.shape[1]) * 4;  // the decoded weight
         if (is_convrot(lp.spec.format)) {  // the rotated float32 weight, on the host and (held) on the device
             const auto rotated = static_cast<std::uint64_t>(t.shape[0] * t.shape[1]) * 4;
             lp.work_bytes += rotated;
@@ -263,10 +323,11 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
         plan.layers[i].reason = decisions[i].reason;
         plan.layers[i].action = decisions[i].verdict == Verdict::Remove ? Action::Remove : Action::Copy;
     }
+    const std::vector<TensorInfo> logical = plan_stored(plan, options, filter, config, decisions, rules);
     // Quantized layers first, so their biases are claimed before the copies are laid out.
     for (std::size_t i = 0; i < tensors.size(); ++i)
         if (decisions[i].verdict == Verdict::Quantize && std::string_view(tensors[i].name).ends_with(".weight"))
-            builder.plan_quantized(plan.layers[i], tensors[i], rules[i]);
+            builder.plan_quantized(plan.layers[i], logical[i], rules[i]);
     for (std::size_t i = 0; i < tensors.size(); ++i) {
         const auto& lp = plan.layers[i];
         if (lp.action == Action::Remove) {

@@ -7,12 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kernels/backend.hpp"
 #include "kernels/quant_types.hpp"
 #include "kernels/rounding.hpp"
+#include "stages/format/stored_layer.hpp"
 
 namespace quantflow {
 
@@ -42,6 +44,12 @@ struct LayerPlan {
     std::size_t out_input_scale = kNoTensor;  // output index of an input_scale copied from the weight scale
     std::size_t out_bias = kNoTensor;      // output index of the corrected bias
 
+    // Quantize a layer already quantized in the input (stages/format/stored_layer.hpp): decoded to float32 and
+    // re-encoded, or with keep_codes (--convert_fp8_scaled / --convert_int8_scaled) written with its own codes and
+    // scales in the output's layout.
+    std::optional<StoredLayer> stored;
+    bool keep_codes = false;
+
     // Copy: the output tensor; Quantize: the quantized weight.
     std::size_t out_tensor = kNoTensor;
 };
@@ -64,7 +72,8 @@ struct TensorJob {
     std::unique_ptr<JobLease> device_lease;  // device_bytes charged to that device, until the bias corrector is done
     std::unique_ptr<WeightHold> held;  // the weight kept on the accelerator for those stages
 
-    std::vector<float> rotated;      // ConvRot: the rotated float32 weight every stage works on (optimizer to bias corrector)
+    std::vector<float> work;         // the float32 weight every stage works on when it is not the file's: a stored layer
+                                     // decoded, and/or ConvRot-rotated (optimizer to bias corrector)
     QuantizedTensor quant;           // filled by the optimizer stage
     LowRank basis;                   // learned rounding's top-k basis (k = 0 without one)
     RoundingStats rounding;          // learned rounding's record (rank_k > 0)

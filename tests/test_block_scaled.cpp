@@ -51,6 +51,8 @@ TEST_CASE("block-scaled shapes: padded weights and swizzled scale grids") {
     CHECK(scale_dtype(QuantFormat::Nvfp4) == DType::F8_E4M3);
     CHECK(comfy_quant_json({QuantFormat::Nvfp4, 16}, false) == "{\"format\": \"nvfp4\"}");
     CHECK(comfy_quant_json({QuantFormat::Mxfp8, 32}, false) == "{\"format\": \"mxfp8\"}");
+    CHECK(comfy_quant_json({QuantFormat::Nvfp4, 16}, false, 100, 70) == "{\"format\": \"nvfp4\", \"orig_shape\": [100, 70]}");
+    CHECK(comfy_quant_json({QuantFormat::Int8Row, 16}, false, 100, 70) == "{\"format\": \"int8_tensorwise\"}");
     CHECK(comfy_quant_json({QuantFormat::Fp8E5m2Tensor, 64}, false) == "{\"format\": \"float8_e5m2\"}");
 }
 

@@ -28,7 +28,7 @@ TEST_CASE("new formats: storage dtypes, shapes, comfy_quant keys and compare's v
         REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/n.safetensors --comfy_quant --simple --nvfp4 "
                                     "--manual_seed 0 --progress none", log) == 0);
         const LoadedFile n = load(dir + "/n.safetensors");
-        CHECK(comfy_json(n, "odd.proj") == R"({"format": "nvfp4"})");
+        CHECK(comfy_json(n, "odd.proj") == R"({"format": "nvfp4", "orig_shape": [100, 300]})");
         CHECK(n.info.at("odd.proj.weight")->dtype == DType::U8);
         CHECK(n.info.at("odd.proj.weight")->shape == std::vector<std::int64_t>{112, 152});
         CHECK(n.info.at("odd.proj.weight_scale")->dtype == DType::F8_E4M3);
@@ -113,4 +113,61 @@ TEST_CASE("new formats: storage dtypes, shapes, comfy_quant keys and compare's v
         CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/x.safetensors --simple --save_quant_metadata", log) == 2);
         CHECK(log == "quantflow: error: --save_quant_metadata describes comfy_quant layers: add --comfy_quant\n");
     }
+}
+
+namespace {
+
+// compare's mean relative error of QUANTIZED against ORIGINAL.
+double mean_error(const std::string& original, const std::string& quantized) {
+    std::string json;
+    REQUIRE(qftest::run_command(kBinary + " compare " + original + " " + quantized + " --json --manual_seed 0", json) == 0);
+    double sum = 0;
+    int n = 0;
+    for (auto at = json.find("\"relative_error\": "); at != std::string::npos; at = json.find("\"relative_error\": ", at + 1), ++n)
+        sum += std::stod(json.substr(at + 18));
+    REQUIRE(n > 0);
+    return sum / n;
+}
+
+}  // namespace
+
+TEST_CASE("re-quantizing: quantized files are inputs; their layers are decoded and re-encoded, or re-wrapped with --convert_*_scaled") {
+    const std::string dir = qftest::temp_dir("requantize");
+    const std::string in = kFixtures + "/small_model.safetensors";
+    std::string log;
+    const auto convert = [&](const std::string& from, const std::string& to, const std::string& flags) {
+        INFO(flags);
+        REQUIRE(qftest::run_command(kBinary + " -i " + from + " -o " + to + " --overwrite --manual_seed 0 --progress none " + flags, log) == 0);
+    };
+    convert(in, dir + "/fp8.safetensors", "--comfy_quant --simple");
+    const double direct = mean_error(in, dir + "/fp8.safetensors");
+    for (const std::string flags : {"--simple", "--comfy_quant --simple --nvfp4", "--comfy_quant --simple --int8 --convrot --convrot_group_size 64",
+                                    "--comfy_quant --simple --int8", "--comfy_quant --w4a4 --convrot_group_size 16"}) {
+        CAPTURE(flags);
+        convert(in, dir + "/first.safetensors", flags);
+        REQUIRE(qftest::run_command(kBinary + " plan -i " + dir + "/first.safetensors --comfy_quant --simple", log) == 0);
+        CHECK(log.find(": decoded and re-encoded)") != std::string::npos);
+        convert(dir + "/first.safetensors", dir + "/again.safetensors", "--comfy_quant --simple");
+        const LoadedFile again = load(dir + "/again.safetensors");
+        CHECK(comfy_json(again, "blocks.0.mlp.fc2") == R"({"format": "float8_e4m3fn"})");
+        CHECK(again.data.count("scaled_fp8") == 0);
+        CHECK(again.data.count("blocks.0.mlp.fc2.scale_weight") == 0);
+        CHECK(again.data.count("blocks.0.mlp.fc2.weight_scale_2") == 0);
+        // ||W - again|| <= ||W - first|| + ||first - again||, the last about one fp8 rounding.
+        CHECK(mean_error(in, dir + "/again.safetensors") <= mean_error(in, dir + "/first.safetensors") + 1.1 * direct);
+    }
+    // --convert_fp8_scaled: a legacy fp8_scaled file becomes comfy_quant with the very same codes and scale values.
+    convert(in, dir + "/legacy.safetensors", "--simple");
+    convert(dir + "/legacy.safetensors", dir + "/wrapped.safetensors", "--convert_fp8_scaled");
+    const LoadedFile legacy = load(dir + "/legacy.safetensors"), wrapped = load(dir + "/wrapped.safetensors");
+    for (const std::string layer : {"blocks.0.attn.qkv", "blocks.0.mlp.fc2", "odd.proj", "zero.proj"}) {
+        CAPTURE(layer);
+        CHECK(wrapped.data.at(layer + ".weight") == legacy.data.at(layer + ".weight"));
+        CHECK(wrapped.data.at(layer + ".weight_scale") == legacy.data.at(layer + ".scale_weight"));
+        if (legacy.data.count(layer + ".bias")) CHECK(wrapped.data.at(layer + ".bias") == legacy.data.at(layer + ".bias"));
+        CHECK(wrapped.data.count(layer + ".scale_weight") == 0);
+    }
+    CHECK(comfy_json(wrapped, "odd.proj") == R"({"format": "float8_e4m3fn", "full_precision_matrix_mult": true})");
+    CHECK(wrapped.data.count("scaled_fp8") == 0);
+    CHECK(mean_error(in, dir + "/wrapped.safetensors") == mean_error(in, dir + "/legacy.safetensors"));
 }

@@ -146,7 +146,7 @@ TEST_CASE("plan with a layer config: mixed formats, skip, quantizing what the pr
         const auto& t = p.layout.tensors[p.layout.index_of(layer_name + ".comfy_quant")];
         return std::string(reinterpret_cast<const char*>(t.spec.constant.data()), t.spec.constant.size());
     };
-    CHECK(json_of("blocks.0.ffn.0") == R"({"format": "nvfp4"})");
+    CHECK(json_of("blocks.0.ffn.0") == R"({"format": "nvfp4", "orig_shape": [96, 128]})");
     CHECK(json_of("time_embedding.0") == R"({"format": "int8_tensorwise"})");
     CHECK(p.counts.fallbacks == 1);
     bool native_note = false;

@@ -78,6 +78,8 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
         ("custom-layers", po::value(&o.custom_layers), "regex of layers quantized to --custom_type instead")
         ("custom-type", po::value(&o.custom_type), "format of --custom_layers: fp8, int8, e5m2, mxfp8, nvfp4, w4a4 or a comfy_quant name")
         ("fallback", po::value(&o.fallback), "format for layers the chosen one cannot hold (default: fp8 or int8 tensor-wise)")
+        ("convert-fp8-scaled", po::bool_switch(), "re-wrap an fp8_scaled (or any quantized) file as comfy_quant: codes and scales kept")
+        ("convert-int8-scaled", po::bool_switch(), "the same for legacy INT8 scale_weight files")
         ("w4a4", po::bool_switch(&o.w4a4), "convrot_w4a4: ConvRot-rotated INT4 in [-7, 7], per-row scales (quantflow's flag; needs --comfy_quant)")
         ("kernel-backend", po::value(&o.kernel_backend), "INT8 scale layout: blockwise (bs x bs) | lodewise (1 x bs)")
         ("scaling-mode", po::value<std::string>(), "tensor | row | block (1 x bs groups) | block2d (bs x bs tiles)")
@@ -193,6 +195,12 @@ TokenParse parse_tokens(const std::vector<std::string>& tokens, Options& o, bool
     o.bias_correction = on_off(vm, "bias-correction", true);
     o.keep_metadata = on_off(vm, "keep-metadata", true);
     o.rounding_aware = on_off(vm, "rounding-aware", true);
+    if (vm["convert-fp8-scaled"].as<bool>() || vm["convert-int8-scaled"].as<bool>()) {
+        // The reference's format migration: comfy_quant out, every stored layer's codes and scales kept.
+        o.convert_scaled = true;
+        o.comfy_quant = true;
+        o.simple = true;
+    }
     o.keep_going = on_off(vm, "keep-going", true);
     for (const char* flag : kModelFlags)
         if (vm[dashed(flag)].as<bool>()) o.model_flags.emplace_back(flag);

@@ -41,7 +41,7 @@ bool has_group_size(QuantFormat format) {
 }
 }  // namespace
 
-std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult) {
+std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult, std::int64_t rows, std::int64_t cols) {
     std::string json = "{\"format\": \"" + std::string(comfy_format_name(spec.format)) + "\"";
     if (has_group_size(spec.format)) {
         const std::string bs = std::to_string(spec.block_size);
@@ -49,6 +49,8 @@ std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_m
     }
     if (spec.format == QuantFormat::Int8ConvRot) json += ", \"convrot\": true";
     if (is_convrot(spec.format)) json += ", \"convrot_groupsize\": " + std::to_string(spec.block_size);
+    if (is_block_scaled(spec.format) && rows > 0)
+        json += ", \"orig_shape\": [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
     if (full_precision_matrix_mult) json += ", \"full_precision_matrix_mult\": true";
     return json + "}";
 }

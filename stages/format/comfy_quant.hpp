@@ -24,7 +24,9 @@ bool comfy_mainline_loads(QuantFormat format);
 // {"format": "int8_blockwise", "group_size": 64, "params": {"group_size": 64}}; group_size keys only for
 // the block formats (written both at the root and under params: spec 9); ConvRot: "convrot": true (int8 only)
 // and "convrot_groupsize" at the root, where ComfyUI reads them first; full_precision_matrix_mult last.
-std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult);
+// mxfp8 / nvfp4 also record "orig_shape": [rows, cols] (their stored weights are padded; ComfyUI ignores the key,
+// a reader of the file needs it to re-quantize the layer).
+std::string comfy_quant_json(const QuantSpec& spec, bool full_precision_matrix_mult, std::int64_t rows = 0, std::int64_t cols = 0);
 // The stored shape of the scale tensor for an [rows, cols] weight: [1], [M], [M, N/bs, 1], [M/bs, N/bs],
 // [M, N/bs], [M, 1] (spec 3 table; also int8 ConvRot), [M] (convrot_w4a4); mxfp8/nvfp4: the swizzled, padded
 // grid (block_scaled.hpp).
