@@ -39,6 +39,7 @@ struct LayerWork {
     DType dtype = DType::BF16;
     std::int64_t basis_k = 0;
     Optimizer optimizer = Optimizer::Original;
+    QuantFormat format = QuantFormat::Fp8Tensor;
 };
 
 class Backend {

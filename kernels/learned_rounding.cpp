@@ -168,7 +168,7 @@ std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& 
 
 OriginalLoop run_original_loop(const std::vector<double>& p0, const QuantizedTensor& q, const LowRank& basis,
                                const RoundingSettings& settings, RoundingWork& work) {
-    const bool fp8 = is_fp8(q.spec.format);
+    const bool fp8 = !is_integer_grid(q.spec.format);  // float grids take the FP8 closed form
     const std::int64_t k = basis.k, kk = k * k;
     std::function<std::vector<double>(const std::vector<double>&)> apply_a;
     std::vector<double> a_matrix, gu, gv;

@@ -18,8 +18,17 @@ bool is_convrot(QuantFormat format) { return format == QuantFormat::Int8ConvRot 
 
 int int_code_max(QuantFormat format) { return format == QuantFormat::W4a4ConvRot ? 7 : 127; }
 
-bool learned_rounding_knows(QuantFormat format) {
-    return format != QuantFormat::Fp8E5m2Tensor && format != QuantFormat::W4a4ConvRot && !is_block_scaled(format);
+bool is_integer_grid(QuantFormat format) { return !is_fp8(format) && format != QuantFormat::Fp8E5m2Tensor && !is_block_scaled(format); }
+
+std::uint8_t grid_sign_bit(QuantFormat format) {
+    if (is_integer_grid(format)) return 0;
+    return format == QuantFormat::Nvfp4 ? 0x08 : 0x80;
+}
+
+int grid_top(QuantFormat format) {
+    if (is_integer_grid(format)) return int_code_max(format);
+    if (format == QuantFormat::Nvfp4) return 7;
+    return format == QuantFormat::Fp8E5m2Tensor ? 123 : 126;
 }
 
 float code_value(QuantFormat format, std::uint8_t code) {

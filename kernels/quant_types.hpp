@@ -45,9 +45,12 @@ bool is_block_scaled(QuantFormat format);
 bool is_convrot(QuantFormat format);
 // Largest integer code of the integer formats: 127, or 7 for W4a4ConvRot.
 int int_code_max(QuantFormat format);
-// Whether learned rounding (spec 5.3) handles the format: the e4m3 and int8 formats (ConvRot int8 in its rotated
-// space), not yet e5m2/mxfp8/nvfp4/int4.
-bool learned_rounding_knows(QuantFormat format);
+// The grid learned rounding moves codes on, in index order: two's-complement integers (int8, int4), or sign-magnitude
+// floats whose sign is bit 7 (e4m3, e5m2) or bit 3 (E2M1, one code per byte). grid_sign_bit is 0 for integers.
+bool is_integer_grid(QuantFormat format);
+std::uint8_t grid_sign_bit(QuantFormat format);
+// The largest grid index: e4m3 126 (0x7F is NaN), e5m2 123 (0x7C is inf), E2M1 7, integers int_code_max.
+int grid_top(QuantFormat format);
 // The value of one code of this format (e4m3, e5m2, E2M1 or int8).
 float code_value(QuantFormat format, std::uint8_t code);
 // Whether [rows, cols] can be stored in this format (block sizes must divide the blocked dimensions).

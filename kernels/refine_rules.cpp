@@ -10,17 +10,19 @@
 namespace quantflow {
 
 RefineTables refine_tables(QuantFormat format) {
-    const bool fp8 = is_fp8(format);
-    const auto value = [fp8](std::uint8_t code) { return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code)); };
+    const std::uint8_t sign = grid_sign_bit(format);
+    const int top = grid_top(format);
+    const auto value = [format](std::uint8_t code) { return code_value(format, code); };
     RefineTables t{};  // zero: no move at the grid's ends
     for (int c = 0; c < 256; ++c) {
         const auto code = static_cast<std::uint8_t>(c);
-        // FP8 grid indices -126..126 (0x7F / 0xFF are NaN); INT8 -127..127 (-128 is never produced).
-        const int index = fp8 ? ((code & 0x80) ? -(code & 0x7F) : (code & 0x7F)) : static_cast<std::int8_t>(code);
-        const int top = fp8 ? 126 : 127;
+        // Grid indices -top..top: e4m3 126 (0x7F / 0xFF are NaN), e5m2 123, E2M1 7 (codes 0..15 only), INT8 127
+        // (-128 is never produced), INT4 7. Codes outside the format's byte range get no move.
+        if (sign != 0 && c >= 2 * sign) continue;
+        const int index = sign != 0 ? ((code & sign) ? -(code & (sign - 1)) : (code & (sign - 1))) : static_cast<std::int8_t>(code);
         if (std::isnan(value(code)) || index < -top || index > top) continue;
-        if (index < top) t.step_up[c] = value(grid_step(fp8, code, 1)) - value(code);
-        if (index > -top) t.step_down[c] = value(grid_step(fp8, code, -1)) - value(code);
+        if (index < top) t.step_up[c] = value(grid_step_bits(sign, code, 1)) - value(code);
+        if (index > -top) t.step_down[c] = value(grid_step_bits(sign, code, -1)) - value(code);
     }
     return t;
 }

@@ -23,13 +23,16 @@ struct RefineTables {
 
 RefineTables refine_tables(QuantFormat format);
 
-// The code one grid step up (step = 1) or down (step = -1) from `code`, in grid order (FP8 sign-magnitude).
-QF_HOST_DEVICE std::uint8_t grid_step(bool fp8, std::uint8_t code, int step) {
-    if (!fp8) return static_cast<std::uint8_t>(static_cast<std::int8_t>(static_cast<int>(static_cast<std::int8_t>(code)) + step));
-    const int mag = code & 0x7F;
-    const int index = ((code & 0x80) ? -mag : mag) + step;
-    return static_cast<std::uint8_t>(index < 0 ? (0x80 | -index) : index);
+// The code one grid step up (step = 1) or down (step = -1) from `code`, in grid order: two's complement when
+// sign_bit is 0, else sign-magnitude with that sign bit (0x80: e4m3 / e5m2, 0x08: E2M1).
+QF_HOST_DEVICE std::uint8_t grid_step_bits(std::uint8_t sign_bit, std::uint8_t code, int step) {
+    if (sign_bit == 0) return static_cast<std::uint8_t>(static_cast<std::int8_t>(static_cast<int>(static_cast<std::int8_t>(code)) + step));
+    const int mag = code & (sign_bit - 1);
+    const int index = ((code & sign_bit) ? -mag : mag) + step;
+    return static_cast<std::uint8_t>(index < 0 ? (sign_bit | -index) : index);
 }
+// The e4m3 (fp8) or int8 grid.
+QF_HOST_DEVICE std::uint8_t grid_step(bool fp8, std::uint8_t code, int step) { return grid_step_bits(fp8 ? 0x80 : 0, code, step); }
 
 // The admissible move of an element (code, scale, error e); false when it has none. delta and cost as above,
 // step the grid direction.

@@ -51,7 +51,7 @@ struct PlanBuilder {
     bool wrote_scale_input = false;
     bool any_fp8 = false;
     std::optional<QuantSpec> fallback;           // --fallback
-    std::set<QuantFormat> formats, rtn_formats;  // every quantized layer's; those without learned rounding
+    std::set<QuantFormat> formats;               // every quantized layer's
 
     void add_output(OutputTensorSpec spec) {
         output_names.push_back(spec.name);
@@ -114,13 +114,7 @@ struct PlanBuilder {
         lp.full_precision_mm = lp.full_precision_mm || options.full_precision_matrix_mult || (rule && rule->full_precision_matrix_mult);
         ++plan.counts.quantized;
         const bool simple = options.simple || (rule && rule->simple) || lp.keep_codes;
-        if (!simple && !learned_rounding_knows(lp.spec.format)) {
-            append(lp, "learned rounding is not available for " + std::string(format_label(lp.spec.format)) + " yet: round-to-nearest");
-            rtn_formats.insert(lp.spec.format);
-            ++plan.counts.rtn_only;
-        } else if (!simple) {
-            lp.rank_k = choose_k(rows, cols, options.top_p, options.min_k, options.max_k);
-        }
+        if (!simple) lp.rank_k = choose_k(rows, cols, options.top_p, options.min_k, options.max_k);
 
         const bool comfy = options.comfy_quant;
         add_output({t.name, weight_dtype(lp.spec.format), weight_shape(lp.spec, rows, cols), {}});
@@ -186,13 +180,6 @@ std::string provenance(const Options& options, const SafetensorsHeader& input) {
            std::to_string(input.file_size) + ", \"input_mtime_ns\": " + std::to_string(input.mtime_ns) +
            ", \"input_header_hash\": \"" + hex64(input.header_hash) + "\", \"options\": " +
            json_quote(canonical_options(options)) + ", \"seed\": " + std::to_string(options.seed) + "}";
-}
-
-// "fp8 tensor, nvfp4" for notes.
-std::string labels(const std::set<QuantFormat>& formats) {
-    std::string out;
-    for (const QuantFormat f : formats) out += (out.empty() ? "" : ", ") + std::string(format_label(f));
-    return out;
 }
 
 // A --layer-config / --custom_layers rule on one input tensor: only 2-D float .weight tensors that the filter
@@ -283,7 +270,7 @@ void plan_memory(Plan& plan, const Backend& backend, const Options& options) {
         TensorInfo t = plan.input.tensors[lp.input];
         if (lp.stored) t.shape = {lp.stored->rows, lp.stored->cols}, t.dtype = DType::F32;  // decoded to float32
         const std::int64_t basis_k = lp.rank_k > 0 && options.rounding_aware ? std::max(lp.rank_k, kRefineRank) : lp.rank_k;
-        const LayerWork work{t.shape[0], t.shape[1], t.dtype, basis_k, parse_optimizer(options.optimizer)};
+        const LayerWork work{t.shape[0], t.shape[1], t.dtype, basis_k, parse_optimizer(options.optimizer), lp.spec.format};
         const LayerMemory m = backend.layer_memory(work);
         // A layer the backend's device cannot optimize runs on the host: decided here, shown by `plan`.
         const std::string fallback = basis_k > 0 ? backend.host_fallback(work) : std::string();
@@ -303,7 +290,7 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
     Plan plan;
     plan.input = std::move(input);
     plan.requested = requested_spec(options);
-    PlanBuilder builder{options, filter, plan, {}, {}, false, false, false, {}, {}, {}};
+    PlanBuilder builder{options, filter, plan, {}, {}, false, false, false, {}, {}};
     if (!options.fallback.empty())
         builder.fallback = format_by_name("--fallback", options.fallback, options.block_size, options.convrot_group_size);
     const LayerConfig config = load_layer_config(options);
@@ -378,9 +365,6 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
     if (plan.counts.fallbacks > 0)
         plan.notes.push_back(std::to_string(plan.counts.fallbacks) + " layer(s) fell back to another format: the one asked for cannot hold their shape "
                              "(see `quantflow plan`)");
-    if (plan.counts.rtn_only > 0)
-        plan.notes.push_back(std::to_string(plan.counts.rtn_only) + " layer(s) use round-to-nearest: learned rounding is not available for " +
-                             labels(builder.rtn_formats) + " yet");
     if (plan.counts.input_scale_skipped > 0)
         plan.notes.push_back("--input_scale is not written for " + std::string(format_label(plan.requested.format)) +
                              ": its input_scale is an activation amax quantflow does not measure (ComfyUI computes it per call)");

@@ -19,7 +19,7 @@ namespace quantflow {
 
 struct PlanCounts {
     std::size_t quantized = 0, kept = 0, removed = 0, biases_corrected = 0, fallbacks = 0, fpmm_marked = 0;
-    std::size_t rtn_only = 0, input_scale_skipped = 0;  // new formats: no learned rounding, no input_scale
+    std::size_t input_scale_skipped = 0;  // mxfp8 / nvfp4: no input_scale
 };
 
 struct Plan {

@@ -67,7 +67,6 @@ TEST_CASE("new formats: storage dtypes, shapes, comfy_quant keys and compare's v
         CHECK(log.find("\"format\": \"int8_tensorwise (convrot, group 256)\"") != std::string::npos);
         REQUIRE(qftest::run_command(kBinary + " -i " + in + " -o " + dir + "/w.safetensors --comfy_quant --w4a4 --convrot_group_size 64 "
                                     "--manual_seed 0 --progress none", log) == 0);
-        CHECK(log.find("use round-to-nearest: learned rounding is not available for convrot w4a4 yet") != std::string::npos);
         const LoadedFile w = load(dir + "/w.safetensors");
         CHECK(comfy_json(w, "blocks.0.mlp.fc2") == R"({"format": "convrot_w4a4", "convrot_groupsize": 64})");
         CHECK(w.info.at("blocks.0.mlp.fc2.weight")->shape == std::vector<std::int64_t>{256, 512});

@@ -58,7 +58,9 @@ TEST_CASE("rounding-aware finish: every format and optimizer, never worse than r
     const LowRank basis = top_k_svd_cpu("w", w.view, {16, 91, 10, 4, false});
     const QuantSpec specs[] = {{QuantFormat::Fp8Tensor, 64}, {QuantFormat::Fp8Row, 64},   {QuantFormat::Fp8Block, 64},
                                {QuantFormat::Fp8Block2d, 64}, {QuantFormat::Int8Block, 64}, {QuantFormat::Int8Lode, 64},
-                               {QuantFormat::Int8Tensor, 64}, {QuantFormat::Int8Row, 64}};
+                               {QuantFormat::Int8Tensor, 64}, {QuantFormat::Int8Row, 64},  {QuantFormat::Fp8E5m2Tensor, 64},
+                               {QuantFormat::Mxfp8, 32},      {QuantFormat::Nvfp4, 16},     {QuantFormat::Int8ConvRot, 64},
+                               {QuantFormat::W4a4ConvRot, 64}};
     for (const QuantSpec& spec : specs) {
         for (const Optimizer optimizer : {Optimizer::Original, Optimizer::AdamW, Optimizer::RAdam}) {
             CAPTURE(format_label(spec.format));

@@ -60,7 +60,7 @@ public:
     void correct_and_round(const std::vector<double>& z, std::int64_t k) override {
         // q = q0 - (U Z V) * (FP8: 1/D, INT8: D), then the final rounding.
         const LowRank& b = leading(k);
-        const bool fp8 = is_fp8(q_.spec.format);
+        const bool fp8 = !is_integer_grid(q_.spec.format);  // float grids: code units are w / scale
         const Matrix uz = times_u(b, z);
         const std::int64_t n = b.cols;
         round_offsets(q_, [&](std::int64_t r0, std::int64_t rows, float* out) {
@@ -155,10 +155,10 @@ public:
     }
 
     void move_codes(std::span<const MidpointMove> moves) override {
-        const bool fp8 = is_fp8(q_.spec.format);
+        const std::uint8_t sign = grid_sign_bit(q_.spec.format);
         for (const MidpointMove& mv : moves) {
             std::uint8_t& code = q_.codes[static_cast<std::size_t>(mv.element)];
-            code = grid_step(fp8, code, mv.step);
+            code = grid_step_bits(sign, code, mv.step);
         }
     }
 
@@ -215,7 +215,8 @@ std::vector<double> initial_projection(const TensorView& w, const QuantizedTenso
 
 void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, std::int64_t, float*)>& delta) {
     const auto values = code_values(q.spec.format);
-    const bool fp8 = is_fp8(q.spec.format);
+    const QuantFormat format = q.spec.format;
+    const int top = int_code_max(format);
     const std::int64_t m = q.rows, n = q.cols, band = band_rows(n);
     oneapi::tbb::parallel_for(std::int64_t{0}, (m + band - 1) / band, [&](std::int64_t b) {
         const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
@@ -225,10 +226,17 @@ void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, st
             std::uint8_t* codes = q.codes.data() + (r0 + i) * n;
             float* xr = x.data() + i * n;
             for (std::int64_t c = 0; c < n; ++c) xr[c] += values[codes[c]];
-            if (fp8) {
+            if (is_fp8(format) || format == QuantFormat::Mxfp8) {
                 encode_fp8_cpu(xr, n, 1.0f, codes);
-            } else {
+            } else if (format == QuantFormat::Fp8E5m2Tensor) {
+                for (std::int64_t c = 0; c < n; ++c) codes[c] = f32_to_e5m2(clamp_abs(xr[c], kE5m2Max));
+            } else if (format == QuantFormat::Nvfp4) {
+                for (std::int64_t c = 0; c < n; ++c) codes[c] = f32_to_e2m1(clamp_abs(xr[c], kE2m1Max));
+            } else if (top == 127) {
                 for (std::int64_t c = 0; c < n; ++c) codes[c] = static_cast<std::uint8_t>(int8_round(xr[c]));
+            } else {  // int4: clamp to the grid, round half to even
+                const float t = static_cast<float>(top);
+                for (std::int64_t c = 0; c < n; ++c) codes[c] = static_cast<std::uint8_t>(static_cast<std::int8_t>(round_half_even_small(clamp_abs(xr[c], t))));
             }
         }
     });

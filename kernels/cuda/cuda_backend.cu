@@ -35,7 +35,10 @@ std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(
 
 // The formats the kernels in quantize.cu and the residual GEMV decode (e4m3, int8 and int4 codes, float32 scales);
 // the others (e5m2, mxfp8, nvfp4) quantize through quantize_blocks.cu.
-bool has_cuda_kernels(QuantFormat format) { return learned_rounding_knows(format) || is_convrot(format); }
+bool has_cuda_kernels(QuantFormat format) { return is_fp8(format) || is_integer_grid(format); }
+
+// The grids the GPU's learned-rounding kernels (rounding.cu, adam.cu, rounding_work.cu) know: e4m3 and int8.
+bool gpu_grid(QuantFormat format) { return is_fp8(format) || (is_integer_grid(format) && int_code_max(format) == 127); }
 
 cuda::CodeKind code_kind(QuantFormat format) {
     if (format == QuantFormat::Fp8E5m2Tensor) return cuda::CodeKind::E5m2;
@@ -95,6 +98,8 @@ public:
     }
 
     std::string host_fallback(const LayerWork& l) const override {
+        if (l.basis_k > 0 && !gpu_grid(l.format))
+            return std::string(format_label(l.format)) + " (the GPU's rounding kernels know the e4m3 and int8 grids)";
         if (l.basis_k > 0 && l.optimizer != Optimizer::Original && l.basis_k > cuda::kMaxAdamK)
             return std::string(optimizer_name(l.optimizer)) + " with k " + std::to_string(l.basis_k) + " > " +
                    std::to_string(cuda::kMaxAdamK) + " (the GPU step keeps k components in registers)";
@@ -286,7 +291,7 @@ public:
     // names (the plan prints them; the basis width is what the plan knows, as in layer_memory).
     RoundingStats learned_round(std::string_view name, const TensorView& w, const LowRank& basis, const RoundingSettings& settings,
                                 QuantizedTensor& q) override {
-        if (!host_fallback({w.rows, w.cols, w.dtype, basis.k, settings.optimizer}).empty())
+        if (!host_fallback({w.rows, w.cols, w.dtype, basis.k, settings.optimizer, q.spec.format}).empty())
             return host_->learned_round(name, w, basis, settings, q);
         return Backend::learned_round(name, w, basis, settings, q);
     }
