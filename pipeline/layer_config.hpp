@@ -5,7 +5,8 @@
 // ".weight") with regex search, or a full match under --fullmatch. The FIRST matching pattern in file order wins
 // (convert_to_quant 1.3.4 picks the "most specific" pattern by a literal-length heuristic instead: order your
 // patterns from specific to general and both agree); "_default" applies when none matches; other keys starting
-// with "_" are comments. Settings:
+// with "_" are comments. _default only sets the format of layers the model profile and --exclude-layers would
+// quantize anyway; a named pattern also quantizes layers they keep. Settings:
 //   "format"  a comfy_quant format name (float8_e4m3fn, float8_e4m3fn_rowwise, float8_e4m3fn_block3d,
 //             float8_e4m3fn_blockwise, float8_e5m2, int8_tensorwise, int8_blockwise, int8_lodewise, mxfp8, nvfp4,
 //             convrot_w4a4) or a short name (fp8, int8, e5m2, mxfp8, nvfp4, w4a4)
@@ -14,8 +15,7 @@
 //   "scaling_mode": "row"             int8_tensorwise / float8_e4m3fn with per-row scales
 //   "convrot": true, "convrot_groupsize"   int8_tensorwise with ConvRot (convrot_w4a4: the group size)
 //   "full_precision_matrix_mult", "simple"  per-layer flags
-// Anything else is an error naming the file, the pattern and the key. A match overrides the model profile's
-// and --exclude-layers' keep rules for 2-D float weights (removal rules still win).
+// Anything else is an error naming the file, the pattern and the key. Removal rules always win.
 #pragma once
 
 #include <cstdint>

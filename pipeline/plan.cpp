@@ -183,13 +183,15 @@ std::string provenance(const Options& options, const SafetensorsHeader& input) {
 }
 
 // A --layer-config / --custom_layers rule on one input tensor: only 2-D float .weight tensors that the filter
-// does not remove. "skip" keeps the layer; a format quantizes it even where the filter would keep it.
+// does not remove. "skip" keeps the layer; a named pattern's format quantizes it even where the filter would keep
+// it; _default only picks the format of layers the filter quantizes.
 void apply_rule(const LayerConfig& config, const TensorInfo& t, TensorDecision& d, const LayerRule*& rule) {
     if (d.verdict == Verdict::Remove || !t.name.ends_with(".weight") || t.shape.size() != 2 || t.elements() == 0 ||
         !is_quantizable_float(t.dtype))
         return;
     const LayerRule* r = match_layer(config, std::string_view(t.name).substr(0, t.name.size() - std::strlen(".weight")));
-    if (!r) return;
+    // _default sets the format of what the filter quantizes anyway; only a named pattern overrides its keep rules.
+    if (!r || (config.default_rule && r == &*config.default_rule && d.verdict != Verdict::Quantize)) return;
     if (r->skip) {
         d = {Verdict::Keep, "skipped by " + r->source + " '" + r->pattern + "'"};
         return;

@@ -120,10 +120,11 @@ TEST_CASE("plan with a layer config: mixed formats, skip, quantizing what the pr
                                                {"blocks.0.ffn.0.weight", "F32", {96, 128}, random_f32(96 * 128, 2)},
                                                {"blocks.0.ffn.2.weight", "F32", {8, 40}, random_f32(8 * 40, 3)},
                                                {"blocks.0.norm.weight", "F32", {64, 64}, random_f32(64 * 64, 4)},
-                                               {"time_embedding.0.weight", "F32", {64, 64}, random_f32(64 * 64, 5)}},
+                                               {"time_embedding.0.weight", "F32", {64, 64}, random_f32(64 * 64, 5)},
+                                               {"head.head.weight", "F32", {64, 64}, random_f32(64 * 64, 6)}},
                       {});
     const std::string config = write_config(dir, "c.json", R"({"attn": {"format": "float8_e4m3fn"}, "ffn": {"format": "nvfp4"},
-        "norm": {"skip": true}, "time_embedding": {"format": "int8_tensorwise", "scaling_mode": "row"}})");
+        "norm": {"skip": true}, "time_embedding": {"format": "int8_tensorwise", "scaling_mode": "row"}, "_default": {"format": "mxfp8"}})");
     Options o = comfy_options(config);
     o.input = dir + "/m.safetensors";
     o.model_flags = {"wan"};  // keeps time_embedding unquantized: the config overrides it
@@ -142,6 +143,7 @@ TEST_CASE("plan with a layer config: mixed formats, skip, quantizing what the pr
     CHECK(layer(p, "blocks.0.norm.weight").reason == "skipped by --layer-config " + config + " 'norm'");
     CHECK(layer(p, "time_embedding.0.weight").action == Action::Quantize);
     CHECK(layer(p, "time_embedding.0.weight").spec.format == QuantFormat::Int8Row);
+    CHECK(layer(p, "head.head.weight").action == Action::Copy);  // _default does not override the profile's keep rule
     const auto json_of = [&](const std::string& layer_name) {
         const auto& t = p.layout.tensors[p.layout.index_of(layer_name + ".comfy_quant")];
         return std::string(reinterpret_cast<const char*>(t.spec.constant.data()), t.spec.constant.size());
