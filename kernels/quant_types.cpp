@@ -1,6 +1,10 @@
 #include "kernels/quant_types.hpp"
 
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
 #include <algorithm>
+#include <array>
 
 #include "kernels/convrot.hpp"
 #include "kernels/numerics.hpp"
@@ -97,16 +101,19 @@ std::vector<float> dequantize(const QuantizedTensor& q) {
     std::vector<float> out(static_cast<std::size_t>(q.rows * q.cols));
     const std::int64_t br = scale_block_rows(q.spec, q.rows), bc = scale_block_cols(q.spec, q.cols);
     const std::int64_t grid = scale_cols(q.spec, q.cols);
-    for (std::int64_t r = 0; r < q.rows; ++r)
-        for (std::int64_t c = 0; c < q.cols; ++c) {
-            const float s = q.global_scale * q.scales[static_cast<std::size_t>((r / br) * grid + c / bc)];
-            const auto i = static_cast<std::size_t>(r * q.cols + c);
-            out[i] = code_value(q.spec.format, q.codes[i]) * s;
+    std::array<float, 256> values{};
+    for (int c = 0; c < 256; ++c) values[static_cast<std::size_t>(c)] = code_value(q.spec.format, static_cast<std::uint8_t>(c));
+    // Rows in parallel (re-quantizing decodes whole layers): each row's values do not depend on the thread count.
+    oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, q.rows, 8), [&](const auto& range) {
+        std::vector<double> scratch(is_convrot(q.spec.format) ? static_cast<std::size_t>(q.spec.block_size) : 0);
+        for (std::int64_t r = range.begin(); r != range.end(); ++r) {
+            const float* scales = q.scales.data() + (r / br) * grid;
+            float* row = out.data() + r * q.cols;
+            const std::uint8_t* codes = q.codes.data() + r * q.cols;
+            for (std::int64_t c = 0; c < q.cols; ++c) row[c] = values[codes[c]] * (q.global_scale * scales[c / bc]);
+            if (is_convrot(q.spec.format)) rotate_row_groups(row, q.cols, q.spec.block_size, scratch.data());
         }
-    if (is_convrot(q.spec.format)) {
-        std::vector<double> scratch(static_cast<std::size_t>(q.spec.block_size));
-        for (std::int64_t r = 0; r < q.rows; ++r) rotate_row_groups(out.data() + r * q.cols, q.cols, q.spec.block_size, scratch.data());
-    }
+    });
     return out;
 }
 

@@ -2,11 +2,13 @@
 
 #include <simdjson.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "kernels/convrot.hpp"
 #include "kernels/error.hpp"
+#include "pipeline/profiles.hpp"
 
 namespace quantflow {
 namespace {
@@ -122,8 +124,17 @@ LayerConfig load_layer_config(const Options& options) {
     LayerConfig config;
     config.fullmatch = options.fullmatch;
     if (!options.layer_config.empty()) {
-        const std::string where = "--layer-config " + options.layer_config;
-        const std::string text = read_text(options.layer_config);
+        std::string where = "--layer-config " + options.layer_config;
+        std::string text;
+        // PROFILE:NAME (no such file): a layer config a model profile carries.
+        const auto colon = options.layer_config.find(':');
+        if (colon != std::string::npos && colon > 0 && !std::filesystem::exists(options.layer_config)) {
+            std::string label;
+            text = profile_layer_config(options.layer_config.substr(0, colon), options.layer_config.substr(colon + 1), label);
+            where = "--layer-config " + label;
+        } else {
+            text = read_text(options.layer_config);
+        }
         simdjson::dom::parser parser;
         simdjson::dom::element doc;
         if (auto err = parser.parse(text.data(), text.size()).get(doc)) fail(where + ": invalid JSON: " + simdjson::error_message(err));

@@ -58,7 +58,8 @@ QuantSpec format_by_name(const std::string& where, std::string_view name, std::i
 // changed config is a changed conversion.
 std::uint64_t layer_config_hash(const std::string& path);
 
-// --layer-config and --custom_layers/--custom_type of the options (empty when neither is given). Throws Error
+// --layer-config FILE.json (or PROFILE:NAME: a map a model profile carries under "layer_configs", such as
+// wan:attention_fp8_ffn_nvfp4) and --custom_layers/--custom_type of the options (empty when neither is given). Throws Error
 // (kUsage) naming the file and pattern on a bad file, regex, format or key.
 LayerConfig load_layer_config(const Options& options);
 

@@ -198,7 +198,11 @@ ModelProfile load_model_profile(std::string_view name_or_path) {
     const ProfileText file = profile_text("models", name_or_path);
     simdjson::dom::parser parser;
     const FieldReader reader(file, parser);
-    reader.check_keys(reader.root(), {"name", "description", "detect", "skip", "remove", "input_scale_from_weight"});
+    reader.check_keys(reader.root(), {"name", "description", "detect", "skip", "remove", "input_scale_from_weight", "layer_configs"});
+    if (const auto configs = reader.find(reader.root(), "layer_configs")) {
+        simdjson::dom::object object;
+        if (configs->get_object().get(object)) fail(file.label + ": field 'layer_configs' must be an object of name: layer config");
+    }
 
     ModelProfile profile;
     profile.name = reader.string("name", true);
@@ -228,6 +232,27 @@ ModelProfile load_model_profile(std::string_view name_or_path) {
         if (!profile.detectable()) fail(file.label + ": field 'detect' needs a non-empty 'all' or 'any' list");
     }
     return profile;
+}
+
+std::string profile_layer_config(std::string_view profile, std::string_view name, std::string& label) {
+    const ProfileText file = profile_text("models", profile);
+    simdjson::dom::parser parser;
+    const FieldReader reader(file, parser);
+    std::string names;
+    if (const auto configs = reader.find(reader.root(), "layer_configs")) {
+        simdjson::dom::object object;
+        if (configs->get_object().get(object) == simdjson::SUCCESS)
+            for (const auto field : object) {
+                if (field.key == name) {
+                    label = file.label + " layer_configs." + std::string(name);
+                    return simdjson::to_string(field.value);
+                }
+                names += (names.empty() ? "" : ", ") + std::string(field.key);
+            }
+    }
+    throw Error("--layer-config " + std::string(profile) + ":" + std::string(name) + ": " + file.label + " has no layer config '" +
+                    std::string(name) + "' (" + (names.empty() ? std::string("it has none") : "it has " + names) + ")",
+                ExitCode::kUsage);
 }
 
 std::string default_hardware_profile(std::uint64_t device_memory) {

@@ -31,6 +31,11 @@ struct HardwareProfile {
 };
 
 // By name ("wan") from the embedded set, or from a path.
+// A layer config a model profile carries ("layer_configs": {"NAME": {regex: settings}}) as JSON text; label
+// receives how messages name it ("profiles/models/wan.json layer_configs.NAME"). Error (kUsage) listing the
+// profile's configs when it has no NAME.
+std::string profile_layer_config(std::string_view profile, std::string_view name, std::string& label);
+
 ModelProfile load_model_profile(std::string_view name_or_path);
 HardwareProfile load_hardware_profile(std::string_view name_or_path);
 // The hardware profile used without --profile: "cpu" without an accelerator, else the gpu-* profile whose

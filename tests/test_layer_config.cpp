@@ -78,6 +78,27 @@ TEST_CASE("layer config: the first matching pattern wins, then _default; every s
     CHECK(match_layer(k, "blocks.0.ffn.0") == nullptr);
 }
 
+TEST_CASE("layer config from a model profile: --layer-config PROFILE:NAME") {
+    Options o;
+    o.comfy_quant = true;
+    o.layer_config = "wan:attention_fp8_ffn_nvfp4";
+    const LayerConfig c = load_layer_config(o);
+    CHECK(match_layer(c, "blocks.3.ffn.0")->spec.format == QuantFormat::Nvfp4);
+    CHECK(match_layer(c, "blocks.3.self_attn.q")->spec.format == QuantFormat::Fp8Tensor);  // _default
+    CHECK(match_layer(c, "blocks.3.ffn.0")->source == "--layer-config profiles/models/wan.json layer_configs.attention_fp8_ffn_nvfp4");
+    o.layer_config = "wan:int8_convrot_ffn_w4a4";
+    CHECK(match_layer(load_layer_config(o), "blocks.0.cross_attn.k")->spec.format == QuantFormat::Int8ConvRot);
+    for (const char* name : {"flux:attention_fp8_mlp_nvfp4", "qwen:attention_fp8_mlp_nvfp4", "hunyuan:attention_fp8_mlp_nvfp4"}) {
+        o.layer_config = name;
+        CHECK_FALSE(load_layer_config(o).empty());
+    }
+    o.layer_config = "wan:nope";
+    CHECK_THROWS_WITH_AS(load_layer_config(o),
+                         "--layer-config wan:nope: profiles/models/wan.json has no layer config 'nope' (it has attention_fp8_ffn_nvfp4, "
+                         "int8_convrot_ffn_w4a4)",
+                         Error);
+}
+
 TEST_CASE("layer config: every mistake is one usage error naming the file, the pattern and the value") {
     const std::string dir = temp_dir("layer_config_errors");
     const auto error_of = [&](const std::string& json) {

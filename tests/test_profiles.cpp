@@ -17,7 +17,7 @@ namespace {
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
 
-const char* const kModelKeys = "(expected one of: name, description, detect, skip, remove, input_scale_from_weight)";
+const char* const kModelKeys = "(expected one of: name, description, detect, skip, remove, input_scale_from_weight, layer_configs)";
 const char* const kSizeUnits = "use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB";
 
 std::string write_profile(const std::string& file, const std::string& json) {

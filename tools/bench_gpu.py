@@ -21,6 +21,7 @@ MODES = {
     "convrot": ["--comfy_quant", "--simple", "--int8", "--convrot"],
     "w4a4": ["--comfy_quant", "--simple", "--w4a4"],
     "convrot_learned": ["--comfy_quant", "--int8", "--convrot"],
+    "nvfp4_learned": ["--comfy_quant", "--nvfp4"],
     "original": ["--comfy_quant", "--optimizer", "original", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
                  "--min_k", "1", "--max_k", "16"],
     "adamw": ["--comfy_quant", "--optimizer", "adamw", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
