@@ -59,6 +59,7 @@ struct Options {
     bool bias_correction = true;
     bool rounding_aware = true;                    // --rounding-aware on|off: quantflow's rounding finish
     double rounding_budget = 0.01;                 // --rounding-budget: percent of ||W_hat - W|| the finish may add
+    bool rounding_budget_given = false;            // else 4-bit grids (nvfp4, w4a4) get 0.1 (pipeline/plan.cpp)
     bool keep_metadata = true;
     bool overwrite = false;
     bool json = false;                             // plan / inspect / compare: print JSON

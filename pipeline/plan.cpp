@@ -115,6 +115,12 @@ struct PlanBuilder {
         ++plan.counts.quantized;
         const bool simple = options.simple || (rule && rule->simple) || lp.keep_codes;
         if (!simple) lp.rank_k = choose_k(rows, cols, options.top_p, options.min_k, options.max_k);
+        // 4-bit grids: their round-to-nearest error is ~10%, so +0.1% of it (the bound) buys the finish far more
+        // moves than +0.01% (WAN shapes: projected error 0.56x instead of 0.81x round-to-nearest's).
+        const bool four_bit = lp.spec.format == QuantFormat::Nvfp4 || lp.spec.format == QuantFormat::W4a4ConvRot;
+        lp.finish_budget = (options.rounding_budget_given || !four_bit ? options.rounding_budget : 0.1) / 100;
+        if (lp.rank_k > 0 && four_bit && !options.rounding_budget_given && options.rounding_aware)
+            append(lp, "rounding-aware finish budget +0.1% (4-bit grid)");
 
         const bool comfy = options.comfy_quant;
         add_output({t.name, weight_dtype(lp.spec.format), weight_shape(lp.spec, rows, cols), {}});

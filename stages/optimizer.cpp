@@ -27,6 +27,7 @@ void quantize_layer(TensorJob& job, std::string_view tensor_name, const TensorVi
     if (job.plan->rank_k > 0 && !all_codes_zero(job.quant)) {
         RoundingSettings rounding = settings.rounding;
         rounding.optimizer_k = job.plan->rank_k;
+        rounding.finish_budget = job.plan->finish_budget;
         if (settings.on_progress)
             rounding.on_progress = [&](std::string_view phase, int step, int steps) { settings.on_progress(tensor_name, phase, step, steps); };
         if (rounding.on_progress) rounding.on_progress("svd", 0, 1);

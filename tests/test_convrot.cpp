@@ -205,7 +205,7 @@ TEST_CASE("plan: --convrot / --w4a4 usage errors, per-layer fallback to int8 row
     const LayerPlan& big = p.layers[static_cast<std::size_t>(p.input.find("big.weight"))];
     const LayerPlan& odd = p.layers[static_cast<std::size_t>(p.input.find("odd.weight"))];
     CHECK(big.spec.format == QuantFormat::W4a4ConvRot);
-    CHECK(big.reason.empty());
+    CHECK(big.reason == "rounding-aware finish budget +0.1% (4-bit grid)");
     CHECK(big.rank_k > 0);
     CHECK(odd.spec.format == QuantFormat::Int8Row);
     CHECK(odd.reason.starts_with("ConvRot group 64 (and int4's 64) does not divide 96 input columns: int8 row "

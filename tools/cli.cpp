@@ -209,6 +209,7 @@ TokenParse parse_tokens(const std::vector<std::string>& tokens, Options& o, bool
         const std::string text = vm["rounding-budget"].as<std::string>();
         char* end = nullptr;
         o.rounding_budget = std::strtod(text.c_str(), &end);
+        o.rounding_budget_given = true;
         if (text.empty() || *end != '\0' || !(o.rounding_budget >= 0 && o.rounding_budget <= 10))
             throw Error("--rounding-budget '" + text + "' is not a percentage between 0 and 10", ExitCode::kUsage);
     }
