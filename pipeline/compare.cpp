@@ -272,14 +272,19 @@ Comparison compare_files(const CompareOptions& options, Backend& backend) {
 
 std::string comparison_text(const Comparison& c, const CompareOptions& options) {
     std::string s;
-    char line[512];
-    std::snprintf(line, sizeof line, "%-36s %-22s %-12s %-12s %10s %12s %10s  %s\n", "layer", "format", "shape", "scale", "rel err",
-                  ("proj k=" + std::to_string(options.k)).c_str(), "out err", "comfy");
+    char line[1024];
+    int name_w = 36, format_w = 22;  // columns as wide as their longest entry
+    for (const auto& l : c.layers) {
+        name_w = std::max(name_w, static_cast<int>(std::min<std::size_t>(l.name.size(), 200)));
+        format_w = std::max(format_w, static_cast<int>(std::min<std::size_t>(l.format.size(), 200)));
+    }
+    std::snprintf(line, sizeof line, "%-*s %-*s %-12s %-12s %10s %12s %10s  %s\n", name_w, "layer", format_w, "format", "shape", "scale",
+                  "rel err", ("proj k=" + std::to_string(options.k)).c_str(), "out err", "comfy");
     s += line;
     double rel = 0, proj = 0, outp = 0;
     std::size_t loads = 0;
     for (const auto& l : c.layers) {
-        std::snprintf(line, sizeof line, "%-36s %-22s %-12s %-12s %9.4f%% %11.5f%% %9.4f%%  %s%s%s\n", l.name.c_str(), l.format.c_str(),
+        std::snprintf(line, sizeof line, "%-*s %-*s %-12s %-12s %9.4f%% %11.5f%% %9.4f%%  %s%s%s\n", name_w, l.name.c_str(), format_w, l.format.c_str(),
                       (std::to_string(l.rows) + "x" + std::to_string(l.cols)).c_str(), l.scale_shape.c_str(), 100 * l.relative_error,
                       100 * l.projected_error, 100 * l.output_error, l.comfy_loads ? "yes" : "no",
                       l.comfy_note.empty() ? "" : ": ", l.comfy_note.c_str());
