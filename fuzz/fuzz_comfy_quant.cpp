@@ -1,5 +1,5 @@
 // Fuzz target: the per-layer `comfy_quant` JSON and the `__metadata__` text of a quantized file, as inspect,
-// compare and batch --resume read them. The input is the comfy_quant bytes of two layers (FP8 tensor-wise
+// compare, decode, batch --resume and the plan of a re-quantizing run (stored layers) read them. The input is the comfy_quant bytes of two layers (FP8 tensor-wise
 // and INT8 16x16 tiles) and, when it is valid UTF-8, also the file's "quantflow" record.
 #include <simdjson.h>
 
@@ -11,7 +11,9 @@
 #include "kernels/cpu/cpu_backend.hpp"
 #include "pipeline/batch.hpp"
 #include "pipeline/compare.hpp"
+#include "pipeline/decode.hpp"
 #include "pipeline/inspect.hpp"
+#include "pipeline/plan.hpp"
 
 namespace {
 
@@ -67,6 +69,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     qffuzz::expect_clean("inspect", [&] { (void)quantflow::inspect_file(path, false); });
     qffuzz::expect_clean("inspect --json", [&] { (void)quantflow::inspect_file(path, true); });
     qffuzz::expect_clean("resume_verdict", [&] { (void)quantflow::resume_verdict(path, "original.safetensors", 1, 2, 3, "--simple"); });
+    qffuzz::expect_clean("plan of a re-quantizing run", [&] {
+        quantflow::Options o;
+        o.input = path;
+        o.comfy_quant = true;
+        (void)quantflow::build_plan(quantflow::read_safetensors_header(path), o, quantflow::filter_options(o));
+    });
+    qffuzz::expect_clean("decode", [&] { (void)quantflow::decode_file(path, qffuzz::scratch_path("decoded.safetensors"), true); });
     qffuzz::expect_clean("compare", [&] {
         quantflow::CompareOptions options;
         options.original = qffuzz::scratch_path("original.safetensors");
