@@ -66,8 +66,11 @@ public:
         return nullptr;
     }
     // ConvRot (kernels/convrot.hpp): w with every group of g input columns rotated by H_g, as float32 [rows, cols]
-    // (cols a multiple of g, g a valid group size), bit-identical on every backend.
-    virtual std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g) = 0;
+    // (cols a multiple of g, g a valid group size), bit-identical on every backend. With `keep`, an accelerator
+    // also keeps its own copy of the result for the calls that follow on it, as hold() of the returned vector
+    // would, without copying it back (*keep is replaced; nullptr on the CPU).
+    virtual std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g,
+                                             std::unique_ptr<WeightHold>* keep = nullptr) = 0;
     // Round-to-nearest quantization (spec 5.1 / 5.2): per-scale-block amax, scale, clamp, round.
     // An all-zero weight gives zero codes and every scale 1.0 (the reference's rule). The ConvRot formats take
     // the rotated weight (rotate_groups) and keep comfy-kitchen's floors as the scales of zero rows.

@@ -71,8 +71,8 @@ void quantize_body(RunContext& ctx, TensorJob& job) {
     }
     job.held = backend.hold(name, stage_weight(ctx, job));  // one copy to the GPU for every stage
     if (is_convrot(job.plan->spec.format)) {
-        job.work = backend.rotate_groups(name, stage_weight(ctx, job), job.plan->spec.block_size);
-        job.held = backend.hold(name, stage_weight(ctx, job));  // the stages read the rotation from now on
+        // The stages read the rotation from now on; an accelerator keeps its own copy of it in job.held.
+        job.work = backend.rotate_groups(name, stage_weight(ctx, job), job.plan->spec.block_size, &job.held);
         release_job(job, ctx.input, ctx.plan.input);
     }
     // The device has its copy: drop the input pages now (a later read on the host faults them back from the

@@ -57,9 +57,9 @@ public:
     LayerMemory layer_memory(const LayerWork& l) const override {
         return {cpu_->layer_memory(l).host, static_cast<std::uint64_t>(l.rows * l.cols) * 8};
     }
-    std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g) override {
+    std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g, std::unique_ptr<WeightHold>* keep) override {
         const Entered on;
-        return cpu_->rotate_groups(name, w, g);
+        return cpu_->rotate_groups(name, w, g, keep);
     }
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
         const Entered on;

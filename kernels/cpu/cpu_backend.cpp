@@ -19,7 +19,10 @@ namespace {
 class CpuBackend final : public Backend {
 public:
     std::string name() const override { return "cpu"; }
-    std::vector<float> rotate_groups(std::string_view, const TensorView& w, std::int64_t g) override { return rotate_groups_cpu(w, g); }
+    std::vector<float> rotate_groups(std::string_view, const TensorView& w, std::int64_t g, std::unique_ptr<WeightHold>* keep) override {
+        if (keep) keep->reset();
+        return rotate_groups_cpu(w, g);
+    }
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
         return quantize_cpu(name, w, spec);
     }

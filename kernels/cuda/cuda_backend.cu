@@ -133,18 +133,30 @@ public:
         return cudaGetDeviceProperties(&prop, device_) == cudaSuccess ? prop.totalGlobalMem : 0;
     }
 
-    std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g) override {
+    std::vector<float> rotate_groups(std::string_view name, const TensorView& w, std::int64_t g, std::unique_ptr<WeightHold>* keep) override {
         QF_EXPECT(convrot_group_valid(g) && g <= kMaxConvrotGroup && w.cols % g == 0,
                   "tensor '" + std::string(name) + "': group size " + std::to_string(g) + " does not divide " + std::to_string(w.cols) + " columns");
         const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         const cuda::Stream s;
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
-        const DeviceWeightRef uw = device_weight(w, s);
-        DeviceBuffer<float> rotated(n);
-        cuda::rotate_groups(uw.view, g, rotated.get(), s.get());
+        auto held = std::make_unique<Held>();
+        held->bytes = DeviceBuffer<unsigned char>(n * sizeof(float));
+        auto* rotated = reinterpret_cast<float*>(held->bytes.get());
+        {
+            const DeviceWeightRef uw = device_weight(w, s);
+            cuda::rotate_groups(uw.view, g, rotated, s.get());
+        }
         std::vector<float> out(n);
-        staging().download(out.data(), rotated.get(), n * sizeof(float), s);
+        staging().download(out.data(), rotated, n * sizeof(float), s);
         s.sync();
+        if (keep) {  // the stages read the rotation from the device copy from now on: no upload of it
+            held->view = {held->bytes.get(), DType::F32, w.rows, w.cols};
+            {
+                std::lock_guard lock(held_mutex_);
+                held_[out.data()] = std::move(held);
+            }
+            *keep = std::make_unique<CudaHold>(*this, out.data());
+        }
         return out;
     }
 
