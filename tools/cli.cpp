@@ -73,7 +73,9 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
         ("convrot-group-size", po::value(&o.convrot_group_size), "ConvRot group: a power of 4 dividing the input width (default 256)")
         ("save-quant-metadata", po::bool_switch(&o.save_quant_metadata),
          "also write every layer's comfy_quant object into the header's _quantization_metadata (ComfyUI reads it first)")
-        ("layer-config", po::value(&o.layer_config), "JSON of regex -> {format, ...} per layer; the first match wins (see README)")
+        ("layer-config", po::value(&o.layer_config),
+         "FILE.json of regex -> {format, ...} per layer (the first match wins), or PROFILE:NAME, a map a model profile "
+         "carries (wan:attention_fp8_ffn_nvfp4)")
         ("fullmatch", po::bool_switch(&o.fullmatch), "--layer-config patterns must match the whole layer name")
         ("custom-layers", po::value(&o.custom_layers), "regex of layers quantized to --custom_type instead")
         ("custom-type", po::value(&o.custom_type), "format of --custom_layers: fp8, int8, e5m2, mxfp8, nvfp4, w4a4 or a comfy_quant name")
