@@ -318,6 +318,12 @@ Plan build_plan(SafetensorsHeader input, const Options& options, const FilterOpt
         plan.layers[i].reason = decisions[i].reason;
         plan.layers[i].action = decisions[i].verdict == Verdict::Remove ? Action::Remove : Action::Copy;
     }
+    if (options.convert_scaled)  // the reference's format migration: nothing that is not quantized yet gets quantized
+        for (std::size_t i = 0; i < tensors.size(); ++i)
+            if (decisions[i].verdict == Verdict::Quantize) {
+                decisions[i] = {Verdict::Keep, "--convert_*_scaled: not quantized in the input, kept as it is"};
+                plan.layers[i].reason = decisions[i].reason;
+            }
     const std::vector<TensorInfo> logical = plan_stored(plan, options, filter, config, decisions, rules);
     // Quantized layers first, so their biases are claimed before the copies are laid out.
     for (std::size_t i = 0; i < tensors.size(); ++i)

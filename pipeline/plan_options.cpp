@@ -26,6 +26,9 @@ QuantSpec requested_spec(const Options& options) {
     QuantSpec spec{QuantFormat::Fp8Tensor, options.block_size};
     usage(!options.save_quant_metadata || options.comfy_quant,
           "--save_quant_metadata describes comfy_quant layers: add --comfy_quant");
+    usage(!options.convert_scaled || (!options.nvfp4 && !options.mxfp8 && !options.e5m2 && !options.w4a4 && !options.convrot &&
+                                      options.layer_config.empty() && options.custom_layers.empty()),
+          "--convert_fp8_scaled / --convert_int8_scaled keep every stored layer's own format: drop the format flags");
     const int chosen = int{options.int8} + int{options.nvfp4} + int{options.mxfp8} + int{options.e5m2} + int{options.w4a4};
     usage(chosen <= 1, "choose one of --int8, --nvfp4, --mxfp8, --e5m2, --w4a4");
     if (options.convrot || options.w4a4) {

@@ -169,4 +169,13 @@ TEST_CASE("re-quantizing: quantized files are inputs; their layers are decoded a
     CHECK(comfy_json(wrapped, "odd.proj") == R"({"format": "float8_e4m3fn", "full_precision_matrix_mult": true})");
     CHECK(wrapped.data.count("scaled_fp8") == 0);
     CHECK(mean_error(in, dir + "/wrapped.safetensors") == mean_error(in, dir + "/legacy.safetensors"));
+    // A layer the input left in BF16 stays BF16 (a migration quantizes nothing new); format flags are refused.
+    convert(in, dir + "/partial.safetensors", "--simple --exclude-layers fc2");
+    convert(dir + "/partial.safetensors", dir + "/partial_wrapped.safetensors", "--convert_fp8_scaled");
+    const LoadedFile partial = load(dir + "/partial_wrapped.safetensors");
+    CHECK(partial.info.at("blocks.0.mlp.fc2.weight")->dtype == DType::BF16);
+    CHECK(partial.data.count("blocks.0.mlp.fc2.comfy_quant") == 0);
+    CHECK(partial.info.at("blocks.0.mlp.fc1.weight")->dtype == DType::F8_E4M3);
+    CHECK(qftest::run_command(kBinary + " -i " + dir + "/legacy.safetensors -o " + dir + "/x.safetensors --convert_fp8_scaled --nvfp4", log) == 2);
+    CHECK(log == "quantflow: error: --convert_fp8_scaled / --convert_int8_scaled keep every stored layer's own format: drop the format flags\n");
 }
