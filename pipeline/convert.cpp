@@ -157,7 +157,7 @@ Prepared prepare_conversion(Options o, std::shared_ptr<DevicePool> devices) {
     p.run.optimizer.rounding.num_iter = o.num_iter;
     p.run.optimizer.rounding.lr = o.lr;
     p.run.optimizer.rounding.rounding_aware = o.rounding_aware;
-    p.run.optimizer.rounding.finish_budget = o.rounding_budget / 100;
+    // The finish's Frobenius budget is per layer (LayerPlan::finish_budget: 4-bit grids get more), set by the plan.
     if (!o.report.empty()) p.run.quality_samples = kReportSamples;
     const int threads = o.threads > 0 ? o.threads : p.hardware.cpu_threads;
 

@@ -13,7 +13,6 @@
 #include "pipeline/profiles.hpp"
 #include "stages/format/comfy_quant.hpp"
 #include "stages/format/json_text.hpp"
-#include "stages/format/mapped_file.hpp"
 #include "stages/format/stored_layer.hpp"
 #include "stages/optimizer.hpp"
 
@@ -219,13 +218,8 @@ void remove_tensor(Plan& plan, std::vector<TensorDecision>& decisions, std::size
 std::vector<TensorInfo> plan_stored(Plan& plan, const Options& options, const FilterOptions& filter, const LayerConfig& config,
                                     std::vector<TensorDecision>& decisions, std::vector<const LayerRule*>& rules) {
     std::vector<TensorInfo> logical = plan.input.tensors;
-    bool candidates = false;
-    for (const auto& t : logical)
-        candidates = candidates || (t.dtype == DType::F8_E4M3 || t.dtype == DType::F8_E5M2 || t.dtype == DType::I8 || t.dtype == DType::U8);
-    if (!candidates) return logical;
-    const MappedFile file(plan.input.path);
     bool re_encoded = false;
-    for (const StoredLayer& s : find_stored_layers(plan.input, file)) {
+    for (const StoredLayer& s : find_stored_layers(plan.input)) {
         LayerPlan& lp = plan.layers[s.weight];
         if (!s.problem.empty()) {
             lp.reason = "stored layer kept as it is: " + s.problem;

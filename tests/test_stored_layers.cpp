@@ -33,8 +33,7 @@ std::string escaped(const std::string& json) {
 }
 
 std::vector<StoredLayer> stored_of(const std::string& path) {
-    const SafetensorsHeader h = read_safetensors_header(path);
-    return find_stored_layers(h, MappedFile(path));
+    return find_stored_layers(read_safetensors_header(path));
 }
 
 }  // namespace

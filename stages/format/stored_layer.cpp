@@ -132,8 +132,9 @@ QuantSpec spec_from_scale(const std::string& where, bool fp8, std::int64_t rows,
                 std::to_string(cols) + "] as a tensor, row, group or tile grid");
 }
 
-std::vector<StoredLayer> find_stored_layers(const SafetensorsHeader& header, const MappedFile& file) {
+std::vector<StoredLayer> find_stored_layers(const SafetensorsHeader& header) {
     std::vector<StoredLayer> out;
+    std::optional<MappedFile> file;  // mapped at the first comfy_quant tensor: most inputs hold no stored layer
     std::map<std::string, std::string> from_header;
     bool header_read = false;
     for (std::size_t i = 0; i < header.tensors.size(); ++i) {
@@ -154,7 +155,8 @@ std::vector<StoredLayer> find_stored_layers(const SafetensorsHeader& header, con
             const std::span<const std::byte> json(reinterpret_cast<const std::byte*>(h->second.data()), h->second.size());
             describe(s, header, t, h->second, json);
         } else if (s.comfy_quant != kNoStoredTensor) {
-            const auto json = bytes_of(header, file, s.comfy_quant);
+            if (!file) file.emplace(header.path);
+            const auto json = bytes_of(header, *file, s.comfy_quant);
             describe(s, header, t, std::string(reinterpret_cast<const char*>(json.data()), json.size()), json);
         } else {
             describe(s, header, t, {}, {});

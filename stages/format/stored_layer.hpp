@@ -40,9 +40,10 @@ struct StoredLayer {
 QuantSpec spec_from_scale(const std::string& where, bool fp8, std::int64_t rows, std::int64_t cols, std::vector<std::int64_t> dims,
                           bool e5m2 = false);
 
-// Every stored quantized layer of the file, in file order. Throws Error naming the file and tensor when a layer's
-// tensors contradict each other (a scale that fits no grid, a ConvRot group that does not divide K, bad JSON).
-std::vector<StoredLayer> find_stored_layers(const SafetensorsHeader& header, const MappedFile& file);
+// Every stored quantized layer of the file, in file order (header.path is mapped only when a layer's comfy_quant tensor
+// must be read). Throws Error naming the file and tensor when a layer's tensors contradict each other (a scale that
+// fits no grid, a ConvRot group that does not divide K, bad JSON).
+std::vector<StoredLayer> find_stored_layers(const SafetensorsHeader& header);
 
 // The layer's codes and scales as a [rows, cols] QuantizedTensor (int4 unpacked, block scales unswizzled, a single
 // scale of a per-row format spread over the rows): dequantize() gives its float values.
