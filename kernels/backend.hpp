@@ -75,6 +75,11 @@ public:
     // An all-zero weight gives zero codes and every scale 1.0 (the reference's rule). The ConvRot formats take
     // the rotated weight (rotate_groups) and keep comfy-kitchen's floors as the scales of zero rows.
     virtual QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) = 0;
+    // Learned rounding's scale search (nvfp4): replaces each block's e4m3 scale of quantize()'s result by the
+    // neighbouring e4m3 value whose round-to-nearest codes leave the smallest squared error in the block, and its
+    // codes by those codes. Returns ||W_hat - W||^2 of quantize()'s result (the rounding budget's base), summed in
+    // a fixed order: the same bits on every backend. Other formats: no change, returns 0.
+    virtual double search_block_scales(std::string_view name, const TensorView& w, QuantizedTensor& q) = 0;
     // y = (W - dequant(q)) * x, y has w.rows entries, x has w.cols (the bias-correction product, spec 5.4).
     // Each row is summed in a fixed order, so y is bit-stable across thread counts.
     virtual void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x,

@@ -88,6 +88,7 @@ void project_or_revert(RoundingWork& work, std::int64_t k, const RoundingSetting
 RoundingStats run_original(RoundingWork& work, const LowRank& used, const RoundingSettings& settings, const QuantizedTensor& q,
                            std::vector<double>& p, double& rtn_error2) {
     p = work.project(used.k, &rtn_error2);
+    if (settings.rtn_error2 > 0) rtn_error2 = settings.rtn_error2;  // the codes on entry came from a scale search
     const std::vector<double> p0 = p;
     OriginalLoop loop = run_original_loop(p, q, used, settings, work);
     RoundingStats& stats = loop.stats;
@@ -238,7 +239,9 @@ RoundingStats run_learned_rounding(RoundingWork& work, const LowRank& basis, con
             work, basis, used.k, settings.finish_budget,
             // `original` with the finish stays within the budget of round-to-nearest; AdamW / RAdam have their own
             // allowance (kAdamFrobenius) and the finish adds its budget to what they return.
-            settings.optimizer == Optimizer::Original ? rtn_error2 : 0, stats, narrower ? nullptr : &p);
+            settings.optimizer == Optimizer::Original ? rtn_error2 : 0, stats, narrower ? nullptr : &p,
+            // A scale search that lowered the error below round-to-nearest's left room for far more moves.
+            settings.rtn_error2 > 0 && settings.optimizer == Optimizer::Original ? kWideFinish : kNarrowFinish);
         double block = 0;
         for (std::int64_t i = 0; i < used.k; ++i)
             for (std::int64_t j = 0; j < used.k; ++j) block += wide[at(i * basis.k + j)] * wide[at(i * basis.k + j)];

@@ -37,6 +37,23 @@ std::vector<double> int8_step_operator(const QuantizedTensor& q, const LowRank& 
 inline constexpr float kMidpointCostShare = 0.1f;  // admissible moves cost at most this share of delta^2
 inline constexpr double kAdamFrobenius = 1e-3;     // AdamW / RAdam may raise ||W_hat - W|| by at most +0.1%
 
+// How widely the finish searches. Narrow (the default): moves within 5% of their midpoint, lambda 0.05 then 0,
+// up to 8 rounds that each gain 2%. Wide, where the budget leaves room for far more moves than near-midpoint
+// ones (nvfp4 after its scale search: 5-10% of ||E||^2 to spend): moves costing up to 0.5 delta^2, lambda 1
+// (rank by the decrease: the cost matters little), up to 32 rounds of 0.5%. Measured on the 2-block small
+// structured model, nvfp4, optimizer k 16 (`tools/bench_quality.py --shapes small --blocks 2 --format=--nvfp4`
+// with --min_k 16), projected error k 16 / round-to-nearest's: narrow 0.57x, wide with cost share 0.3 0.36x,
+// 0.5 0.29x (Frobenius -2.4%). A wider share gained little in earlier trials and fills the candidate list with
+// most of the layer's elements at 24 bytes each.
+struct FinishTuning {
+    float cost_share;
+    double lambda;
+    int max_rounds;
+    double min_gain;
+};
+inline constexpr FinishTuning kNarrowFinish{kMidpointCostShare, 0.05, 8, 0.98};
+inline constexpr FinishTuning kWideFinish{0.5f, 1.0, 32, 0.995};
+
 // The rounding-aware finish alone: moves codes across their midpoints (work.midpoint_moves) so that the
 // projected error on `basis` falls, its leading priority_k components first, never raising their error above
 // its value on entry, and ||W_hat - W|| at most (1 + budget) times round-to-nearest's (rtn_error2 = its square;
@@ -44,6 +61,7 @@ inline constexpr double kAdamFrobenius = 1e-3;     // AdamW / RAdam may raise ||
 // the moved codes, stats.finish_*_seconds its phases.
 // `p_now`, when given, is P of the current codes on the whole basis (saves a projection).
 std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, double budget,
-                                          double rtn_error2, RoundingStats& stats, const std::vector<double>* p_now = nullptr);
+                                          double rtn_error2, RoundingStats& stats, const std::vector<double>* p_now = nullptr,
+                                          const FinishTuning& tuning = kNarrowFinish);
 
 }  // namespace quantflow

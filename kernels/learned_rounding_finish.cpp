@@ -15,7 +15,7 @@
 //  3. keep the prefix (at a chunk boundary) whose exact residual is smallest — a line search over the number
 //     of moves, since moves picked against the same residual overshoot together — and never let the
 //     optimizer's own block of P (weight h = kPriorityWeight) rise above its value on entry.
-// Up to kMaxRounds rounds, stopping early when a round gains under 2%; a second run with another lambda when the
+// Up to the tuning's number of rounds (FinishTuning: 8, stopping early when a round gains under 2%); a second run with another lambda when the
 // budget binds, and the better of the two kept. Where the old sequential greedy choice needed one exact update per
 // move, every step here is a parallel pass; the numbers are in the closing note of issue 10 (tools/bench_quality.py).
 // The candidates kept for the rounds (the backend keeps them in its pass: MidpointQuery) are those with the largest
@@ -40,16 +40,14 @@ constexpr double kPriorityWeight = 100;  // the optimizer's k x k block of P cou
 // converges further (numpy prototype of these rounds: 5.5x vs 1.7x lower L where the budget binds, 9x vs 168x
 // where it does not). The first runs always; the second only when the
 // first spent most of the budget, and the better one is kept.
-constexpr double kLambdas[] = {0.05, 0.0};
+// (The first lambda is the tuning's: kNarrowFinish's 0.05, or the wide finish's.)
 constexpr double kBudgetBinds = 0.9;     // share of the budget spent that makes the second run worth it
 constexpr double kCostFloor = 1e-6;      // of delta^2: a free move still has a finite score
-constexpr int kMaxRounds = 8;
 constexpr int kChunks = 256;             // prefix lengths evaluated per round
 constexpr std::size_t kPoolMin = 1 << 16;  // candidates kept for the rounds: at least this many,
 constexpr std::int64_t kPoolDivisor = 128;  // or one per 128 elements (1/256: 1.65x -> 1.42x on structured weights)
 constexpr std::size_t kHeadMin = 1 << 14;  // candidates ranked per round: at least this many, or 4x the last take,
 constexpr std::size_t kHeadMax = 1 << 15;  // at most this many (each costs 2 k^2 flops in the prefix sums)
-constexpr double kMinGain = 0.98;        // stop when a round that had room lowers the loss by under 2%
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
@@ -57,6 +55,7 @@ std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 // of every row and column on the whole basis and on the priority block.
 struct FinishContext {
     const LowRank& basis;
+    const FinishTuning& tuning;
     std::int64_t k, pk;
     std::vector<double> h, vt, un, unp, vn, vnp;
     double block_limit, budget;
@@ -79,9 +78,9 @@ struct FinishContext {
     }
 };
 
-FinishContext make_context(const LowRank& basis, std::int64_t priority_k) {
+FinishContext make_context(const LowRank& basis, std::int64_t priority_k, const FinishTuning& tuning) {
     const std::int64_t m = basis.rows, n = basis.cols, k = basis.k, pk = std::min(priority_k, k);
-    FinishContext x{basis, k, pk, std::vector<double>(at(k * k), 1.0), std::vector<double>(at(n * k)), std::vector<double>(at(m), 0.0),
+    FinishContext x{basis, tuning, k, pk, std::vector<double>(at(k * k), 1.0), std::vector<double>(at(n * k)), std::vector<double>(at(m), 0.0),
                     std::vector<double>(at(m), 0.0), std::vector<double>(at(n), 0.0), std::vector<double>(at(n), 0.0), 0, 0};
     for (std::int64_t i = 0; i < pk; ++i)
         for (std::int64_t j = 0; j < pk; ++j) x.h[at(i * k + j)] = kPriorityWeight;
@@ -139,7 +138,7 @@ Run run_rounds(const FinishContext& x, const Pool& pool, const std::vector<doubl
     std::vector<float> uph_f(at(m * k)), vt_f(x.vt.begin(), x.vt.end());  // the ranking's copies (float: half the bytes)
     double& spent = run.spent;
     std::size_t cap = kHeadMin;
-    for (int round = 0; round < kMaxRounds; ++round) {
+    for (int round = 0; round < x.tuning.max_rounds; ++round) {
         // U (h.P), then every candidate's exact decrease of ||P||_h^2 against the current residual.
         oneapi::tbb::parallel_for(std::int64_t{0}, m, [&](std::int64_t r) {
             for (std::int64_t j = 0; j < k; ++j) {
@@ -235,7 +234,7 @@ Run run_rounds(const FinishContext& x, const Pool& pool, const std::vector<doubl
         // The whole ranked head was worth taking: rank more next round. Else stop once a round gains little.
         const bool whole = take == limit && limit == ranked;
         cap = std::min(kHeadMax, whole ? 4 * cap : std::max(kHeadMin, 4 * take));
-        if (!whole && run.loss2 > kMinGain * kMinGain * before) break;
+        if (!whole && run.loss2 > x.tuning.min_gain * x.tuning.min_gain * before) break;
     }
     return run;
 }
@@ -243,20 +242,21 @@ Run run_rounds(const FinishContext& x, const Pool& pool, const std::vector<doubl
 }  // namespace
 
 std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& basis, std::int64_t priority_k, double budget,
-                                          double rtn_error2, RoundingStats& stats, const std::vector<double>* p_now) {
+                                          double rtn_error2, RoundingStats& stats, const std::vector<double>* p_now,
+                                          const FinishTuning& tuning) {
     std::int64_t& flips = stats.flips;
     flips = 0;
     auto start = std::chrono::steady_clock::now();
-    FinishContext x = make_context(basis, priority_k);
+    FinishContext x = make_context(basis, priority_k, tuning);
     std::vector<double> p = p_now ? *p_now : work.project(basis.k);
     x.block_limit = x.block2(p.data());
     if (x.weighted(p.data()) == 0) return p;
     double error2 = 0;
     // The pool: the candidates with the most leverage per cost (both runs share it).
     MidpointQuery query;
-    query.cost_share = kMidpointCostShare;
+    query.cost_share = tuning.cost_share;
     query.keep = std::max(kPoolMin, at(basis.rows * basis.cols / kPoolDivisor));
-    query.lambda = kLambdas[0] + kCostFloor;
+    query.lambda = tuning.lambda + kCostFloor;
     query.priority_extra = kPriorityWeight - 1;
     query.row = x.un;
     query.row_p = x.unp;
@@ -271,9 +271,9 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     stats.finish_pass_seconds = seconds_since(start);
     start = std::chrono::steady_clock::now();
     const Pool pool = index_pool(x, moves);
-    Run best = run_rounds(x, pool, p, kLambdas[0]);
+    Run best = run_rounds(x, pool, p, tuning.lambda);
     if (best.spent >= kBudgetBinds * x.budget) {
-        Run run = run_rounds(x, pool, p, kLambdas[1]);
+        Run run = run_rounds(x, pool, p, 0.0);
         if (run.loss2 < best.loss2) best = std::move(run);
     }
     std::vector<MidpointMove> chosen;

@@ -120,6 +120,11 @@ struct PlanBuilder {
         lp.finish_budget = (options.rounding_budget_given || !four_bit ? options.rounding_budget : 0.1) / 100;
         if (lp.rank_k > 0 && four_bit && !options.rounding_budget_given && options.rounding_aware)
             append(lp, "rounding-aware finish budget +0.1% (4-bit grid)");
+        // nvfp4: learned rounding starts from the e4m3 block scales of least squared error; what that saves against
+        // round-to-nearest's scales, the finish may spend on the projected error (its budget stays relative to
+        // round-to-nearest). Off with --rounding-aware off: the reference's algorithm.
+        lp.search_scales = lp.rank_k > 0 && options.rounding_aware && lp.spec.format == QuantFormat::Nvfp4;
+        if (lp.search_scales) append(lp, "block scales searched for the least squared error");
 
         const bool comfy = options.comfy_quant;
         add_output({t.name, weight_dtype(lp.spec.format), weight_shape(lp.spec, rows, cols), {}});

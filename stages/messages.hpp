@@ -37,6 +37,7 @@ struct LayerPlan {
     bool full_precision_mm = false;        // written into comfy_quant
     std::int64_t rank_k = 0;               // learned rounding: singular components (0 = round-to-nearest)
     double finish_budget = 1e-4;           // the rounding-aware finish's Frobenius budget (share; 1e-4 = +0.01%)
+    bool search_scales = false;            // learned rounding starts from Backend::search_block_scales (nvfp4)
     std::uint64_t work_bytes = 0;          // working memory in host RAM, counted by the memory budget
     std::uint64_t device_bytes = 0;        // accelerator memory while in flight, counted by the GPU memory budget
     std::size_t bias_input = kNoTensor;    // input index of the layer's bias when it is corrected

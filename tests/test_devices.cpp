@@ -71,6 +71,10 @@ public:
         }
         return cpu_->quantize(name, w, spec);
     }
+    double search_block_scales(std::string_view name, const TensorView& w, QuantizedTensor& q) override {
+        const Entered on;
+        return cpu_->search_block_scales(name, w, q);
+    }
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) override {
         const Entered on;
         cpu_->residual_gemv(w, q, x, y);

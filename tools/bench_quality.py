@@ -8,7 +8,7 @@ time and its ratio to --simple (the faster of two --simple runs, page cache warm
 projected error / round-to-nearest's, and the Frobenius error change against round-to-nearest.
 
   python3 tools/bench_quality.py --binary build/quantflow --workdir /tmp/q [--blocks 1] [--iid] [--k 16]
-         [--modes default,off,adamw,radam,budget=0.1] [--device cpu|cuda]
+         [--modes default,off,adamw,radam,budget=0.1] [--device cpu|cuda] [--format '--nvfp4']
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
@@ -32,6 +32,7 @@ def main():
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--modes", default="default,off")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--format", default="", help="format flags for every run, e.g. '--nvfp4' (default: fp8 tensor-wise)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     kind = "iid" if a.iid else "structured"
@@ -40,7 +41,7 @@ def main():
         subprocess.run([sys.executable, os.path.join(HERE, "make_structured_model.py"), model, "--blocks", str(a.blocks),
                         "--shapes", a.shapes] + (["--iid"] if a.iid else []), check=True)
     base = [a.binary, "-i", model, "--overwrite", "--manual_seed", "0", "--progress", "none", "--wan", "--comfy_quant",
-            "--device", a.device]
+            "--device", a.device] + a.format.split()
 
     def convert(name, extra):
         out = os.path.join(a.workdir, f"{kind}_{name}.safetensors")

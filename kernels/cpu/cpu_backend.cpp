@@ -26,6 +26,9 @@ public:
     QuantizedTensor quantize(std::string_view name, const TensorView& w, const QuantSpec& spec) override {
         return quantize_cpu(name, w, spec);
     }
+    double search_block_scales(std::string_view, const TensorView& w, QuantizedTensor& q) override {
+        return search_block_scales_cpu(w, q);
+    }
     void residual_gemv(const TensorView& w, const QuantizedTensor& q, std::span<const float> x,
                        std::span<float> y) override {
         residual_gemv_cpu(w, q, x, y);

@@ -38,6 +38,10 @@ void decode_row_cpu(const TensorView& w, std::int64_t row, std::int64_t col0, st
 // out[i] = e4m3(clamp(x[i] * multiplier, -448, 448)) for i < n: the FP8 encode loop of every format.
 // mxfp8 / nvfp4 round-to-nearest of w into q (q.spec, rows, cols and codes sized; tensor_amax: nvfp4's global amax).
 void quantize_block_scaled_cpu(std::string_view name, const TensorView& w, QuantizedTensor& q, float tensor_amax);
+// Backend::search_block_scales on the host (rows in parallel).
+double search_block_scales_cpu(const TensorView& w, QuantizedTensor& q);
+// nvfp4: q's codes = round-to-nearest of w with the block scales and global scale q holds.
+void encode_nvfp4_cpu(const TensorView& w, QuantizedTensor& q);
 void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out);
 
 // amax of |x| through the float bits: for non-NaN values the order of |bits| is the order of |x|, and an

@@ -30,9 +30,10 @@ double sum_of_squares(const T* x, std::int64_t n) {
 }
 
 // One row of the midpoint pass: e = value * scale - w for every element, summed squared (returned, in 4 fixed
-// lanes); e is kept only where the element may have an admissible move, else set to 0.
+// lanes); e is kept only where the element may have an admissible move (|e| >= floor_share of its step towards W),
+// else set to 0.
 QF_VECTOR_CLONES double midpoint_errors(const float* values, const RefineTables& t, const std::uint8_t* codes, const float* d,
-                                        const float* w, float* e, std::int64_t n) {
+                                        const float* w, float* e, std::int64_t n, float floor_share) {
     // Three simple loops rather than one fused one with branches: the errors, their sum of squares, the filter.
     for (std::int64_t c = 0; c < n; ++c) e[c] = values[codes[c]] * d[c] - w[c];
     const double error2 = sum_of_squares(e, n);
@@ -44,7 +45,7 @@ QF_VECTOR_CLONES double midpoint_errors(const float* values, const RefineTables&
         const std::uint32_t xb = f32_bits(e[c]);
         const std::uint32_t negative = xb >> 31;
         const float step = std::fabs(steps[(1 - negative) * 256 + codes[c]]) * d[c];
-        const std::uint32_t keep = 0u - static_cast<std::uint32_t>(bits_f32(xb & 0x7FFFFFFFu) >= 0.44f * step);
+        const std::uint32_t keep = 0u - static_cast<std::uint32_t>(bits_f32(xb & 0x7FFFFFFFu) >= floor_share * step);
         e[c] = bits_f32(xb & keep);
     }
     return error2;
@@ -113,6 +114,7 @@ public:
 
     std::vector<MidpointMove> midpoint_moves(const MidpointQuery& query, double& error2) override {
         const float cost_share = query.cost_share;
+        const float floor = (1 - cost_share) / 2 - 0.01f;
         const RefineTables tables = refine_tables(q_.spec.format);
         const auto values = code_values(q_.spec.format);
         const std::int64_t m = q_.rows, n = q_.cols;
@@ -129,9 +131,9 @@ public:
                 decode_row_cpu(w_, r, 0, n, wrow.data());
                 row_scales(q_, r, d.data());
                 const std::uint8_t* codes = q_.codes.data() + r * n;
-                e2 += midpoint_errors(values.data(), tables, codes, d.data(), wrow.data(), e.data(), n);
-                // e now holds the errors of the elements that may qualify (|e| >= 0.44 of their step towards W:
-                // a superset of cost <= 0.1 delta^2, i.e. |e| >= 0.45 |delta|) and 0 elsewhere.
+                e2 += midpoint_errors(values.data(), tables, codes, d.data(), wrow.data(), e.data(), n, floor);
+                // e now holds the errors of the elements that may qualify (a superset of cost <= cost_share delta^2,
+                // i.e. |e| >= (1 - cost_share) / 2 |delta|) and 0 elsewhere.
                 for (std::int64_t c = 0; c < n; ++c) {
                     if (e[static_cast<std::size_t>(c)] == 0) continue;
                     MidpointMove mv;
@@ -162,8 +164,12 @@ public:
         }
     }
 
-    // Round-to-nearest is deterministic: quantizing again gives the codes the work started from.
-    void reset_codes() override { q_.codes = quantize_cpu(name_, w_, q_.spec).codes; }
+    // Round-to-nearest is deterministic: quantizing again gives the codes the work started from (nvfp4: encoding
+    // with the scales q holds, which a scale search may have chosen).
+    void reset_codes() override {
+        if (q_.spec.format == QuantFormat::Nvfp4) encode_nvfp4_cpu(w_, q_);
+        else q_.codes = quantize_cpu(name_, w_, q_.spec).codes;
+    }
     void fetch_codes(QuantizedTensor& q) override {
         if (&q != &q_) q.codes = q_.codes;
     }

@@ -308,6 +308,11 @@ public:
         return Backend::learned_round(name, w, basis, settings, q);
     }
 
+    // On the host, like the learned rounding of the only format it serves (nvfp4's E2M1 grid is a host_fallback).
+    double search_block_scales(std::string_view name, const TensorView& w, QuantizedTensor& q) override {
+        return host_->search_block_scales(name, w, q);
+    }
+
     QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs) override {
         return host_->measure(w, q, basis, inputs);
     }
