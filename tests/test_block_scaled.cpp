@@ -137,7 +137,9 @@ TEST_CASE("plan: --nvfp4 falls back per layer below one block; learned rounding 
     const LayerPlan& tiny = p.layers[static_cast<std::size_t>(p.input.find("tiny.weight"))];
     CHECK(big.spec.format == QuantFormat::Nvfp4);
     CHECK(big.rank_k > 0);
-    CHECK(big.reason == "rounding-aware finish budget +0.1% (4-bit grid)");
+    CHECK(big.reason == "rounding-aware finish budget +0.1% (4-bit grid); block scales searched for the least squared error");
+    CHECK(big.search_scales);
+    CHECK_FALSE(tiny.search_scales);  // its fp8 fallback keeps its one scale
     CHECK(big.finish_budget == 1e-3);
     CHECK(tiny.finish_budget == 1e-4);
     Options given = o;  // an explicit --rounding-budget applies to every grid
@@ -145,7 +147,15 @@ TEST_CASE("plan: --nvfp4 falls back per layer below one block; learned rounding 
     given.rounding_budget_given = true;
     const Plan g = build_plan(read_safetensors_header(o.input), given, filter_options(given));
     CHECK(g.layers[static_cast<std::size_t>(g.input.find("big.weight"))].finish_budget == doctest::Approx(5e-4));
-    CHECK(g.layers[static_cast<std::size_t>(g.input.find("big.weight"))].reason.empty());
+    CHECK(g.layers[static_cast<std::size_t>(g.input.find("big.weight"))].reason == "block scales searched for the least squared error");
+    Options off = o;  // --rounding-aware off: the reference's algorithm, round-to-nearest's scales
+    off.rounding_aware = false;
+    const Plan f = build_plan(read_safetensors_header(o.input), off, filter_options(off));
+    CHECK_FALSE(f.layers[static_cast<std::size_t>(f.input.find("big.weight"))].search_scales);
+    Options simple = o;
+    simple.simple = true;
+    const Plan sp = build_plan(read_safetensors_header(o.input), simple, filter_options(simple));
+    CHECK_FALSE(sp.layers[static_cast<std::size_t>(sp.input.find("big.weight"))].search_scales);
     CHECK(tiny.spec.format == QuantFormat::Fp8Tensor);
     CHECK(tiny.rank_k > 0);
     CHECK(tiny.reason.starts_with("shape [8, 64] is smaller than one nvfp4 block (16): fp8 tensor instead"));

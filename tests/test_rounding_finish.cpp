@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/learned_rounding.hpp"
+#include "kernels/numerics.hpp"
 #include "tests/rounding_weights.hpp"
 #include "tests/test_support.hpp"
 
@@ -84,4 +85,43 @@ TEST_CASE("rounding-aware finish: every format and optimizer, never worse than r
             CHECK(after.projected_error < 0.9 * before.projected_error);
         }
     }
+}
+
+// Issue 11: learned NVFP4 starts from block scales searched for the least error (Backend::search_block_scales), keeps
+// its Frobenius error relative to round-to-nearest's, and the wide finish spends the room on the projected error.
+TEST_CASE("nvfp4: the scale search lowers the Frobenius error; learned rounding spends it on the projected error") {
+    const Weight w = structured_weight(256, 384, 93);
+    const LowRank basis = top_k_svd_cpu("w", w.view, {16, 93, 10, 4, false});
+    const QuantizedTensor rtn = quantize_cpu("w", w.view, {QuantFormat::Nvfp4, 16});
+    QuantizedTensor searched = rtn;
+    const double rtn_error2 = search_block_scales_cpu(w.view, searched);
+    const QualityMetrics before = measure_cpu(w.view, rtn, &basis, {}), at_search = measure_cpu(w.view, searched, &basis, {});
+    CHECK(rtn_error2 == doctest::Approx(before.error_norm * before.error_norm).epsilon(1e-5));  // measure sums in float
+    CHECK(at_search.error_norm < 0.98 * before.error_norm);
+    CHECK(searched.global_scale == rtn.global_scale);
+    std::size_t changed = 0;
+    for (std::size_t i = 0; i < rtn.scales.size(); ++i) {
+        changed += searched.scales[i] != rtn.scales[i];
+        CHECK(e4m3_to_f32(f32_to_e4m3(searched.scales[i])) == searched.scales[i]);  // still an e4m3 value
+    }
+    CHECK(changed > rtn.scales.size() / 4);
+    QuantizedTensor again = searched;  // the codes are round-to-nearest's for the scales chosen
+    encode_nvfp4_cpu(w.view, again);
+    CHECK(again.codes == searched.codes);
+    // The search alone must not raise the projected error much (its score penalises error along the weight).
+    CHECK(at_search.projected_error < 1.2 * before.projected_error);
+
+    RoundingSettings s;
+    s.optimizer_k = 16;
+    s.finish_budget = 1e-3;  // the plan's for 4-bit grids
+    s.rtn_error2 = rtn_error2;
+    QuantizedTensor learned = searched;
+    learned_round_cpu("w", w.view, basis, s, learned);
+    const QualityMetrics after = measure_cpu(w.view, learned, &basis, {});
+    MESSAGE("nvfp4: Frobenius x" << at_search.error_norm / before.error_norm << " after the search, x" << after.error_norm / before.error_norm
+            << " after learned rounding; projected x" << at_search.projected_error / before.projected_error << ", x"
+            << after.projected_error / before.projected_error);
+    CHECK(after.error_norm <= before.error_norm * (1 + 1e-3 + 1e-6));
+    CHECK(after.projected_error < 0.5 * before.projected_error);
+    CHECK(learned.scales == searched.scales);
 }
