@@ -27,8 +27,7 @@ DeviceChoice parse_device(std::string_view text) {
 }
 
 LayerMemory Backend::layer_memory(const LayerWork& layer) const {
-    const bool wide = layer.format == QuantFormat::Nvfp4 && layer.optimizer == Optimizer::Original;
-    return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer, wide) : 0, 0};
+    return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer) : 0, 0};
 }
 
 namespace {

@@ -21,16 +21,16 @@ std::string_view optimizer_name(Optimizer optimizer) {
     return "?";
 }
 
-std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer, bool wide_finish) {
+std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer) {
     const auto elements = static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols);
     const auto basis = static_cast<std::uint64_t>((rows + cols) * k) * 4;
     // The SVD holds the weight in float32; Adam-family optimizers hold two offset buffers and the second
     // moment (the first moment lives in the k x k space).
     const std::uint64_t svd = elements * 4;
     const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? 0 : elements * 12;
-    // The rounding-aware finish's admissible moves (24 bytes each, about 5% of the elements; the wide finish's
-    // about half) and its pool.
-    const std::uint64_t finish = elements * (wide_finish ? 13 : 2);
+    // The rounding-aware finish's admissible moves (24 bytes each: about 5% of the elements, or on the CPU about
+    // twice the pool where a sampled floor applies, also for the wide finish) and its pool.
+    const std::uint64_t finish = elements * 2;
     return std::max(svd, optimizer_bytes) + finish + basis;
 }
 

@@ -127,9 +127,7 @@ inline std::int64_t choose_k(std::int64_t rows, std::int64_t cols, double top_p,
 }
 
 // Bytes a learned rounding holds beyond the input pages and the codes, for the byte budget and `plan`.
-// wide_finish: the finish searches wide (kWideFinish: nvfp4 with `original`, after its scale search).
-std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer,
-                                          bool wide_finish = false);
+std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer);
 
 // The reference's adaptive learning rate for `original` (spec 5.3 table). One call per loop iteration with
 // the loss of the current iterate; says whether it improved (the iterate to keep) and whether to stop

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/rounding_cpu.hpp"
 #include "kernels/learned_rounding.hpp"
 #include "kernels/numerics.hpp"
 #include "tests/rounding_weights.hpp"
@@ -124,4 +125,43 @@ TEST_CASE("nvfp4: the scale search lowers the Frobenius error; learned rounding 
     CHECK(after.error_norm <= before.error_norm * (1 + 1e-3 + 1e-6));
     CHECK(after.projected_error < 0.5 * before.projected_error);
     CHECK(learned.scales == searched.scales);
+}
+
+// The CPU pass collects only moves above a floor sampled from every 16th band when it keeps fewer than it finds
+// (the wide finish would otherwise list half the layer's elements): the kept moves and the error are those of the
+// whole list.
+TEST_CASE("midpoint pass: a sampled floor keeps exactly the moves the whole list gives") {
+    const std::int64_t rows = 1024, cols = 4096;  // 64 bands of 65536 elements: the floor is sampled
+    const Weight w = random_weight(rows, cols, 23);
+    LowRank basis;  // the pass reads only the query's leverage
+    basis.rows = rows;
+    basis.cols = cols;
+    basis.k = 1;
+    basis.u.assign(rows, 0.0f);
+    basis.v.assign(cols, 0.0f);
+    std::vector<double> row(rows), row_p(rows), col(cols), col_p(cols);
+    for (std::int64_t r = 0; r < rows; ++r) row[r] = 1 + static_cast<double>(r * 37 % 101) / 101, row_p[r] = row[r] / 4;
+    for (std::int64_t c = 0; c < cols; ++c) col[c] = 1 + static_cast<double>(c * 53 % 97) / 97, col_p[c] = col[c] / 3;
+    for (const auto& [spec, share] : {std::pair{QuantSpec{QuantFormat::Fp8Tensor, 64}, 0.1f}, std::pair{QuantSpec{QuantFormat::Nvfp4, 16}, 0.5f}}) {
+        CAPTURE(format_label(spec.format));
+        QuantizedTensor q = quantize_cpu("w", w.view, spec);
+        const auto work = make_rounding_work_cpu("w", w.view, basis, q);
+        const MidpointQuery all{share, std::size_t{1} << 40, 0.05, 99, row, row_p, col, col_p};
+        MidpointQuery few = all;
+        few.keep = 20000;
+        double e2_all = 0, e2_few = 0;
+        std::vector<MidpointMove> expected = work->midpoint_moves(all, e2_all);
+        const std::size_t found = expected.size();
+        keep_best_moves(expected, few, cols);
+        const std::vector<MidpointMove> got = work->midpoint_moves(few, e2_few);
+        MESSAGE(found << " admissible moves, " << got.size() << " kept");
+        CHECK(found > 10 * few.keep);
+        REQUIRE(got.size() == expected.size());
+        std::size_t differ = 0;
+        for (std::size_t i = 0; i < got.size(); ++i)
+            differ += got[i].element != expected[i].element || got[i].delta != expected[i].delta || got[i].cost != expected[i].cost ||
+                      got[i].step != expected[i].step;
+        CHECK(differ == 0);
+        CHECK(e2_few == e2_all);
+    }
 }

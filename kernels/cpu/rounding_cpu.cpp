@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -112,46 +113,27 @@ public:
         adam_.reset();
     }
 
+    // Every admissible move at 24 bytes would be a list of up to half the layer's elements (the wide finish), of
+    // which keep_best_moves keeps `keep`. So when keep is smaller than that, the pass first values the moves of
+    // every 16th band and collects only moves whose value reaches the (2 keep / 16)-th best of that sample (about
+    // 2 keep of them), again with no floor if that gives fewer than keep. The kept moves are the same: with at
+    // least keep moves at or above the floor, the keep best are all among them.
     std::vector<MidpointMove> midpoint_moves(const MidpointQuery& query, double& error2) override {
-        const float cost_share = query.cost_share;
-        const float floor = (1 - cost_share) / 2 - 0.01f;
-        const RefineTables tables = refine_tables(q_.spec.format);
-        const auto values = code_values(q_.spec.format);
-        const std::int64_t m = q_.rows, n = q_.cols;
-        const std::int64_t band = band_rows(n), bands = (m + band - 1) / band;
-        std::vector<std::vector<MidpointMove>> found(static_cast<std::size_t>(bands));
-        std::vector<double> partial(static_cast<std::size_t>(bands), 0.0);
-        oneapi::tbb::parallel_for(std::int64_t{0}, bands, [&](std::int64_t b) {
-            const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
-            std::vector<float> wrow(static_cast<std::size_t>(n)), d(static_cast<std::size_t>(n)), e(static_cast<std::size_t>(n));
-            auto& out = found[static_cast<std::size_t>(b)];
-            out.reserve(static_cast<std::size_t>(rows * n / 16));  // about 5% of the elements qualify
-            double e2 = 0;
-            for (std::int64_t r = r0; r < r0 + rows; ++r) {
-                decode_row_cpu(w_, r, 0, n, wrow.data());
-                row_scales(q_, r, d.data());
-                const std::uint8_t* codes = q_.codes.data() + r * n;
-                e2 += midpoint_errors(values.data(), tables, codes, d.data(), wrow.data(), e.data(), n, floor);
-                // e now holds the errors of the elements that may qualify (a superset of cost <= cost_share delta^2,
-                // i.e. |e| >= (1 - cost_share) / 2 |delta|) and 0 elsewhere.
-                for (std::int64_t c = 0; c < n; ++c) {
-                    if (e[static_cast<std::size_t>(c)] == 0) continue;
-                    MidpointMove mv;
-                    if (midpoint_move(tables, codes[c], d[static_cast<std::size_t>(c)], e[static_cast<std::size_t>(c)], cost_share, mv.delta,
-                                      mv.cost, mv.step)) {
-                        mv.element = r * n + c;
-                        out.push_back(mv);
-                    }
-                }
+        const std::int64_t n = q_.cols;
+        const std::int64_t bands = (q_.rows + band_rows(n) - 1) / band_rows(n);
+        double floor = 0, unused = 0;
+        if (query.keep > 0 && bands >= 4 * kSampleEvery) {
+            const std::vector<MidpointMove> sample = scan_moves(query, kSampleEvery, 0, unused);
+            const std::size_t rank = 2 * query.keep / kSampleEvery;
+            if (sample.size() > rank) {
+                std::vector<double> values(sample.size());
+                for (std::size_t i = 0; i < sample.size(); ++i) values[i] = move_value(query, sample[i]);
+                std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank), values.end(), std::greater<>());
+                floor = values[rank];
             }
-            partial[static_cast<std::size_t>(b)] = e2;
-        });
-        std::vector<MidpointMove> all;
-        error2 = 0;
-        for (std::size_t b = 0; b < found.size(); ++b) {
-            all.insert(all.end(), found[b].begin(), found[b].end());
-            error2 += partial[b];
         }
+        std::vector<MidpointMove> all = scan_moves(query, 1, floor, error2);
+        if (floor > 0 && all.size() < query.keep) all = scan_moves(query, 1, 0, error2);
         keep_best_moves(all, query, n);
         return all;
     }
@@ -175,6 +157,61 @@ public:
     }
 
 private:
+    static constexpr std::int64_t kSampleEvery = 16;
+
+    double move_value(const MidpointQuery& query, const MidpointMove& mv) const {
+        const auto r = static_cast<std::size_t>(mv.element / q_.cols), c = static_cast<std::size_t>(mv.element % q_.cols);
+        return midpoint_value(mv.delta, mv.cost,
+                              midpoint_leverage(mv.delta, query.row[r], query.col[c], query.row_p[r], query.col_p[c], query.priority_extra),
+                              query.lambda);
+    }
+
+    // The admissible moves of every `every`-th band of rows whose value is at least `floor` (0: all of them), in
+    // element order, and in error2 ||dequant(q) - W||^2 over those bands.
+    std::vector<MidpointMove> scan_moves(const MidpointQuery& query, std::int64_t every, double floor, double& error2) const {
+        const float cost_share = query.cost_share;
+        const float floor_share = (1 - cost_share) / 2 - 0.01f;
+        const RefineTables tables = refine_tables(q_.spec.format);
+        const auto values = code_values(q_.spec.format);
+        const std::int64_t m = q_.rows, n = q_.cols;
+        const std::int64_t band = band_rows(n), bands = (m + band - 1) / band, scanned = (bands + every - 1) / every;
+        std::vector<std::vector<MidpointMove>> found(static_cast<std::size_t>(scanned));
+        std::vector<double> partial(static_cast<std::size_t>(scanned), 0.0);
+        oneapi::tbb::parallel_for(std::int64_t{0}, scanned, [&](std::int64_t i) {
+            const std::int64_t r0 = i * every * band, rows = std::min(m, r0 + band) - r0;
+            std::vector<float> wrow(static_cast<std::size_t>(n)), d(static_cast<std::size_t>(n)), e(static_cast<std::size_t>(n));
+            auto& out = found[static_cast<std::size_t>(i)];
+            out.reserve(static_cast<std::size_t>(rows * n / (floor > 0 ? 256 : 16)));
+            double e2 = 0;
+            for (std::int64_t r = r0; r < r0 + rows; ++r) {
+                decode_row_cpu(w_, r, 0, n, wrow.data());
+                row_scales(q_, r, d.data());
+                const std::uint8_t* codes = q_.codes.data() + r * n;
+                e2 += midpoint_errors(values.data(), tables, codes, d.data(), wrow.data(), e.data(), n, floor_share);
+                // e now holds the errors of the elements that may qualify (a superset of cost <= cost_share delta^2,
+                // i.e. |e| >= (1 - cost_share) / 2 |delta|) and 0 elsewhere.
+                for (std::int64_t c = 0; c < n; ++c) {
+                    if (e[static_cast<std::size_t>(c)] == 0) continue;
+                    MidpointMove mv;
+                    if (midpoint_move(tables, codes[c], d[static_cast<std::size_t>(c)], e[static_cast<std::size_t>(c)], cost_share, mv.delta,
+                                      mv.cost, mv.step)) {
+                        mv.element = r * n + c;
+                        if (floor > 0 && move_value(query, mv) < floor) continue;
+                        out.push_back(mv);
+                    }
+                }
+            }
+            partial[static_cast<std::size_t>(i)] = e2;
+        });
+        std::vector<MidpointMove> all;
+        error2 = 0;
+        for (std::size_t i = 0; i < found.size(); ++i) {
+            all.insert(all.end(), found[i].begin(), found[i].end());
+            error2 += partial[i];
+        }
+        return all;
+    }
+
     // The leading k components of the basis (the basis itself when k is its width).
     const LowRank& leading(std::int64_t k) {
         if (k >= basis_.k) return basis_;
