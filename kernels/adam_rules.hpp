@@ -35,10 +35,9 @@ struct AdamLoopState {
 };
 
 // The scalar part of loop step t over the k x k projection p (kk entries): the loss ||p||, the best iterate,
-// the stop rule, then the gradient direction grad = p / L and torch's first-moment lerp m1 += (1-b1)(grad-m1)
-// (the first moment is linear in the gradients, so it lives in the k x k space). Returns false when the loop
-// stops; loss receives ||p|| either way. The step then writes the buffer st.target.
-QF_HOST_DEVICE bool adam_control(AdamLoopState& st, int t, const double* p, int kk, double* grad, double* m1, double& loss) {
+// the stop rule. Returns false when the loop stops; loss receives ||p|| either way; then (when true) every entry
+// gets adam_moment, and the step writes the buffer st.target.
+QF_HOST_DEVICE bool adam_observe(AdamLoopState& st, int t, const double* p, int kk, double& loss) {
     double s = 0;
     for (int i = 0; i < kk; ++i) s += p[i] * p[i];
     loss = sqrt(s);
@@ -52,12 +51,23 @@ QF_HOST_DEVICE bool adam_control(AdamLoopState& st, int t, const double* p, int 
         st.stopped = 1;
         return false;
     }
-    const double inv = loss > 1e-20 ? loss : 1e-20;
-    for (int i = 0; i < kk; ++i) {
-        grad[i] = p[i] / inv;
-        m1[i] += (1.0 - AdamConstants::beta1) * (grad[i] - m1[i]);  // torch: exp_avg.lerp_(grad, 1 - beta1)
-    }
     st.target = st.current == st.best_buffer ? 1 - st.current : st.current;
+    return true;
+}
+
+// One entry's gradient direction grad = p / L and torch's first-moment lerp m1 += (1-b1)(grad-m1) (the first
+// moment is linear in the gradients, so it lives in the k x k space). Entries are independent: a device may run
+// them in parallel with the same bits.
+QF_HOST_DEVICE void adam_moment(double p, double loss, double& grad, double& m1) {
+    const double inv = loss > 1e-20 ? loss : 1e-20;
+    grad = p / inv;
+    m1 += (1.0 - AdamConstants::beta1) * (grad - m1);  // torch: exp_avg.lerp_(grad, 1 - beta1)
+}
+
+// adam_observe, then adam_moment of every entry.
+QF_HOST_DEVICE bool adam_control(AdamLoopState& st, int t, const double* p, int kk, double* grad, double* m1, double& loss) {
+    if (!adam_observe(st, t, p, kk, loss)) return false;
+    for (int i = 0; i < kk; ++i) adam_moment(p[i], loss, grad[i], m1[i]);
     return true;
 }
 

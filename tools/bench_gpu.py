@@ -26,6 +26,8 @@ MODES = {
                  "--min_k", "1", "--max_k", "16"],
     "adamw": ["--comfy_quant", "--optimizer", "adamw", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
               "--min_k", "1", "--max_k", "16"],
+    "radam": ["--comfy_quant", "--optimizer", "radam", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
+              "--min_k", "1", "--max_k", "16"],
 }
 # The reference's newer releases changed its defaults: the seed's are spelled out.
 REFERENCE_EXTRA = ["--lr_schedule", "adaptive", "--early_stop_stall", "500", "--early_stop_lr", "1e-8", "--early_stop_loss", "1e-8"]
