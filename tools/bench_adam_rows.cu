@@ -1,7 +1,6 @@
 // tools/bench_adam_rows.cu: `qf_bench_skinny --adam-rows`, the measurement behind kAdamRowsPerBlock
-// (kernels/cuda/adam.cuh): one chunk of 25 AdamW steps on WAN-14B-shaped FP8 layers (k 16) with 4, 8 and 16
-// matrix rows per thread block of the step (with its projection and reduction); the median of 5 chunks after one
-// warm-up, per step.
+// (kernels/cuda/adam.cuh): one chunk of 25 AdamW steps on WAN-14B-shaped FP8 layers (k 16) with 1, 2 and 4
+// matrix rows per thread block of the fused step; the median of 5 chunks after one warm-up, per step.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,9 +14,9 @@ namespace quantflow::cuda {
 int bench_adam_rows() {
     constexpr std::int64_t k = 16;
     constexpr int steps = 25, runs = 5;
-    std::printf("AdamW step, k %lld, FP8 tensor-wise: ms per step (median of %d chunks of %d steps)\n", static_cast<long long>(k),
+    std::printf("AdamW fused step, k %lld, FP8 tensor-wise: ms per step (median of %d chunks of %d steps)\n", static_cast<long long>(k),
                 runs, steps);
-    std::printf("%-12s %8s %8s %8s\n", "shape", "rows 4", "rows 8", "rows 16");
+    std::printf("%-12s %8s %8s %8s\n", "shape", "rows 1", "rows 2", "rows 4");
     for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5120, 5120}, {13824, 5120}, {5120, 13824}}) {
         LowRank basis;
         basis.rows = rows;
@@ -36,7 +35,7 @@ int bench_adam_rows() {
         upload(scale, &one, 1, s);
         const std::vector<double> p0(static_cast<std::size_t>(k * k), 1e-3);
         std::printf("%5lldx%-6lld", static_cast<long long>(rows), static_cast<long long>(cols));
-        for (const int per_block : {4, 8, 16}) {
+        for (const int per_block : {1, 2, 4}) {
             std::vector<double> ms;
             for (int run = 0; run <= runs; ++run) {
                 AdamDevice adam(basis, k, g, scale.get(), p0, Optimizer::AdamW, 0.01, s, per_block);

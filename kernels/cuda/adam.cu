@@ -15,6 +15,7 @@ namespace quantflow::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
 
 // Loop step t's scalar part: p = P0 + the previous step's projection, then adam_observe on one thread over the
 // block's shared copy (global memory's latency on a one-thread loop cost ~95 us a step, Nsight Compute) and
@@ -50,15 +51,13 @@ __global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const d
     z[kk + i] = static_cast<float>(m);
 }
 
-// One step over kRows rows x all columns (each V value read from cache serves kRows rows): the gradient and first
-// moment expanded from z (the control kernel's 2 K x K) through (U grad)[r], (U m1)[r] and V, the second moment,
-// the update into the ping-pong buffer, and e = offset * scale for the projection that follows (project_kernel: a
-// projection fused here kept K x kRows sums per thread, which capped the occupancy at 25%, issue 10's measurement).
-// u is rows x K, v is K x cols (zero-padded beyond the basis' k).
+// One step over kRows rows x all columns (each V value read from cache serves kRows rows). u is rows x K, v is K x cols (zero-padded beyond the basis' k),
+// z the control kernel's 2 K x K. t[r, j] = sum_c offset * scale * v[j, c]: per-thread float sums, reduced
+// over the warp by shuffles (fixed pattern), then over the warps in double (fixed order): deterministic.
 template <int K, int kRows, bool AdamW>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, K * kRows >= 32 ? 1 : 2)
     step_kernel(std::int64_t rows, std::int64_t cols, ScaleGrid g, const float* scales, const float* u, const float* z, const float* v,
-                AdamScalars sc, const AdamLoopState* st, float* d0, float* d1, float* second, float* e) {
+                AdamScalars sc, const AdamLoopState* st, float* d0, float* d1, float* second, double* t) {
     if (st->stopped) return;
     const float* src = st->current ? d1 : d0;
     float* dst = st->target ? d1 : d0;
@@ -77,12 +76,19 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int nrows = static_cast<int>(rows - r0 < kRows ? rows - r0 : kRows);
     const auto block_cols = static_cast<unsigned int>(g.block_cols);
+    float acc[kRows][K];
+#pragma unroll
+    for (int rr = 0; rr < kRows; ++rr)
+#pragma unroll
+        for (int j = 0; j < K; ++j) acc[rr][j] = 0.0f;
     for (std::int64_t c = threadIdx.x; c < cols; c += kThreads) {
         float vj[K];
 #pragma unroll
         for (int j = 0; j < K; ++j) vj[j] = v[j * cols + c];
         const unsigned int cell_col = static_cast<unsigned int>(c) / block_cols;
-        for (int rr = 0; rr < nrows; ++rr) {
+#pragma unroll
+        for (int rr = 0; rr < kRows; ++rr) {
+            if (rr >= nrows) break;
             float gq = 0.0f, gm = 0.0f;
 #pragma unroll
             for (int j = 0; j < K; ++j) {
@@ -95,118 +101,59 @@ __global__ void __launch_bounds__(kThreads)
             const float x = adam_update<AdamW>(gq * s, gm * s, v2, src[i], sc);
             second[i] = v2;
             dst[i] = x;
-            e[i] = x * s;
+            const float e = x * s;
+#pragma unroll
+            for (int j = 0; j < K; ++j) acc[rr][j] = __fmaf_rn(e, vj[j], acc[rr][j]);
         }
     }
-}
-
-// The projection t[r, j] = sum_c e[r, c] v[j, c] (rows x K): each warp takes kWarpRows rows, its lanes stride over
-// the columns (float sums per lane, then a fixed shuffle tree: deterministic), the block's warps read the same V
-// columns from L1. (cuBLASLt's float GEMM without workspace took 187 us on 5120 x 5120, k 16: it picked 32x32
-// tiles on 160 blocks of 64 threads; Nsight Compute.)
-constexpr int kWarpRows = 4;
-constexpr int kProjectRows = kWarpRows * kThreads / 32;  // rows per block
-
-template <int K>
-__global__ void __launch_bounds__(kThreads)
-    project_kernel(const AdamLoopState* st, std::int64_t rows, std::int64_t cols, const float* e, const float* v, float* t) {
-    if (st->stopped) return;
+    __shared__ double warp_sum[kWarps][kRows][K];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const std::int64_t r0 = (static_cast<std::int64_t>(blockIdx.x) * (kThreads / 32) + warp) * kWarpRows;
-    if (r0 >= rows) return;  // no barrier below
-    const int nrows = static_cast<int>(rows - r0 < kWarpRows ? rows - r0 : kWarpRows);
-    float acc[kWarpRows][K];
 #pragma unroll
-    for (int rr = 0; rr < kWarpRows; ++rr)
-#pragma unroll
-        for (int j = 0; j < K; ++j) acc[rr][j] = 0.0f;
-    for (std::int64_t c = lane; c < cols; c += 32) {
-        float vj[K];
-#pragma unroll
-        for (int j = 0; j < K; ++j) vj[j] = v[j * cols + c];
-#pragma unroll
-        for (int rr = 0; rr < kWarpRows; ++rr) {
-            const float x = rr < nrows ? e[(r0 + rr) * cols + c] : 0.0f;
-#pragma unroll
-            for (int j = 0; j < K; ++j) acc[rr][j] = __fmaf_rn(x, vj[j], acc[rr][j]);
-        }
-    }
-#pragma unroll
-    for (int rr = 0; rr < kWarpRows; ++rr)
+    for (int rr = 0; rr < kRows; ++rr)
 #pragma unroll
         for (int j = 0; j < K; ++j) {
             float x = acc[rr][j];
             for (int off = 16; off > 0; off /= 2) x += __shfl_down_sync(0xffffffffu, x, off);
-            if (lane == 0 && rr < nrows) t[(r0 + rr) * K + j] = x;
+            if (lane == 0) warp_sum[warp][rr][j] = x;
         }
-}
-
-// The U^T reduction of t (rows x K, the projection's e V^T) in double: partial[slice][i][j] = sum over the rows of one
-// slice of u[r, i] * t[r, j] (one block per (i, slice)), then moved = the slices summed in order. Deterministic.
-constexpr int kSlices = 8;
-
-template <int K>
-__global__ void reduce_partial_kernel(const AdamLoopState* st, const float* u, const float* t, std::int64_t rows, double* partial) {
-    if (st->stopped) return;
-    const int i = blockIdx.x % K, slice = blockIdx.x / K;
-    const std::int64_t per = (rows + kSlices - 1) / kSlices, r0 = slice * per, r1 = r0 + per < rows ? r0 + per : rows;
-    double acc[K];
-#pragma unroll
-    for (int j = 0; j < K; ++j) acc[j] = 0.0;
-    for (std::int64_t r = r0 + threadIdx.x; r < r1; r += kThreads) {
-        const double ui = u[r * K + i];
-#pragma unroll
-        for (int j = 0; j < K; ++j) acc[j] += ui * static_cast<double>(t[r * K + j]);
-    }
-    for (int j = 0; j < K; ++j) {
-        const double total = block_sum<kThreads>(acc[j]);
-        if (threadIdx.x == 0) partial[(slice * K + i) * K + j] = total;
-        __syncthreads();  // block_sum's shared array is reused by the next j
-    }
-}
-
-__global__ void reduce_final_kernel(const AdamLoopState* st, const double* partial, int kk, double* moved) {
-    if (st->stopped) return;
-    for (int x = threadIdx.x; x < kk; x += blockDim.x) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < nrows * K; i += kThreads) {
+        const int rr = i / K, j = i % K;
         double sum = 0.0;
-        for (int slice = 0; slice < kSlices; ++slice) sum += partial[slice * kk + x];
-        moved[x] = sum;
+        for (int w = 0; w < kWarps; ++w) sum += warp_sum[w][rr][j];
+        t[(r0 + rr) * K + j] = sum;
     }
+}
+
+// moved[i, j] = sum_r u[r, i] * t[r, j] (K x K), one block per entry, fixed reduction order.
+__global__ void reduce_kernel(const AdamLoopState* st, const float* u, const double* t, std::int64_t rows, int k, double* moved) {
+    if (st->stopped) return;
+    const int i = blockIdx.x / k, j = blockIdx.x % k;
+    double acc = 0.0;
+    for (std::int64_t r = threadIdx.x; r < rows; r += kThreads) acc += static_cast<double>(u[r * k + i]) * t[r * k + j];
+    const double total = block_sum<kThreads>(acc);
+    if (threadIdx.x == 0) moved[blockIdx.x] = total;
 }
 
 template <int K, int kRows>
 void launch_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales,
                  const float* u, const float* z, const float* v, const AdamScalars& sc, const AdamLoopState* st, float* d0, float* d1,
-                 float* second, float* e, cudaStream_t s) {
+                 float* second, double* t, cudaStream_t s) {
     const auto blocks = static_cast<unsigned int>((rows + kRows - 1) / kRows);
     if (adamw)
-        step_kernel<K, kRows, true><<<blocks, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, e);
+        step_kernel<K, kRows, true><<<blocks, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, t);
     else
-        step_kernel<K, kRows, false><<<blocks, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, e);
+        step_kernel<K, kRows, false><<<blocks, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, t);
 }
 
 using StepLauncher = void (*)(bool, std::int64_t, std::int64_t, const ScaleGrid&, const float*, const float*, const float*,
-                              const float*, const AdamScalars&, const AdamLoopState*, float*, float*, float*, float*, cudaStream_t);
+                              const float*, const AdamScalars&, const AdamLoopState*, float*, float*, float*, double*, cudaStream_t);
 
 StepLauncher step_launcher(int K, int rows) {
-    constexpr StepLauncher table[3][3] = {{launch_step<4, 4>, launch_step<4, 8>, launch_step<4, 16>},
-                                          {launch_step<8, 4>, launch_step<8, 8>, launch_step<8, 16>},
-                                          {launch_step<16, 4>, launch_step<16, 8>, launch_step<16, 16>}};
-    return table[K == 4 ? 0 : K == 8 ? 1 : 2][rows == 4 ? 0 : rows == 8 ? 1 : 2];
-}
-
-// The projection of e on V, then its U^T reduction into moved (K x K).
-void launch_project(int K, const AdamLoopState* st, std::int64_t rows, std::int64_t cols, const float* e, const float* v, const float* u,
-                    float* t, double* partial, double* moved, cudaStream_t s) {
-    const auto project_blocks = static_cast<unsigned int>((rows + kProjectRows - 1) / kProjectRows);
-    if (K == 4) project_kernel<4><<<project_blocks, kThreads, 0, s>>>(st, rows, cols, e, v, t);
-    else if (K == 8) project_kernel<8><<<project_blocks, kThreads, 0, s>>>(st, rows, cols, e, v, t);
-    else project_kernel<16><<<project_blocks, kThreads, 0, s>>>(st, rows, cols, e, v, t);
-    const auto blocks = static_cast<unsigned int>(K * kSlices);
-    if (K == 4) reduce_partial_kernel<4><<<blocks, kThreads, 0, s>>>(st, u, t, rows, partial);
-    else if (K == 8) reduce_partial_kernel<8><<<blocks, kThreads, 0, s>>>(st, u, t, rows, partial);
-    else reduce_partial_kernel<16><<<blocks, kThreads, 0, s>>>(st, u, t, rows, partial);
-    reduce_final_kernel<<<1, kThreads, 0, s>>>(st, partial, K * K, moved);
+    constexpr StepLauncher table[3][3] = {{launch_step<4, 1>, launch_step<4, 2>, launch_step<4, 4>},
+                                          {launch_step<8, 1>, launch_step<8, 2>, launch_step<8, 4>},
+                                          {launch_step<16, 1>, launch_step<16, 2>, launch_step<16, 4>}};
+    return table[K == 4 ? 0 : K == 8 ? 1 : 2][rows == 1 ? 0 : rows == 2 ? 1 : 2];
 }
 
 // The basis zero-padded to K components (K in 4, 8, 16: the kernels are compiled for those).
@@ -218,8 +165,8 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
                        Optimizer optimizer, double lr, const Stream& s, int rows_per_block)
     : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
       lr_(lr), rows_per_block_(rows_per_block), s_(s) {
-    QF_EXPECT(rows_per_block == 4 || rows_per_block == 8 || rows_per_block == 16,
-              "AdamDevice: rows per block must be 4, 8 or 16, not " + std::to_string(rows_per_block));
+    QF_EXPECT(rows_per_block == 1 || rows_per_block == 2 || rows_per_block == 4,
+              "AdamDevice: rows per block must be 1, 2 or 4, not " + std::to_string(rows_per_block));
     QF_EXPECT(k >= 1 && k <= kMaxAdamK, "AdamW/RAdam on the GPU takes k <= " + std::to_string(kMaxAdamK) + " components, not " +
                                             std::to_string(k) + " (the backend runs such layers on the host)");
     const int K = padded_;
@@ -239,9 +186,7 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
     delta1_ = DeviceBuffer<float>(n);
     second_ = DeviceBuffer<float>(n);
     for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &grad_, &m1_}) *b = DeviceBuffer<double>(p0p.size());
-    e_ = DeviceBuffer<float>(n);
-    t_ = DeviceBuffer<float>(static_cast<std::size_t>(rows_ * K));
-    partial_ = DeviceBuffer<double>(static_cast<std::size_t>(kSlices * kk_));
+    t_ = DeviceBuffer<double>(static_cast<std::size_t>(rows_ * K));
     state_ = DeviceBuffer<AdamLoopState>(1);
     mirror_ = PinnedBuffer<AdamLoopState>(1);
     const AdamLoopState start;
@@ -266,8 +211,9 @@ AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) 
                                               z_.get(), chunk_losses.get());
         const AdamScalars sc = adam_scalars(optimizer_, lr_, step + 1);
         launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),
-               second_.get(), e_.get(), s_.get());
-        launch_project(padded_, state_.get(), rows_, cols_, e_.get(), v_.get(), u_.get(), t_.get(), partial_.get(), moved_.get(), s_.get());
+               second_.get(), t_.get(), s_.get());
+        reduce_kernel<<<static_cast<unsigned int>(kk_), kThreads, 0, s_.get()>>>(state_.get(), u_.get(), t_.get(), rows_, padded_,
+                                                                                 moved_.get());
     }
     QF_CUDA_CHECK(cudaGetLastError());
     QF_CUDA_CHECK(cudaMemcpyAsync(mirror_.get(), state_.get(), sizeof(AdamLoopState), cudaMemcpyDeviceToHost, s_.get()));

@@ -1,12 +1,11 @@
 // kernels/cuda/adam.cuh: AdamW / RAdam learned rounding (spec 5.3) with the loop on the device, run in
 // chunks of steps by the driver (RoundingWork::adam_steps).
 //
-// Every step is a few launches on the work's stream and no host synchronisation: a one-thread control kernel
+// Every step is three kernels on the work's stream and no host synchronisation: a one-thread control kernel
 // (the loop rule of kernels/adam_rules.hpp: loss, best iterate, stop rule, gradient direction and first
-// moment in the k x k space), the step over the matrix (gradient and first moment expanded from k x k, second
-// moment, update into the ping-pong buffer, e = offset * scale), the projection e V^T as one float32 cuBLASLt
-// GEMM, and the U^T reduction in double. A chunk is enqueued whole (steps after a stop return at once) and the
-// loop state is read back once per chunk.
+// moment in the k x k space), the fused step over the matrix (gradient and first moment expanded from k x k,
+// second moment, update into the ping-pong buffer, projection of the new offsets on V), and the U^T reduction.
+// A chunk is enqueued whole (steps after a stop return at once) and the loop state is read back once per chunk.
 #pragma once
 
 #include <cstdint>
@@ -22,9 +21,9 @@ namespace quantflow::cuda {
 // Largest k the fused step takes (a row's k components live in registers); larger k runs on the host
 // (CudaBackend::host_fallback).
 inline constexpr std::int64_t kMaxAdamK = 16;
-// Matrix rows per thread block of the step: 4, 8 or 16 (each V value loaded serves that many rows);
-// qf_bench_skinny --adam-rows times the three.
-inline constexpr int kAdamRowsPerBlock = 8;
+// Matrix rows per thread block of the fused step: 1, 2 or 4. 1 was fastest on an H100 (a 4-block WAN-14B model
+// in AdamW: 14.6 s vs 19.0 s / 18.8 s); qf_bench_skinny --adam-rows times the three.
+inline constexpr int kAdamRowsPerBlock = 1;
 
 // The loop's device state for one layer: two offset buffers, the second moment, the k x k state.
 class AdamDevice {
@@ -47,8 +46,8 @@ private:
     double lr_;
     int rows_per_block_;
     const Stream& s_;
-    DeviceBuffer<float> u_, v_, z_, delta0_, delta1_, second_, e_, t_;
-    DeviceBuffer<double> p0_, p_, moved_, grad_, m1_, partial_;
+    DeviceBuffer<float> u_, v_, z_, delta0_, delta1_, second_;
+    DeviceBuffer<double> p0_, p_, moved_, grad_, m1_, t_;
     DeviceBuffer<AdamLoopState> state_;
     PinnedBuffer<AdamLoopState> mirror_;
 };
