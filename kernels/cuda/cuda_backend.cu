@@ -90,7 +90,7 @@ public:
         const auto basis = static_cast<std::uint64_t>(l.rows + l.cols) * static_cast<std::uint64_t>(l.basis_k + 10) * 4;
         const std::uint64_t svd = 8 * n + 4 * basis;
         if (!host_fallback(l).empty()) return {Backend::layer_memory(l).host, weight + svd + basis};
-        const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 16 * n + static_cast<std::uint64_t>(l.rows) * 16 * 4;
+        const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
         const std::uint64_t found = n / 16 + (1u << 20), pool = std::min(found, std::max<std::uint64_t>(1u << 16, n / 128));
         const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                      static_cast<std::uint64_t>(l.rows + l.cols) * 32;
