@@ -21,7 +21,6 @@
 // The candidates kept for the rounds (the backend keeps them in its pass: MidpointQuery) are those with the largest
 // leverage delta^2 |u_r|^2 |v_c|^2 per cost.
 #include <oneapi/tbb/parallel_for.h>
-#include <oneapi/tbb/parallel_invoke.h>
 
 #include <algorithm>
 #include <chrono>
@@ -43,7 +42,6 @@ constexpr double kPriorityWeight = 100;  // the optimizer's k x k block of P cou
 // first spent most of the budget, and the better one is kept.
 // (The first lambda is the tuning's: kNarrowFinish's 0.05, or the wide finish's.)
 constexpr double kBudgetBinds = 0.9;     // share of the budget spent that makes the second run worth it
-constexpr double kSpeculate = 4;         // pool cost / budget above which both runs start together
 constexpr double kCostFloor = 1e-6;      // of delta^2: a free move still has a finite score
 constexpr int kChunks = 256;             // prefix lengths evaluated per round
 constexpr std::size_t kPoolMin = 1 << 16;  // candidates kept for the rounds: at least this many,
@@ -273,23 +271,10 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     stats.finish_pass_seconds = seconds_since(start);
     start = std::chrono::steady_clock::now();
     const Pool pool = index_pool(x, moves);
-    // The second run (lambda 0) counts only when the first spends most of the budget. Where the pool's moves cost
-    // far more than the budget (FP8: nearly always), both run at once: the rounds are largely serial (ranking,
-    // selection), and the layer's latency is what a GPU run waits for. The result is the same either way.
-    double pool_cost = 0;
-    for (const MidpointMove& mv : moves) pool_cost += mv.cost;
-    Run best, second;
-    bool have_second = false;
-    if (pool_cost > kSpeculate * x.budget) {
-        oneapi::tbb::parallel_invoke([&] { best = run_rounds(x, pool, p, tuning.lambda); },
-                                     [&] { second = run_rounds(x, pool, p, 0.0); });
-        have_second = true;
-    } else {
-        best = run_rounds(x, pool, p, tuning.lambda);
-    }
+    Run best = run_rounds(x, pool, p, tuning.lambda);
     if (best.spent >= kBudgetBinds * x.budget) {
-        if (!have_second) second = run_rounds(x, pool, p, 0.0);
-        if (second.loss2 < best.loss2) best = std::move(second);
+        Run run = run_rounds(x, pool, p, 0.0);
+        if (run.loss2 < best.loss2) best = std::move(run);
     }
     std::vector<MidpointMove> chosen;
     for (std::size_t i = 0; i < moves.size(); ++i)
