@@ -1,5 +1,7 @@
 #include "stages/format/block_scaled.hpp"
 
+#include <oneapi/tbb/parallel_for.h>
+
 #include <string>
 
 #include "kernels/error.hpp"
@@ -64,13 +66,17 @@ std::vector<std::uint8_t> pack_block_weight(const QuantizedTensor& q) {
             for (std::int64_t c = 0; c < q.cols; ++c) out[static_cast<std::size_t>(r * g.cols_padded + c)] = q.codes[static_cast<std::size_t>(r * q.cols + c)];
         return out;
     }
-    const std::int64_t row_bytes = g.cols_padded / 2;
+    // Rows in parallel, a byte per pair of codes (the even one high), the odd last code alone (perf: the
+    // element-wise loop with its |= and branch was 16% of an nvfp4 --simple run on 2 cores).
+    const std::int64_t row_bytes = g.cols_padded / 2, pairs = q.cols / 2;
     std::vector<std::uint8_t> out(static_cast<std::size_t>(g.rows_padded * row_bytes), 0);
-    for (std::int64_t r = 0; r < q.rows; ++r)
-        for (std::int64_t c = 0; c < q.cols; ++c) {
-            const std::uint8_t code = q.codes[static_cast<std::size_t>(r * q.cols + c)] & 0x0Fu;
-            out[static_cast<std::size_t>(r * row_bytes + c / 2)] |= static_cast<std::uint8_t>(c % 2 == 0 ? code << 4 : code);
-        }
+    oneapi::tbb::parallel_for(std::int64_t{0}, q.rows, [&](std::int64_t r) {
+        const std::uint8_t* codes = q.codes.data() + r * q.cols;
+        std::uint8_t* row = out.data() + r * row_bytes;
+        for (std::int64_t i = 0; i < pairs; ++i)
+            row[i] = static_cast<std::uint8_t>((codes[2 * i] & 0x0Fu) << 4 | (codes[2 * i + 1] & 0x0Fu));
+        if (q.cols % 2 != 0) row[pairs] = static_cast<std::uint8_t>((codes[q.cols - 1] & 0x0Fu) << 4);
+    });
     return out;
 }
 
