@@ -57,7 +57,9 @@ void quantize_mxfp8(std::string_view name, const TensorView& w, QuantizedTensor&
             // The quantizer divides by 2^(byte - 127) also for byte 0 (a block below ~2^-118), where the
             // decoder reads 0.
             const float scale = bits_f32(byte == 0 ? 0x00400000u : static_cast<std::uint32_t>(byte) << 23);
-            for (std::int64_t i = 0; i < n; ++i) out[i] = f32_to_e4m3(clamp_abs(row[c0 + i] / scale, kFp8Max));
+            // x / 2^e is x * 2^-e exactly (both the correctly rounded x 2^-e; 2^-e is exact for every byte), so the
+            // vectorised FP8 encoder serves (perf: the scalar f32_to_e4m3 loop was half of an mxfp8 --simple run).
+            encode_fp8_cpu(row + c0, n, 1.0f / scale, out);
         }
     });
 }

@@ -2,6 +2,7 @@
 
 #include <oneapi/tbb/parallel_for.h>
 
+#include <algorithm>
 #include <string>
 
 #include "kernels/error.hpp"
@@ -62,8 +63,9 @@ std::vector<std::uint8_t> pack_block_weight(const QuantizedTensor& q) {
     const Grid g = grid_of(q.spec.format, q.rows, q.cols);
     if (q.spec.format == QuantFormat::Mxfp8) {
         std::vector<std::uint8_t> out(static_cast<std::size_t>(g.rows_padded * g.cols_padded), 0);
-        for (std::int64_t r = 0; r < q.rows; ++r)
-            for (std::int64_t c = 0; c < q.cols; ++c) out[static_cast<std::size_t>(r * g.cols_padded + c)] = q.codes[static_cast<std::size_t>(r * q.cols + c)];
+        oneapi::tbb::parallel_for(std::int64_t{0}, q.rows, [&](std::int64_t r) {
+            std::copy_n(q.codes.data() + r * q.cols, q.cols, out.data() + r * g.cols_padded);
+        });
         return out;
     }
     // Rows in parallel, a byte per pair of codes (the even one high), the odd last code alone (perf: the
