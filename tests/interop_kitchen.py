@@ -13,7 +13,8 @@ Installs nothing: exits 77 (ctest: skipped) with a message when torch or comfy_k
 (c) ConvRot (int8_tensorwise + convrot, convrot_w4a4) at every group size that fits: comfy-kitchen's decoders equal
     `quantflow decode` to float32 rounding (both rotate back; comfy-kitchen in float32, quantflow in double), and
     its quantizers give quantflow's codes and scales except where its float32 rotation lands on the other side of
-    a rounding boundary: scales within 8 ulp (a row's amax after G float32 additions; measured up to 6), codes
+    a rounding boundary: scales within max(8, 2 sqrt(G)) ulp (a row's amax after G float32 additions in the BLAS's
+    order: measured up to 6 with torch 2.9, 12 at G = 256 with torch 2.15), codes
     within 1 at positions an exact float64 rotation puts within 1e-3 of a half-step.
 One line per check, then "N passed, M failed"; exit 1 when anything failed.
 """
@@ -167,7 +168,8 @@ def check_convrot(flag, g, name, W, q, mine):
         rel = float(((theirs - ours).abs() / top).max())
         check(theirs.shape == ours.shape and rel < 2e-6, f"{tag}: {what} == quantflow decode to float32 rounding (max {rel:.2g} of the row's amax)")
     scale_ulps = int(ulps_apart(ref_scale.reshape(-1).float(), scale.reshape(-1)).max())
-    check(scale_ulps <= 8, f"{tag}: scales == comfy-kitchen's to {scale_ulps} ulp (at most 8; {int((ulps_apart(ref_scale.reshape(-1).float(), scale.reshape(-1)) > 0).sum())} rows differ)")
+    bound = max(8, int(2 * g ** 0.5))  # float32 sums of G terms: the error grows like sqrt(G) ulp
+    check(scale_ulps <= bound, f"{tag}: scales == comfy-kitchen's to {scale_ulps} ulp (at most {bound}; {int((ulps_apart(ref_scale.reshape(-1).float(), scale.reshape(-1)) > 0).sum())} rows differ)")
     if int4:
         def unpack(t):
             b = t.view(torch.uint8).long()
