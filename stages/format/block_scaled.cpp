@@ -86,10 +86,11 @@ std::vector<std::uint8_t> pack_block_scales(const QuantizedTensor& q) {
     const Grid g = grid_of(q.spec.format, q.rows, q.cols);
     const std::int64_t blocks = scale_cols(q.spec, q.cols);  // == g.scale_cols: K padded to a block multiple
     std::vector<std::uint8_t> out(static_cast<std::size_t>(g.stored_rows * g.stored_cols), 0);
-    for (std::int64_t r = 0; r < q.rows; ++r)
+    oneapi::tbb::parallel_for(std::int64_t{0}, q.rows, [&](std::int64_t r) {  // every (r, c) has its own byte
         for (std::int64_t c = 0; c < blocks; ++c)
             out[static_cast<std::size_t>(swizzled_offset(r, c, g.stored_cols))] =
                 scale_byte(q.spec.format, q.scales[static_cast<std::size_t>(r * blocks + c)]);
+    });
     return out;
 }
 
