@@ -15,8 +15,8 @@
 //  3. keep the prefix (at a chunk boundary) whose exact residual is smallest — a line search over the number
 //     of moves, since moves picked against the same residual overshoot together — and never let the
 //     optimizer's own block of P (weight h = kPriorityWeight) rise above its value on entry.
-// Up to the tuning's number of rounds (FinishTuning: 8, stopping early when a round gains under 2%); a second run with another lambda when the
-// budget binds, and the better of the two kept. Where the old sequential greedy choice needed one exact update per
+// Up to the tuning's number of rounds (FinishTuning: 8, stopping early when a round gains under 2%); a second run
+// with another lambda when the budget binds, and the better of the two kept. Where the old sequential greedy choice needed one exact update per
 // move, every step here is a parallel pass; the numbers are in the closing note of issue 10 (tools/bench_quality.py).
 // The candidates kept for the rounds (the backend keeps them in its pass: MidpointQuery) are those with the largest
 // leverage delta^2 |u_r|^2 |v_c|^2 per cost.

@@ -85,16 +85,21 @@ void encode_e2m1(const float* x, std::int64_t n, float total, std::uint8_t* out)
     encode_e2m1_row(x, n, totals, out);
 }
 
-// A row of codes from its per-element totals; an all-zero block (total 0) gets code 0 (its totals become 1 for
-// the division, its codes are zeroed after: -0.0 would give the -0 code).
-void encode_row_or_zero(const float* x, std::int64_t n, float* total, std::uint8_t* out) {
+// Row r of q's codes: round-to-nearest of `row` with the block scales and global scale q holds, in one vectorised
+// encode. An all-zero block (scale 0) gets code 0: its totals are 1 for the division and its codes zeroed after
+// (-0.0 would give the -0 code).
+void encode_nvfp4_row(const float* row, std::int64_t r, QuantizedTensor& q) {
+    const std::int64_t n = q.cols, blocks = (n + 15) / 16;
+    std::vector<float> totals(static_cast<std::size_t>(n));
     std::vector<std::int64_t> zero;  // first columns of the all-zero blocks
-    for (std::int64_t c0 = 0; c0 < n; c0 += 16)
-        if (total[c0] == 0.0f) {
-            zero.push_back(c0);
-            std::fill(total + c0, total + std::min<std::int64_t>(n, c0 + 16), 1.0f);
-        }
-    encode_e2m1_row(x, n, total, out);
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        const std::int64_t c0 = b * 16, end = std::min<std::int64_t>(n, c0 + 16);
+        const float scale = q.scales[static_cast<std::size_t>(r * blocks + b)];
+        if (scale == 0.0f) zero.push_back(c0);
+        std::fill(totals.begin() + c0, totals.begin() + end, scale == 0.0f ? 1.0f : q.global_scale * scale);
+    }
+    std::uint8_t* out = q.codes.data() + r * n;
+    encode_e2m1_row(row, n, totals.data(), out);
     for (const std::int64_t c0 : zero) std::fill(out + c0, out + std::min<std::int64_t>(n, c0 + 16), std::uint8_t{0});
 }
 
@@ -105,18 +110,15 @@ void quantize_nvfp4(std::string_view name, const TensorView& w, QuantizedTensor&
     q.global_scale = global;
     q.scales.assign(static_cast<std::size_t>(w.rows * blocks), 0.0f);
     for_rows(w, [&](std::int64_t r, const float* row) {
-        std::vector<float> totals(static_cast<std::size_t>(w.cols));
         for (std::int64_t b = 0; b < blocks; ++b) {
             const std::int64_t c0 = b * 16, n = std::min<std::int64_t>(16, w.cols - c0);
             bool finite = true;
             const float amax = block_amax(row + c0, n, finite);
             if (!finite) throw_non_finite(name, w, r);
             const float wanted = (amax / kE2m1Max) / global;
-            const float block = e4m3_to_f32(f32_to_e4m3(wanted < kFp8Max ? wanted : kFp8Max));
-            q.scales[static_cast<std::size_t>(r * blocks + b)] = block;
-            std::fill_n(totals.begin() + c0, n, global * block);
+            q.scales[static_cast<std::size_t>(r * blocks + b)] = e4m3_to_f32(f32_to_e4m3(wanted < kFp8Max ? wanted : kFp8Max));
         }
-        encode_row_or_zero(row, w.cols, totals.data(), q.codes.data() + r * w.cols);
+        encode_nvfp4_row(row, r, q);
     });
 }
 
@@ -186,15 +188,7 @@ double search_block_scales_cpu(const TensorView& w, QuantizedTensor& q) {
 }
 
 void encode_nvfp4_cpu(const TensorView& w, QuantizedTensor& q) {
-    const std::int64_t blocks = (w.cols + 15) / 16;
-    for_rows(w, [&](std::int64_t r, const float* row) {
-        std::vector<float> totals(static_cast<std::size_t>(w.cols));
-        for (std::int64_t b = 0; b < blocks; ++b) {
-            const std::int64_t c0 = b * 16;
-            std::fill_n(totals.begin() + c0, std::min<std::int64_t>(16, w.cols - c0), q.global_scale * q.scales[static_cast<std::size_t>(r * blocks + b)]);
-        }
-        encode_row_or_zero(row, w.cols, totals.data(), q.codes.data() + r * w.cols);
-    });
+    for_rows(w, [&](std::int64_t r, const float* row) { encode_nvfp4_row(row, r, q); });
 }
 
 void quantize_block_scaled_cpu(std::string_view name, const TensorView& w, QuantizedTensor& q, float tensor_amax) {

@@ -21,8 +21,8 @@ constexpr int kWarps = kThreads / 32;
 // block's shared copy (global memory's latency on a one-thread loop cost ~95 us a step, Nsight Compute) and
 // adam_moment on every entry in parallel (the same bits as adam_control). z receives the gradient direction and
 // the first moment as floats (2 k x k) for the step; losses[t - t0] the loss (the chunk's buffer). kk <= kThreads.
-__global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const double* p0, const double* moved, double* p, double* grad,
-                               double* m1, float* z, double* losses) {
+__global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const double* p0, const double* moved, double* p, double* m1,
+                               float* z, double* losses) {
     if (st->stopped) return;  // every thread reads it before thread 0 may write it (after the barrier)
     __shared__ double sp[kThreads];
     __shared__ double shared_loss;
@@ -45,8 +45,7 @@ __global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const d
     if (!go) return;
     double g = 0, m = m1[i];
     adam_moment(sp[i], shared_loss, g, m);
-    grad[i] = g;
-    m1[i] = m;
+    m1[i] = m;  // the gradient direction lives on only in z
     z[i] = static_cast<float>(g);
     z[kk + i] = static_cast<float>(m);
 }
@@ -185,7 +184,7 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
     delta0_ = DeviceBuffer<float>(n);
     delta1_ = DeviceBuffer<float>(n);
     second_ = DeviceBuffer<float>(n);
-    for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &grad_, &m1_}) *b = DeviceBuffer<double>(p0p.size());
+    for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &m1_}) *b = DeviceBuffer<double>(p0p.size());
     t_ = DeviceBuffer<double>(static_cast<std::size_t>(rows_ * K));
     state_ = DeviceBuffer<AdamLoopState>(1);
     mirror_ = PinnedBuffer<AdamLoopState>(1);
@@ -207,7 +206,7 @@ AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) 
     const StepLauncher launch = step_launcher(padded_, rows_per_block_);
     DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count));
     for (int step = t0; step < t0 + count; ++step) {
-        control_kernel<<<1, kThreads, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), moved_.get(), p_.get(), grad_.get(), m1_.get(),
+        control_kernel<<<1, kThreads, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), moved_.get(), p_.get(), m1_.get(),
                                               z_.get(), chunk_losses.get());
         const AdamScalars sc = adam_scalars(optimizer_, lr_, step + 1);
         launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),

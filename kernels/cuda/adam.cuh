@@ -47,7 +47,7 @@ private:
     int rows_per_block_;
     const Stream& s_;
     DeviceBuffer<float> u_, v_, z_, delta0_, delta1_, second_;
-    DeviceBuffer<double> p0_, p_, moved_, grad_, m1_, t_;
+    DeviceBuffer<double> p0_, p_, moved_, m1_, t_;
     DeviceBuffer<AdamLoopState> state_;
     PinnedBuffer<AdamLoopState> mirror_;
 };
