@@ -20,8 +20,6 @@
 // move, every step here is a parallel pass; the numbers are in the closing note of issue 10 (tools/bench_quality.py).
 // The candidates kept for the rounds (the backend keeps them in its pass: MidpointQuery) are those with the largest
 // leverage delta^2 |u_r|^2 |v_c|^2 per cost.
-#include <oneapi/tbb/parallel_for.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -100,22 +98,11 @@ FinishContext make_context(const LowRank& basis, std::int64_t priority_k, const 
     return x;
 }
 
-// The pool as the rounds read it (shared by both runs): each candidate's second-order term and the offsets of
-// its row of U and its column of V.
-struct Pool {
-    const std::vector<MidpointMove>& moves;
-    std::vector<double> leverage;
-    std::vector<std::int64_t> row_at, col_at;
-};
-
-Pool index_pool(const FinishContext& x, const std::vector<MidpointMove>& moves) {
-    Pool pool{moves, std::vector<double>(moves.size()), std::vector<std::int64_t>(moves.size()), std::vector<std::int64_t>(moves.size())};
-    for (std::size_t i = 0; i < moves.size(); ++i) {
-        pool.leverage[i] = x.leverage(moves[i]);
-        pool.row_at[i] = moves[i].element / x.basis.cols * x.k;
-        pool.col_at[i] = moves[i].element % x.basis.cols * x.k;
-    }
-    return pool;
+// Each candidate's second-order term (shared by both runs).
+std::vector<double> pool_leverage(const FinishContext& x, const std::vector<MidpointMove>& moves) {
+    std::vector<double> leverage(moves.size());
+    for (std::size_t i = 0; i < moves.size(); ++i) leverage[i] = x.leverage(moves[i]);
+    return leverage;
 }
 
 // One run of the rounds over the pool: the residual, what it spent, and which candidates are moved.
@@ -126,90 +113,26 @@ struct Run {
     std::vector<char> moved;
 };
 
-Run run_rounds(const FinishContext& x, const Pool& pool, const std::vector<double>& p0, double lambda) {
-    const std::int64_t m = x.basis.rows, k = x.k, kk = k * k;
-    const std::size_t size = pool.moves.size();
+Run run_rounds(const FinishContext& x, MoveRounds& rounds, std::size_t size, const std::vector<double>& p0, double lambda) {
+    const std::int64_t kk = x.k * x.k;
     Run run{p0, x.weighted(p0.data()), 0, std::vector<char>(size, 0)};
-    const std::vector<std::int64_t>& row_at = pool.row_at;
-    const std::vector<std::int64_t>& col_at = pool.col_at;
-    const auto delta = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(pool.moves[i].delta) : pool.moves[i].delta; };
-    const auto cost = [&](std::size_t i) { return run.moved[i] ? -static_cast<double>(pool.moves[i].cost) : pool.moves[i].cost; };
-    std::vector<double> score(size), uph(at(m * k));
-    std::vector<float> uph_f(at(m * k)), vt_f(x.vt.begin(), x.vt.end());  // the ranking's copies (float: half the bytes)
+    rounds.restart();
+    std::vector<double> hp(at(kk));
+    std::vector<float> costs;
     double& spent = run.spent;
     std::size_t cap = kHeadMin;
     for (int round = 0; round < x.tuning.max_rounds; ++round) {
-        // U (h.P), then every candidate's exact decrease of ||P||_h^2 against the current residual.
-        oneapi::tbb::parallel_for(std::int64_t{0}, m, [&](std::int64_t r) {
-            for (std::int64_t j = 0; j < k; ++j) {
-                double s = 0;
-                for (std::int64_t i = 0; i < k; ++i) s += static_cast<double>(x.basis.u[at(r * k + i)]) * x.h[at(i * k + j)] * run.p[at(i * k + j)];
-                uph[at(r * k + j)] = s;
-                uph_f[at(r * k + j)] = static_cast<float>(s);
-            }
-        });
-        oneapi::tbb::parallel_for(std::size_t{0}, size, [&](std::size_t i) {
-            const double d = delta(i);
-            // Ranking only (the exact update below is in double): a float dot product of the row and column.
-            const float* u = uph_f.data() + row_at[i];
-            const float* v = vt_f.data() + col_at[i];
-            float g = 0;
-            for (std::int64_t j = 0; j < k; ++j) g += u[j] * v[j];
-            const double decrease = -(2 * d * g + pool.leverage[i]);
-            score[i] = decrease > 0 ? decrease / (std::max(cost(i), 0.0) + (lambda + kCostFloor) * d * d) : -1.0;
-        });
-        // The `cap` best: a threshold from every 16th candidate narrows what nth_element ranks. Exact: everything at
-        // or above the threshold is collected, and when that is fewer than `cap` (of more positives) the whole set
-        // is. (score, index) pairs side by side: the selection compares contiguous keys, not scattered lookups.
-        std::vector<double> sample;
-        for (std::size_t i = 0; i < size; i += 16)
-            if (score[i] > 0) sample.push_back(score[i]);
-        double threshold = 0;
-        const std::size_t rank = (cap + cap / 2) / 16;
-        if (sample.size() > 2 * rank) {
-            std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(rank), sample.end(), std::greater<>());
-            threshold = sample[rank];
-        }
-        std::vector<std::pair<double, std::uint32_t>> ranking;
-        std::size_t positives = 0;
-        const auto collect = [&](double floor) {
-            ranking.clear();
-            positives = 0;
-            for (std::size_t i = 0; i < size; ++i) {
-                if (!(score[i] > 0)) continue;
-                ++positives;
-                if (score[i] >= floor) ranking.emplace_back(-score[i], static_cast<std::uint32_t>(i));  // ascending = best first
-            }
-        };
-        collect(threshold);
-        if (ranking.size() < std::min(positives, cap)) collect(0);
-        const std::size_t ranked = std::min(ranking.size(), cap);
-        std::nth_element(ranking.begin(), ranking.begin() + static_cast<std::ptrdiff_t>(ranked), ranking.end());
-        ranking.resize(ranked);
-        std::sort(ranking.begin(), ranking.end());
-        std::vector<std::uint32_t> head(ranked);
-        for (std::size_t t = 0; t < ranked; ++t) head[t] = ranking[t].second;
+        // Every candidate's exact decrease of ||P||_h^2 against the current residual, the `cap` best first.
+        for (std::size_t t = 0; t < hp.size(); ++t) hp[t] = x.h[t] * run.p[t];
+        const std::vector<std::uint32_t> head = rounds.rank(hp, lambda + kCostFloor, cap, costs);
+        const std::size_t ranked = head.size();
         // The longest prefix within the remaining budget (a moved element moving back refunds its cost).
         std::size_t limit = 0;
-        for (double cum = spent; limit < head.size() && cum + cost(head[limit]) <= x.budget; ++limit) cum += cost(head[limit]);
+        for (double cum = spent; limit < ranked && cum + costs[limit] <= x.budget; ++limit) cum += costs[limit];
         if (limit == 0) break;
         // Exact k x k updates of fixed chunks of the prefix, then the best chunk boundary.
         const std::size_t chunk = (limit + kChunks - 1) / kChunks, chunks = (limit + chunk - 1) / chunk;
-        std::vector<double> sums(chunks * at(kk), 0.0);
-        oneapi::tbb::parallel_for(std::size_t{0}, chunks, [&](std::size_t b) {
-            double* __restrict s = sums.data() + b * at(kk);
-            for (std::size_t t = b * chunk; t < std::min(limit, (b + 1) * chunk); ++t) {
-                const std::uint32_t i = head[t];
-                const double d = delta(i);
-                const float* __restrict u = x.basis.u.data() + row_at[i];
-                const double* __restrict v = x.vt.data() + col_at[i];
-                for (std::int64_t a = 0; a < k; ++a) {
-                    const double du = d * u[a];
-                    double* __restrict sa = s + a * k;
-                    for (std::int64_t c = 0; c < k; ++c) sa[c] += du * v[c];
-                }
-            }
-        });
+        const std::vector<double> sums = rounds.chunk_sums(limit, chunk);
         std::vector<double> trial = run.p, best_p = run.p;
         double best = run.loss2;
         std::size_t best_chunks = 0;
@@ -224,14 +147,15 @@ Run run_rounds(const FinishContext& x, const Pool& pool, const std::vector<doubl
         }
         if (best_chunks == 0) break;
         const std::size_t take = std::min(limit, best_chunks * chunk);
+        rounds.flip(take);
         for (std::size_t t = 0; t < take; ++t) {
-            spent += cost(head[t]);
+            spent += costs[t];
             run.moved[head[t]] = static_cast<char>(!run.moved[head[t]]);
         }
         run.p = best_p;
         const double before = run.loss2;
         run.loss2 = best;
-        // The whole ranked head was worth taking: rank more next round. Else stop once a round gains little.
+        // The whole ranked head was worth taking: rank more next round. Else stop once a round gains under min_gain.
         const bool whole = take == limit && limit == ranked;
         cap = std::min(kHeadMax, whole ? 4 * cap : std::max(kHeadMin, 4 * take));
         if (!whole && run.loss2 > x.tuning.min_gain * x.tuning.min_gain * before) break;
@@ -270,10 +194,12 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     x.budget = std::max(0.0, (1 + budget) * (1 + budget) * base - error2);
     stats.finish_pass_seconds = seconds_since(start);
     start = std::chrono::steady_clock::now();
-    const Pool pool = index_pool(x, moves);
-    Run best = run_rounds(x, pool, p, tuning.lambda);
+    const std::vector<double> leverage = pool_leverage(x, moves);
+    const std::unique_ptr<MoveRounds> rounds =
+        work.move_rounds(RoundsPool{moves, leverage, basis.u, x.vt, basis.rows, basis.cols, basis.k});
+    Run best = run_rounds(x, *rounds, moves.size(), p, tuning.lambda);
     if (best.spent >= kBudgetBinds * x.budget) {
-        Run run = run_rounds(x, pool, p, 0.0);
+        Run run = run_rounds(x, *rounds, moves.size(), p, 0.0);
         if (run.loss2 < best.loss2) best = std::move(run);
     }
     std::vector<MidpointMove> chosen;

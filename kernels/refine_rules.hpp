@@ -60,4 +60,25 @@ QF_HOST_DEVICE double midpoint_value(double delta, double cost, double leverage,
     return leverage / (cost + lambda * delta * delta);
 }
 
+// The finish's rounds (kernels/learned_rounding_finish.cpp) rank a candidate move (delta, cost) of element (r, c)
+// by the exact decrease of the weighted projected error ||P||_h^2, -(2 delta g + leverage) with
+// g = (U (h.P))[r] . V[:, c], per unit of max(cost, 0) + lambda delta^2; -1 when it would not decrease. g is a
+// float dot product in four partial sums (ranking only; a single chain of k dependent adds was the slowest part of
+// a round). Shared by the host's and the CUDA backend's rounds, which therefore rank identically.
+QF_HOST_DEVICE double round_score(const float* uph, const float* v, std::int64_t k, double delta, double cost, double leverage,
+                                  double lambda) {
+    float g0 = 0, g1 = 0, g2 = 0, g3 = 0;
+    std::int64_t j = 0;
+    for (; j + 4 <= k; j += 4) {
+        g0 += uph[j] * v[j];
+        g1 += uph[j + 1] * v[j + 1];
+        g2 += uph[j + 2] * v[j + 2];
+        g3 += uph[j + 3] * v[j + 3];
+    }
+    for (; j < k; ++j) g0 += uph[j] * v[j];
+    const double g = (g0 + g1) + (g2 + g3);
+    const double decrease = -(2 * delta * g + leverage);
+    return decrease > 0 ? decrease / ((cost > 0 ? cost : 0.0) + lambda * delta * delta) : -1.0;
+}
+
 }  // namespace quantflow

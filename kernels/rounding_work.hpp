@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -45,6 +46,37 @@ struct MidpointQuery {
     std::span<const double> row, row_p, col, col_p;
 };
 
+// The candidates of the finish's rounds: the moves midpoint_moves returned (element order), with what ranking them
+// needs. The spans must outlive the MoveRounds made from them.
+struct RoundsPool {
+    std::span<const MidpointMove> moves;
+    std::span<const double> leverage;  // each move's second-order term (midpoint_leverage)
+    std::span<const float> u;          // U [rows, k], row-major: the basis' U at its full width k
+    std::span<const double> vt;        // V^T [cols, k]
+    std::int64_t rows = 0, cols = 0, k = 0;
+};
+
+// The full-size steps of the finish's rounds (kernels/learned_rounding_finish.cpp decides everything else). Each
+// candidate is unmoved or moved; a moved one's only move is back (its delta and cost negated).
+class MoveRounds {
+public:
+    virtual ~MoveRounds() = default;
+    // Scores every candidate against hp = h.P (k x k, row-major) with round_score (refine_rules.hpp) and returns
+    // the `cap` best of those scoring above 0, best first (ties: the lower index), their current costs in `costs`.
+    // This ranking, "the head", is what chunk_sums and flip refer to.
+    virtual std::vector<std::uint32_t> rank(const std::vector<double>& hp, double lambda, std::size_t cap, std::vector<float>& costs) = 0;
+    // For every chunk b: the k x k sum over head[b chunk, min(limit, (b + 1) chunk)), in head order and in double, of
+    // delta u_r v_c^T (chunks * k * k values, chunk after chunk).
+    virtual std::vector<double> chunk_sums(std::size_t limit, std::size_t chunk) = 0;
+    // Moves (or moves back) the head's first `take` candidates.
+    virtual void flip(std::size_t take) = 0;
+    // Every candidate unmoved again.
+    virtual void restart() = 0;
+};
+
+// The rounds on the host (oneTBB): the CPU backend's, and any backend's that has none of its own.
+std::unique_ptr<MoveRounds> make_host_rounds(const RoundsPool& pool);
+
 class RoundingWork {
 public:
     virtual ~RoundingWork() = default;
@@ -77,6 +109,8 @@ public:
     virtual std::vector<MidpointMove> midpoint_moves(const MidpointQuery& query, double& error2) = 0;
     // Applies the moves' steps to the codes.
     virtual void move_codes(std::span<const MidpointMove> moves) = 0;
+    // The rounds over a pool of those moves (bit-identical on every backend).
+    virtual std::unique_ptr<MoveRounds> move_rounds(const RoundsPool& pool) { return make_host_rounds(pool); }
 
     // Puts back the codes the work was created with (round-to-nearest): the never-worse guarantee.
     virtual void reset_codes() = 0;

@@ -52,8 +52,15 @@ TEST_CASE("gpu devices: --devices all writes the bytes of one GPU; every GPU com
     for (const char* mode : {"", "--optimizer adamw --num_iter 60", "--simple"}) {
         CAPTURE(mode);
         const std::string common = binary() + " -i " + model + " --overwrite --comfy_quant --manual_seed 3 --progress none " + mode;
-        REQUIRE(qftest::run_command(common + " -o " + dir + "/one.safetensors --devices 0", log) == 0);
-        REQUIRE(qftest::run_command(common + " -o " + dir + "/all.safetensors --devices all --report " + dir + "/all.json", log) == 0);
+        // The output goes into the failure message: a run that aborted once (exit 134) left nothing else to go by.
+        const int one = qftest::run_command(common + " -o " + dir + "/one.safetensors --devices 0", log);
+        const std::string said_one = log;  // INFO reads its arguments when a check fails: copies, not `log`
+        INFO("--devices 0 said: " << said_one);
+        REQUIRE(one == 0);
+        const int all = qftest::run_command(common + " -o " + dir + "/all.safetensors --devices all --report " + dir + "/all.json", log);
+        const std::string said_all = log;
+        INFO("--devices all said: " << said_all);
+        REQUIRE(all == 0);
         CHECK(qftest::read_file(dir + "/one.safetensors") == qftest::read_file(dir + "/all.safetensors"));
         const std::string report = read_text(dir + "/all.json");
         for (int g = 0; g < gpus; ++g) CHECK(report.find("\"cuda:" + std::to_string(g) + "\": ") != std::string::npos);

@@ -4,15 +4,7 @@
 #include <memory>
 
 #include "kernels/backend.hpp"
-
-// Hot loops are compiled twice, for AVX2 and for baseline x86-64, and picked at load time (GCC ifunc).
-// Not under sanitizers: the ifunc resolver runs before their runtime is up (TSan: SIGSEGV at load).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-#define QF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define QF_VECTOR_CLONES
-#endif
+#include "kernels/vector_clones.hpp"
 
 namespace quantflow {
 

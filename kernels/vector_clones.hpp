@@ -1,0 +1,12 @@
+// kernels/vector_clones.hpp: QF_VECTOR_CLONES marks a host hot loop to be compiled twice, for AVX2 and for
+// baseline x86-64, and picked at load time (GCC ifunc). The build keeps -ffp-contract=off, so both clones
+// compute the same bits. Not under sanitizers: the ifunc resolver runs before their runtime is up (TSan:
+// SIGSEGV at load).
+#pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__) && !defined(__CUDACC__)
+#define QF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define QF_VECTOR_CLONES
+#endif
