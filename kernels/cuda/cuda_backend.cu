@@ -79,9 +79,10 @@ public:
     // rounding (the SVD's float32 copy and cuSOLVER's workspace; AdamW/RAdam's two offset buffers and second
     // moment; the rounding-aware finish's first candidate buffer of n/16 + 1M moves with its selection: a value,
     // an index and the sort's copy of it per candidate, the kept pool twice and the leverage), the error in
-    // double for the projections and the round-to-nearest codes kept for reset_codes. The host keeps only the
-    // pool (max(64 Ki, n/128) moves, learned_rounding_finish.cpp) and the driver's two runs over it (~144 bytes
-    // per move). A layer that runs on the host (host_fallback) has the host backend's learned-rounding memory,
+    // double for the projections and the round-to-nearest codes kept for reset_codes. The finish's rounds
+    // (move_rounds.cu, ~84 bytes per pool move) come after the candidate buffer is freed and are smaller. The host
+    // keeps only the pool (max(64 Ki, n/128) moves, learned_rounding_finish.cpp) and the driver's two runs over it
+    // (at most ~144 bytes per move). A layer that runs on the host (host_fallback) has the host backend's learned-rounding memory,
     // and only its SVD on the device.
     LayerMemory layer_memory(const LayerWork& l) const override {
         const auto n = static_cast<std::uint64_t>(l.rows) * static_cast<std::uint64_t>(l.cols);

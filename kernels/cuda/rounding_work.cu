@@ -9,6 +9,7 @@
 
 #include "kernels/cuda/adam.cuh"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/move_rounds.cuh"
 #include "kernels/cuda/rounding.cuh"
 #include "kernels/cuda/skinny.cuh"
 #include "kernels/error.hpp"
@@ -172,6 +173,8 @@ public:
         cuda::move_codes(d.get(), static_cast<std::int64_t>(moves.size()), fp8_, codes_.get(), s_.get());
         s_.sync();
     }
+
+    std::unique_ptr<MoveRounds> move_rounds(const RoundsPool& pool) override { return make_device_rounds(device_, pool, s_); }
 
     void reset_codes() override {
         const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
