@@ -80,8 +80,9 @@ struct RoundingStats {
     // RAdam: +0.1%), so round-to-nearest was kept and the finish started from it.
     bool optimizer_reverted = false;
     // Wall seconds of the phases (--report): the optimizer (with its projections and rounding), the finish's
-    // full pass over the weight (midpoint moves), and its rounds on the host.
-    double optimize_seconds = 0, finish_pass_seconds = 0, finish_rounds_seconds = 0;
+    // full pass over the weight (midpoint moves), its rounds (on the backend's MoveRounds), and the top-k SVD before
+    // them all (set by the optimizer stage).
+    double optimize_seconds = 0, finish_pass_seconds = 0, finish_rounds_seconds = 0, svd_seconds = 0;
     std::vector<double> losses;  // L of every evaluated iterate, in order (losses[0] = initial_loss)
 };
 

@@ -223,7 +223,8 @@ std::string layer_json(const LayerRecord& r) {
              std::to_string(r.rounding.best_iteration) + ", \"initial_loss\": " + json_number(r.rounding.initial_loss) +
              ", \"best_loss\": " + json_number(r.rounding.best_loss) + ", \"rounded_loss\": " + json_number(r.rounding.rounded_loss) +
              ", \"final_loss\": " + json_number(r.rounding.final_loss) + ", \"moved_codes\": " + std::to_string(r.rounding.flips) +
-             ", \"optimize_seconds\": " + json_number(r.rounding.optimize_seconds) + ", \"finish_pass_seconds\": " +
+             ", \"svd_seconds\": " + json_number(r.rounding.svd_seconds) + ", \"optimize_seconds\": " +
+             json_number(r.rounding.optimize_seconds) + ", \"finish_pass_seconds\": " +
              json_number(r.rounding.finish_pass_seconds) + ", \"finish_rounds_seconds\": " + json_number(r.rounding.finish_rounds_seconds) +
              (r.rounding.optimizer_reverted ? ", \"optimizer_reverted\": true" : "");
     if (r.measured) {

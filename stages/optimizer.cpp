@@ -32,8 +32,11 @@ void quantize_layer(TensorJob& job, std::string_view tensor_name, const TensorVi
             rounding.on_progress = [&](std::string_view phase, int step, int steps) { settings.on_progress(tensor_name, phase, step, steps); };
         if (job.plan->search_scales) rounding.rtn_error2 = backend.search_block_scales(tensor_name, weight, job.quant);
         if (rounding.on_progress) rounding.on_progress("svd", 0, 1);
+        const auto svd_start = std::chrono::steady_clock::now();
         job.basis = backend.top_k_svd(tensor_name, weight, svd_settings(job, tensor_name, settings));
+        const double svd_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - svd_start).count();
         job.rounding = backend.learned_round(tensor_name, weight, job.basis, rounding, job.quant);
+        job.rounding.svd_seconds = svd_seconds;
     }
     job.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }

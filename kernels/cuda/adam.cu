@@ -178,15 +178,15 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
     for (std::int64_t i = 0; i < k; ++i)
         for (std::int64_t j = 0; j < k; ++j) p0p[static_cast<std::size_t>(i * K + j)] = p0[static_cast<std::size_t>(i * k + j)];
 
-    u_ = DeviceBuffer<float>(up.size());
-    v_ = DeviceBuffer<float>(vp.size());
-    z_ = DeviceBuffer<float>(static_cast<std::size_t>(2 * kk_));
-    delta0_ = DeviceBuffer<float>(n);
-    delta1_ = DeviceBuffer<float>(n);
-    second_ = DeviceBuffer<float>(n);
-    for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &m1_}) *b = DeviceBuffer<double>(p0p.size());
-    t_ = DeviceBuffer<double>(static_cast<std::size_t>(rows_ * K));
-    state_ = DeviceBuffer<AdamLoopState>(1);
+    u_ = DeviceBuffer<float>(up.size(), s.get());
+    v_ = DeviceBuffer<float>(vp.size(), s.get());
+    z_ = DeviceBuffer<float>(static_cast<std::size_t>(2 * kk_), s.get());
+    delta0_ = DeviceBuffer<float>(n, s.get());
+    delta1_ = DeviceBuffer<float>(n, s.get());
+    second_ = DeviceBuffer<float>(n, s.get());
+    for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &m1_}) *b = DeviceBuffer<double>(p0p.size(), s.get());
+    t_ = DeviceBuffer<double>(static_cast<std::size_t>(rows_ * K), s.get());
+    state_ = DeviceBuffer<AdamLoopState>(1, s.get());
     mirror_ = PinnedBuffer<AdamLoopState>(1);
     const AdamLoopState start;
     upload(u_, up.data(), up.size(), s);
@@ -204,7 +204,7 @@ AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) 
     if (count <= 0) return {};
     const bool adamw = optimizer_ == Optimizer::AdamW;
     const StepLauncher launch = step_launcher(padded_, rows_per_block_);
-    DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count));
+    DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count), s_.get());
     for (int step = t0; step < t0 + count; ++step) {
         control_kernel<<<1, kThreads, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), moved_.get(), p_.get(), m1_.get(),
                                               z_.get(), chunk_losses.get());

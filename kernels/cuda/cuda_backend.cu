@@ -174,8 +174,8 @@ public:
         const cuda::ScaleGrid g = grid_of(spec, w.rows, w.cols);
         const auto cells = static_cast<std::size_t>(g.cells());
 
-        DeviceBuffer<unsigned int> amax(cells);
-        DeviceBuffer<unsigned long long> bad(1);
+        DeviceBuffer<unsigned int> amax(cells, s.get());
+        DeviceBuffer<unsigned long long> bad(1, s.get());
         QF_CUDA_CHECK(cudaMemsetAsync(amax.get(), 0, cells * sizeof(unsigned int), s.get()));
         QF_CUDA_CHECK(cudaMemsetAsync(bad.get(), 0xFF, sizeof(unsigned long long), s.get()));
         cuda::cell_amax(dw, g, amax.get(), bad.get(), s.get());
@@ -203,8 +203,8 @@ public:
             factor[c] = encode_factor(spec.format, a);
             q.scales[c] = stored_scale(spec.format, a);
         }
-        DeviceBuffer<float> dfactor(cells);
-        DeviceBuffer<std::uint8_t> codes(n);
+        DeviceBuffer<float> dfactor(cells, s.get());
+        DeviceBuffer<std::uint8_t> codes(n, s.get());
         cuda::upload(dfactor, factor.data(), cells, s);
         cuda::encode(dw, g, dfactor.get(), fp8 ? 0 : int_code_max(spec.format), codes.get(), s.get());
         q.codes.resize(n);
@@ -222,8 +222,8 @@ public:
         const cuda::Stream s;
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         const DeviceWeightRef uw = device_weight(w, s);
-        DeviceBuffer<unsigned int> amax(1);
-        DeviceBuffer<unsigned long long> bad(1);
+        DeviceBuffer<unsigned int> amax(1, s.get());
+        DeviceBuffer<unsigned long long> bad(1, s.get());
         QF_CUDA_CHECK(cudaMemsetAsync(amax.get(), 0, sizeof(unsigned int), s.get()));
         QF_CUDA_CHECK(cudaMemsetAsync(bad.get(), 0xFF, sizeof(unsigned long long), s.get()));
         cuda::cell_amax(uw.view, cuda::ScaleGrid{w.rows, w.cols, 1, 1}, amax.get(), bad.get(), s.get());
@@ -241,7 +241,7 @@ public:
         q.rows = w.rows;
         q.cols = w.cols;
         q.codes.resize(n);
-        DeviceBuffer<std::uint8_t> codes(n);
+        DeviceBuffer<std::uint8_t> codes(n, s.get());
         if (spec.format == QuantFormat::Fp8E5m2Tensor) {
             q.scales = {tensor_amax == 0.0f ? 1.0f : stored_scale(spec.format, tensor_amax)};
             cuda::encode_e5m2(uw.view, encode_factor(spec.format, tensor_amax), codes.get(), s.get());
@@ -249,7 +249,7 @@ public:
             const bool nvfp4 = spec.format == QuantFormat::Nvfp4;
             if (nvfp4) q.global_scale = tensor_amax > 0.0f ? tensor_amax / (kFp8Max * kE2m1Max) : 1.0f;
             q.scales.resize(static_cast<std::size_t>(w.rows * scale_cols(spec, w.cols)));
-            DeviceBuffer<float> scales(q.scales.size());
+            DeviceBuffer<float> scales(q.scales.size(), s.get());
             cuda::encode_block_scaled(uw.view, nvfp4, q.global_scale, scales.get(), codes.get(), bad.get(), s.get());
             cuda::download(q.scales.data(), scales, q.scales.size(), s);
         }
@@ -265,8 +265,8 @@ public:
         const cuda::Stream s;  // each job its own stream: concurrent jobs overlap on the GPU
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         const DeviceWeightRef uw = device_weight(w, s);
-        DeviceBuffer<std::uint8_t> codes(n);
-        DeviceBuffer<float> scales(q.scales.size()), dx(x.size()), dy(y.size());
+        DeviceBuffer<std::uint8_t> codes(n, s.get());
+        DeviceBuffer<float> scales(q.scales.size(), s.get()), dx(x.size(), s.get()), dy(y.size(), s.get());
         staging().upload(codes.get(), q.codes.data(), n, s);
         // The CPU decodes code * (global * block scale): the same product, formed here once per block.
         std::vector<float> scaled(q.scales);
@@ -289,7 +289,7 @@ public:
         const auto& s = lease.slot->stream;
         const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
         const DeviceWeightRef uw = device_weight(w, s);
-        DeviceBuffer<float> f32(n);
+        DeviceBuffer<float> f32(n, s.get());
         cuda::decode(uw.view, f32.get(), s.get());
         return cuda::randomized_svd(lease.slot->solver, s, f32.get(), w.rows, w.cols, settings);
     }
@@ -337,7 +337,7 @@ private:
             const auto it = held_.find(w.data);
             if (it != held_.end() && it->second->view.rows == w.rows && it->second->view.cols == w.cols) return {{}, it->second->view};
         }
-        DeviceWeightRef ref{DeviceBuffer<unsigned char>(weight_bytes(w)), {}};
+        DeviceWeightRef ref{DeviceBuffer<unsigned char>(weight_bytes(w), s.get()), {}};  // used on s only
         staging().upload(ref.owned.get(), w.data, ref.owned.size(), s);
         ref.view = {ref.owned.get(), w.dtype, w.rows, w.cols};
         return ref;

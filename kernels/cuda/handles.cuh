@@ -49,17 +49,25 @@ public:
     explicit DeviceBuffer(std::size_t count) : count_(count), device_(current_device()) {
         if (count) QF_CUDA_CHECK(cudaMalloc(&ptr_, count * sizeof(T)));
     }
+    // Stream-ordered (cudaMallocAsync / cudaFreeAsync on `stream`, the device's default pool): for a buffer used
+    // only on that stream, which must outlive it. cudaFree waits for the whole device: with a layer per stream,
+    // every buffer a layer freed stalled the other layers' work.
+    DeviceBuffer(std::size_t count, cudaStream_t stream) : count_(count), device_(current_device()), stream_(stream) {
+        if (count) QF_CUDA_CHECK(cudaMallocAsync(&ptr_, count * sizeof(T), stream));
+    }
     ~DeviceBuffer() {
         if (!ptr_) return;
         const DeviceScope on(device_);
-        cudaFree(ptr_);
+        if (stream_) cudaFreeAsync(ptr_, stream_);
+        else cudaFree(ptr_);
     }
     DeviceBuffer(DeviceBuffer&& o) noexcept
-        : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)), device_(o.device_) {}
+        : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)), device_(o.device_), stream_(o.stream_) {}
     DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
         std::swap(ptr_, o.ptr_);
         std::swap(count_, o.count_);
         std::swap(device_, o.device_);
+        std::swap(stream_, o.stream_);
         return *this;
     }
     DeviceBuffer(const DeviceBuffer&) = delete;
@@ -71,6 +79,7 @@ private:
     T* ptr_ = nullptr;
     std::size_t count_ = 0;
     int device_ = 0;
+    cudaStream_t stream_ = nullptr;  // null: cudaMalloc / cudaFree
 };
 
 class Stream {

@@ -96,19 +96,19 @@ public:
         : device_(device), s_(s), rows_(pool.rows), k_(pool.k), size_(static_cast<std::int64_t>(pool.moves.size())) {
         const DeviceScope on(device_, DeviceScope::Mode::Checked);
         const auto n = static_cast<std::size_t>(size_);
-        DeviceBuffer<MidpointMove> moves(n);
+        DeviceBuffer<MidpointMove> moves(n, s_.get());
         upload(moves, pool.moves.data(), n, s_);
-        for (DeviceBuffer<float>* b : {&delta0_, &cost0_, &delta_, &cost_}) *b = DeviceBuffer<float>(n);
-        row_at_ = DeviceBuffer<std::int64_t>(n);
-        col_at_ = DeviceBuffer<std::int64_t>(n);
-        leverage_ = DeviceBuffer<double>(n);
-        score_ = DeviceBuffer<double>(n);
-        keys_ = DeviceBuffer<double>(n);
-        sorted_keys_ = DeviceBuffer<double>(n);
-        order_ = DeviceBuffer<std::uint32_t>(n);
-        sorted_ = DeviceBuffer<std::uint32_t>(n);
-        head_costs_ = DeviceBuffer<float>(n);
-        count_ = DeviceBuffer<std::int64_t>(1);
+        for (DeviceBuffer<float>* b : {&delta0_, &cost0_, &delta_, &cost_}) *b = DeviceBuffer<float>(n, s_.get());
+        row_at_ = DeviceBuffer<std::int64_t>(n, s_.get());
+        col_at_ = DeviceBuffer<std::int64_t>(n, s_.get());
+        leverage_ = DeviceBuffer<double>(n, s_.get());
+        score_ = DeviceBuffer<double>(n, s_.get());
+        keys_ = DeviceBuffer<double>(n, s_.get());
+        sorted_keys_ = DeviceBuffer<double>(n, s_.get());
+        order_ = DeviceBuffer<std::uint32_t>(n, s_.get());
+        sorted_ = DeviceBuffer<std::uint32_t>(n, s_.get());
+        head_costs_ = DeviceBuffer<float>(n, s_.get());
+        count_ = DeviceBuffer<std::int64_t>(1, s_.get());
         // Scratch of the selection and the sort, once: a cudaMalloc / cudaFree per round would stall every stream.
         std::size_t select_bytes = 0, sort_bytes = 0;
         QF_CUDA_CHECK(cub::DeviceSelect::If(nullptr, select_bytes, thrust::counting_iterator<std::uint32_t>(0), order_.get(), count_.get(),
@@ -116,12 +116,12 @@ public:
         QF_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, sort_bytes, keys_.get(), sorted_keys_.get(), order_.get(),
                                                                 sorted_.get(), size_, 0, 64, s_.get()));
         scratch_bytes_ = std::max<std::size_t>({select_bytes, sort_bytes, 1});
-        scratch_ = DeviceBuffer<unsigned char>(scratch_bytes_);
-        u_ = DeviceBuffer<float>(pool.u.size());
-        vt64_ = DeviceBuffer<double>(pool.vt.size());
-        vt_ = DeviceBuffer<float>(pool.vt.size());
-        uph_ = DeviceBuffer<float>(static_cast<std::size_t>(rows_ * k_));
-        hp_ = DeviceBuffer<double>(static_cast<std::size_t>(k_ * k_));
+        scratch_ = DeviceBuffer<unsigned char>(scratch_bytes_, s_.get());
+        u_ = DeviceBuffer<float>(pool.u.size(), s_.get());
+        vt64_ = DeviceBuffer<double>(pool.vt.size(), s_.get());
+        vt_ = DeviceBuffer<float>(pool.vt.size(), s_.get());
+        uph_ = DeviceBuffer<float>(static_cast<std::size_t>(rows_ * k_), s_.get());
+        hp_ = DeviceBuffer<double>(static_cast<std::size_t>(k_ * k_), s_.get());
         const std::vector<float> vt(pool.vt.begin(), pool.vt.end());
         upload(leverage_, pool.leverage.data(), n, s_);
         upload(u_, pool.u.data(), pool.u.size(), s_);
@@ -172,7 +172,7 @@ public:
         const std::size_t chunks = (limit + chunk - 1) / chunk, kk = static_cast<std::size_t>(k_ * k_);
         std::vector<double> sums(chunks * kk);
         if (chunks == 0) return sums;
-        if (sums_.size() < sums.size()) sums_ = DeviceBuffer<double>(sums.size());  // once: the driver's chunk count is fixed
+        if (sums_.size() < sums.size()) sums_ = DeviceBuffer<double>(sums.size(), s_.get());  // once: the driver's chunk count is fixed
         chunk_sums_kernel<<<static_cast<unsigned int>(chunks), kThreads, 0, s_.get()>>>(
             head_, static_cast<std::int64_t>(limit), static_cast<std::int64_t>(chunk), k_, delta_.get(), u_.get(), vt64_.get(),
             row_at_.get(), col_at_.get(), sums_.get());

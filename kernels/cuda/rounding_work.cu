@@ -30,13 +30,13 @@ public:
                   "tensor '" + name_ + "': basis [" + std::to_string(basis.rows) + ", " + std::to_string(basis.cols) +
                       "] does not match the codes [" + std::to_string(q.rows) + ", " + std::to_string(q.cols) + "]");
         weight_ = load_weight(s_);
-        codes_ = DeviceBuffer<std::uint8_t>(n_);
-        rtn_ = DeviceBuffer<std::uint8_t>(n_);
-        scales_ = DeviceBuffer<float>(q.scales.size());
-        v_ = DeviceBuffer<float>(basis.v.size());
-        v64_ = DeviceBuffer<double>(basis.v.size());
-        e_work_ = DeviceBuffer<double>(n_);  // the error (or the INT8 step's product) in double for the projections
-        t_ = DeviceBuffer<double>(at(q.rows * basis.k));
+        codes_ = DeviceBuffer<std::uint8_t>(n_, s_.get());
+        rtn_ = DeviceBuffer<std::uint8_t>(n_, s_.get());
+        scales_ = DeviceBuffer<float>(q.scales.size(), s_.get());
+        v_ = DeviceBuffer<float>(basis.v.size(), s_.get());
+        v64_ = DeviceBuffer<double>(basis.v.size(), s_.get());
+        e_work_ = DeviceBuffer<double>(n_, s_.get());  // the error (or the INT8 step's product) in double for the projections
+        t_ = DeviceBuffer<double>(at(q.rows * basis.k), s_.get());
         ring_.upload(codes_.get(), q.codes.data(), n_, s_);
         QF_CUDA_CHECK(cudaMemcpyAsync(rtn_.get(), codes_.get(), n_, cudaMemcpyDeviceToDevice, s_.get()));
         upload(scales_, q.scales.data(), q.scales.size(), s_);
@@ -70,7 +70,7 @@ public:
                 for (std::int64_t i = 0; i < k; ++i) acc += basis_.u[at(r * wide + i)] * zf[at(i * k + j)];
                 uz[at(r * k + j)] = acc;
             }
-        DeviceBuffer<float> duz(uz.size());
+        DeviceBuffer<float> duz(uz.size(), s_.get());
         upload(duz, uz.data(), uz.size(), s_);
         correct_codes(weight_.view, g_, codes_.get(), scales_.get(), fp8_, duz.get(), v_.get(), static_cast<int>(k), s_.get());
         s_.sync();
@@ -84,7 +84,7 @@ public:
         for (std::int64_t r = 0; r < rows; ++r)
             for (std::int64_t i = 0; i < k; ++i)
                 for (std::int64_t j = 0; j < k; ++j) uy[at(r * k + j)] += static_cast<double>(basis_.u[at(r * wide + i)]) * y[at(i * k + j)];
-        DeviceBuffer<double> duy(uy.size());
+        DeviceBuffer<double> duy(uy.size(), s_.get());
         upload(duy, uy.data(), uy.size(), s_);
         scaled_low_rank(rows, basis_.cols, g_, scales_.get(), duy.get(), v64_.get(), static_cast<int>(k), e_work_.get(), s_.get());
         rows_times_vt_lt(lt_, rows, basis_.cols, e_work_.get(), v64_.get(), static_cast<int>(k), t_.get(), s_.get());
@@ -116,13 +116,13 @@ public:
         adam_.reset();
         const RefineTables tables = refine_tables(q_.spec.format);
         const unsigned int blocks = midpoint_blocks(static_cast<std::int64_t>(n_));
-        DeviceBuffer<unsigned long long> count(1);
-        DeviceBuffer<double> partial(blocks);
+        DeviceBuffer<unsigned long long> count(1, s_.get());
+        DeviceBuffer<double> partial(blocks, s_.get());
         std::vector<double> sums(blocks);
         // keep == 0 only measures error2: room for no move.
         unsigned long long capacity = query.keep == 0 ? 0 : n_ / 16 + (1u << 20), total = 0;
         for (;;) {
-            DeviceBuffer<MidpointMove> found(static_cast<std::size_t>(std::max<unsigned long long>(capacity, 1)));
+            DeviceBuffer<MidpointMove> found(static_cast<std::size_t>(std::max<unsigned long long>(capacity, 1)), s_.get());
             QF_CUDA_CHECK(cudaMemsetAsync(count.get(), 0, sizeof(unsigned long long), s_.get()));
             find_midpoint_moves(weight_.view, g_, codes_.get(), scales_.get(), fp8_, tables, query.cost_share, found.get(), count.get(),
                                 capacity, partial.get(), s_.get());
@@ -139,7 +139,7 @@ public:
             // The selection on the device (the atomic compaction's order varies from run to run; the ranking and
             // the element order of the result do not): only the kept moves cross the bus.
             const std::size_t keep = std::min<std::size_t>(query.keep, static_cast<std::size_t>(total));
-            DeviceBuffer<MidpointMove> kept(keep);
+            DeviceBuffer<MidpointMove> kept(keep, s_.get());
             DeviceBuffer<double> row, row_p, col, col_p;  // the leverage, needed only to rank (the kernel indexes it unchecked)
             if (total > query.keep) {
                 QF_EXPECT(query.row.size() == at(q_.rows) && query.row_p.size() == at(q_.rows) && query.col.size() == at(q_.cols) &&
@@ -147,7 +147,7 @@ public:
                           "tensor '" + name_ + "': midpoint query leverage sizes do not match [" + std::to_string(q_.rows) + ", " +
                               std::to_string(q_.cols) + "]");
                 const auto to_device = [&](std::span<const double> src) {
-                    DeviceBuffer<double> d(src.size());
+                    DeviceBuffer<double> d(src.size(), s_.get());
                     upload(d, src.data(), src.size(), s_);
                     return d;
                 };
@@ -168,7 +168,7 @@ public:
     void move_codes(std::span<const MidpointMove> moves) override {
         if (moves.empty()) return;
         const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
-        DeviceBuffer<MidpointMove> d(moves.size());
+        DeviceBuffer<MidpointMove> d(moves.size(), s_.get());
         upload(d, moves.data(), moves.size(), s_);
         cuda::move_codes(d.get(), static_cast<std::int64_t>(moves.size()), fp8_, codes_.get(), s_.get());
         s_.sync();

@@ -13,14 +13,15 @@ LowRank randomized_svd(Solver& solver, const Stream& stream, float* w_f32, std::
     const std::int64_t k = std::clamp<std::int64_t>(settings.k, 1, small);
     const std::int64_t p = std::clamp<std::int64_t>(settings.oversample, 0, small - k);
     const std::int64_t iters = std::max(0, settings.power_iterations);
-    DeviceBuffer<float> s(static_cast<std::size_t>(small)), u(static_cast<std::size_t>(m * k)), v(static_cast<std::size_t>(n * k));
-    DeviceBuffer<int> info(1);
+    DeviceBuffer<float> s(static_cast<std::size_t>(small), stream.get()), u(static_cast<std::size_t>(m * k), stream.get()),
+        v(static_cast<std::size_t>(n * k), stream.get());
+    DeviceBuffer<int> info(1, stream.get());
     QF_CUSOLVER_CHECK(cusolverDnSetDeterministicMode(solver.get(), CUSOLVER_DETERMINISTIC_RESULTS));
     std::size_t device_bytes = 0, host_bytes = 0;
     QF_CUSOLVER_CHECK(cusolverDnXgesvdr_bufferSize(solver.get(), solver.params(), 'S', 'S', m, n, k, p, iters, CUDA_R_32F, w_f32, m,
                                                    CUDA_R_32F, s.get(), CUDA_R_32F, u.get(), m, CUDA_R_32F, v.get(), n, CUDA_R_32F,
                                                    &device_bytes, &host_bytes));
-    DeviceBuffer<unsigned char> work(std::max<std::size_t>(device_bytes, 1));
+    DeviceBuffer<unsigned char> work(std::max<std::size_t>(device_bytes, 1), stream.get());
     std::vector<unsigned char> host_work(std::max<std::size_t>(host_bytes, 1));
     // Every buffer cuSOLVER gets is written first: compute-sanitizer's initcheck saw Xgesvdr's geqr2 kernels
     // read uninitialised memory from buffers handed in unwritten, and reports none with them zeroed
