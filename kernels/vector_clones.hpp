@@ -7,6 +7,8 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
     !defined(__SANITIZE_THREAD__) && !defined(__CUDACC__)
 #define QF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#define QF_WIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))  // loops that gain from 16 lanes
 #else
 #define QF_VECTOR_CLONES
+#define QF_WIDE_CLONES
 #endif

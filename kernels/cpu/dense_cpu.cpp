@@ -15,8 +15,6 @@
 namespace quantflow {
 namespace {
 
-constexpr std::int64_t kColumnBand = 256;
-
 std::int64_t bands(std::int64_t n, std::int64_t band) { return (n + band - 1) / band; }
 
 }  // namespace
@@ -34,32 +32,111 @@ Matrix decode_matrix(const TensorView& w) {
     return m;
 }
 
+namespace {
+
+// The SVD's skinny products (p = k + oversampling columns, a few dozen) in plain loops: OpenBLAS packed the
+// weight into its panel layout on every call, which cost as much as the multiply (perf: sgemm_otcopy/itcopy
+// 14% of a 2-core default run, the kernel 14%), 10 times per layer. Here the skinny side is cut into tiles of
+// kTile columns (zero-padded) and the weight is streamed once per tile, in place. Every output is a sum over
+// the long dimension in order, with no FMA (-ffp-contract=off): the same bits on every vector width and thread
+// count.
+constexpr std::int64_t kTile = 32;     // output columns per pass over the weight
+constexpr std::int64_t kRowBlock = 4;  // rows of A sharing each tile row (gemm_nn)
+constexpr std::int64_t kColBand = 512;  // columns of A per task (gemm_tn): the band's kColBand x kTile sums stay in L2
+
+// Columns [t0, t0 + kTile) of b [rows, p] as rows x kTile floats, zero-padded.
+std::vector<float> tile_of(const float* b, std::int64_t rows, std::int64_t p, std::int64_t t0) {
+    std::vector<float> t(static_cast<std::size_t>(rows * kTile), 0.0f);
+    const std::int64_t w = std::min(kTile, p - t0);
+    for (std::int64_t r = 0; r < rows; ++r) std::copy_n(b + r * p + t0, w, t.data() + r * kTile);
+    return t;
+}
+
+// out[r, :] = a[r0 + r, :] tile for rows [0, rows): out is rows x kTile.
+QF_WIDE_CLONES void nn_rows(const float* __restrict a, std::int64_t n, const float* __restrict tile, std::int64_t r0, std::int64_t rows,
+                            float* __restrict out) {
+    std::int64_t r = 0;
+    for (; r + kRowBlock <= rows; r += kRowBlock) {
+        float acc[kRowBlock][kTile] = {};
+        const float* ar = a + (r0 + r) * n;
+        for (std::int64_t c = 0; c < n; ++c) {
+            const float* t = tile + c * kTile;
+            for (std::int64_t i = 0; i < kRowBlock; ++i) {
+                const float w = ar[i * n + c];
+                for (std::int64_t j = 0; j < kTile; ++j) acc[i][j] += w * t[j];
+            }
+        }
+        for (std::int64_t i = 0; i < kRowBlock; ++i) std::copy_n(acc[i], kTile, out + (r + i) * kTile);
+    }
+    for (; r < rows; ++r) {
+        float acc[kTile] = {};
+        const float* ar = a + (r0 + r) * n;
+        for (std::int64_t c = 0; c < n; ++c)
+            for (std::int64_t j = 0; j < kTile; ++j) acc[j] += ar[c] * tile[c * kTile + j];
+        std::copy_n(acc, kTile, out + r * kTile);
+    }
+}
+
+// z[c, :] += sum over rows r of a[r, c0 + c] tile[r, :] for c < cols (z is cols x kTile), rows in order, kRowBlock
+// kRowBlock rows per sweep of z (the band's sums stay in L2, each row of a is read in runs of kColBand).
+QF_WIDE_CLONES void tn_cols(const float* __restrict a, std::int64_t m, std::int64_t n, const float* __restrict tile, std::int64_t c0,
+                            std::int64_t cols, float* __restrict z) {
+    std::int64_t r = 0;
+    for (; r + kRowBlock <= m; r += kRowBlock) {
+        const float* ar = a + r * n + c0;
+        const float* t = tile + r * kTile;
+        for (std::int64_t c = 0; c < cols; ++c) {
+            float* __restrict zc = z + c * kTile;
+            const float w0 = ar[c], w1 = ar[n + c], w2 = ar[2 * n + c], w3 = ar[3 * n + c];
+            for (std::int64_t j = 0; j < kTile; ++j)
+                zc[j] = (((zc[j] + w0 * t[j]) + w1 * t[kTile + j]) + w2 * t[2 * kTile + j]) + w3 * t[3 * kTile + j];
+        }
+    }
+    for (; r < m; ++r) {
+        const float* ar = a + r * n + c0;
+        const float* t = tile + r * kTile;
+        for (std::int64_t c = 0; c < cols; ++c) {
+            float* __restrict zc = z + c * kTile;
+            const float w = ar[c];
+            for (std::int64_t j = 0; j < kTile; ++j) zc[j] += w * t[j];
+        }
+    }
+}
+
+}  // namespace
+
 void gemm_nn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c) {
-    const std::int64_t band = std::max<std::int64_t>(16, band_rows(n));
-    oneapi::tbb::parallel_for(std::int64_t{0}, bands(m, band), [&](std::int64_t t) {
-        const std::int64_t r0 = t * band, rows = std::min(m, r0 + band) - r0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(p),
-                    static_cast<int>(n), 1.0f, a + r0 * n, static_cast<int>(n), b, static_cast<int>(p), 0.0f, c + r0 * p,
-                    static_cast<int>(p));
-    });
+    constexpr std::int64_t kBand = 64;
+    for (std::int64_t t0 = 0; t0 < p; t0 += kTile) {
+        const std::vector<float> tile = tile_of(b, n, p, t0);
+        const std::int64_t w = std::min(kTile, p - t0);
+        oneapi::tbb::parallel_for(std::int64_t{0}, bands(m, kBand), [&](std::int64_t t) {
+            const std::int64_t r0 = t * kBand, rows = std::min(m, r0 + kBand) - r0;
+            std::vector<float> out(static_cast<std::size_t>(rows * kTile));
+            nn_rows(a, n, tile.data(), r0, rows, out.data());
+            for (std::int64_t r = 0; r < rows; ++r) std::copy_n(out.data() + r * kTile, w, c + (r0 + r) * p + t0);
+        });
+    }
 }
 
 void gemm_tn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c) {
-    oneapi::tbb::parallel_for(std::int64_t{0}, bands(n, kColumnBand), [&](std::int64_t t) {
-        const std::int64_t c0 = t * kColumnBand, cols = std::min(n, c0 + kColumnBand) - c0;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(cols), static_cast<int>(p),
-                    static_cast<int>(m), 1.0f, a + c0, static_cast<int>(n), b, static_cast<int>(p), 0.0f, c + c0 * p,
-                    static_cast<int>(p));
-    });
+    for (std::int64_t t0 = 0; t0 < p; t0 += kTile) {
+        const std::vector<float> tile = tile_of(b, m, p, t0);
+        const std::int64_t w = std::min(kTile, p - t0);
+        oneapi::tbb::parallel_for(std::int64_t{0}, bands(n, kColBand), [&](std::int64_t t) {
+            const std::int64_t c0 = t * kColBand, cols = std::min(n, c0 + kColBand) - c0;
+            std::vector<float> z(static_cast<std::size_t>(cols * kTile), 0.0f);
+            tn_cols(a, m, n, tile.data(), c0, cols, z.data());
+            for (std::int64_t i = 0; i < cols; ++i) std::copy_n(z.data() + i * kTile, w, c + (c0 + i) * p + t0);
+        });
+    }
 }
 
 void gemm_tn_cols(const float* a, std::int64_t m, std::int64_t p, const float* b, std::int64_t n, float* c) {
-    oneapi::tbb::parallel_for(std::int64_t{0}, bands(n, kColumnBand), [&](std::int64_t t) {
-        const std::int64_t c0 = t * kColumnBand, cols = std::min(n, c0 + kColumnBand) - c0;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(p), static_cast<int>(cols),
-                    static_cast<int>(m), 1.0f, a, static_cast<int>(p), b + c0, static_cast<int>(n), 0.0f, c + c0,
-                    static_cast<int>(n));
-    });
+    std::vector<float> z(static_cast<std::size_t>(n * p));  // B^T A [n, p], then transposed
+    gemm_tn(b, m, n, a, p, z.data());
+    for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = 0; j < p; ++j) c[j * n + i] = z[static_cast<std::size_t>(i * p + j)];
 }
 
 void orthonormalize_columns(Matrix& y) {

@@ -1,7 +1,8 @@
 // kernels/cpu/dense_cpu.hpp: dense float32 building blocks of the CPU backend's SVD, learned rounding and
 // quality metrics (private to kernels/cpu).
 //
-// Products are split into fixed bands run in oneTBB tasks, each band one single-threaded OpenBLAS call:
+// Products are split into fixed bands run in oneTBB tasks (the SVD's skinny ones in plain loops, the rest one
+// single-threaded OpenBLAS call per band):
 // the partition does not depend on the thread count, no band sums another band's terms, so every result
 // is bit-identical whatever the parallelism (OpenBLAS's own threads are switched off by the backend).
 #pragma once
