@@ -6,7 +6,8 @@
 // ||W_hat - W||^2 by cost = 2 e delta + delta^2 (e its current error): close to zero for an element near a
 // midpoint moving towards W. Such moves are found once, in one full pass of the backend (midpoint_moves); an
 // element's admissible move never changes, and a moved element can only move back (refunding its cost). The
-// rest runs here on that compact list, in parallel rounds:
+// rest is rounds over that compact list, decided here and computed by the backend's MoveRounds (the GPU's keeps
+// the list on the device; kernels/move_rounds_host.cpp is the host's; both give the same bits):
 //  1. score every candidate exactly against the current k x k residual: the decrease of the weighted
 //     ||P||_h^2 is -(2 delta u_r^T (h.P) v_c + delta^2 sum_ij h_ij u_ri^2 v_cj^2), per unit of
 //     (cost + lambda delta^2);
@@ -16,8 +17,9 @@
 //     of moves, since moves picked against the same residual overshoot together — and never let the
 //     optimizer's own block of P (weight h = kPriorityWeight) rise above its value on entry.
 // Up to the tuning's number of rounds (FinishTuning: 8, stopping early when a round gains under 2%); a second run
-// with another lambda when the budget binds, and the better of the two kept. Where the old sequential greedy choice needed one exact update per
-// move, every step here is a parallel pass; the numbers are in the closing note of issue 10 (tools/bench_quality.py).
+// with another lambda when the budget binds, and the better of the two kept. Where the old sequential greedy
+// choice needed one exact update per move, every step here is a parallel pass; the numbers are in the closing
+// note of issue 10 (tools/bench_quality.py).
 // The candidates kept for the rounds (the backend keeps them in its pass: MidpointQuery) are those with the largest
 // leverage delta^2 |u_r|^2 |v_c|^2 per cost.
 #include <algorithm>
