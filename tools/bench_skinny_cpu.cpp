@@ -3,7 +3,7 @@
 // shapes, best of 5 runs each, with the ratio OpenBLAS time / ours (> 1: ours faster). Run it pinned to one core
 // (taskset -c 0) to compare single-thread kernels, or as is for the band-parallel version.
 //
-// usage: build/qf_bench_skinny_cpu
+// usage: cmake --build build --target qf_bench_skinny_cpu && taskset -c 0 build/qf_bench_skinny_cpu
 #include <cblas.h>
 
 #include <algorithm>
