@@ -26,4 +26,24 @@ inline std::vector<std::byte> weight_bytes(quantflow::DType dtype, std::size_t n
     return b;
 }
 
+// The finish's leverage of a basis (MidpointQuery's row / col): sum of u_ri^2 over its first `width` components
+// for every row, the same of V for every column.
+struct BasisLeverage {
+    std::vector<double> row, col;
+};
+inline BasisLeverage basis_leverage(const quantflow::LowRank& b, std::int64_t width) {
+    BasisLeverage l{std::vector<double>(static_cast<std::size_t>(b.rows), 0.0), std::vector<double>(static_cast<std::size_t>(b.cols), 0.0)};
+    for (std::int64_t r = 0; r < b.rows; ++r)
+        for (std::int64_t i = 0; i < width; ++i) {
+            const double u = b.u[static_cast<std::size_t>(r * b.k + i)];
+            l.row[static_cast<std::size_t>(r)] += u * u;
+        }
+    for (std::int64_t i = 0; i < width; ++i)
+        for (std::int64_t c = 0; c < b.cols; ++c) {
+            const double v = b.v[static_cast<std::size_t>(i * b.cols + c)];
+            l.col[static_cast<std::size_t>(c)] += v * v;
+        }
+    return l;
+}
+
 }  // namespace qftest

@@ -193,23 +193,11 @@ TEST_CASE("gpu rounding work: midpoint moves and moved codes identical to the CP
         const auto cpu = make_rounding_work_cpu("w", w, basis, qc);
         const auto dev = gpu().rounding_work("w", w, basis, qg);
         // The leverage of rows and columns on the basis (the finish's, with a priority block of 4).
-        std::vector<double> row(rows, 0.0), row_p(rows, 0.0), col(cols, 0.0), col_p(cols, 0.0);
-        for (std::int64_t r = 0; r < rows; ++r)
-            for (std::int64_t i = 0; i < 16; ++i) {
-                const double u = basis.u[static_cast<std::size_t>(r * 16 + i)];
-                row[static_cast<std::size_t>(r)] += u * u;
-                if (i < 4) row_p[static_cast<std::size_t>(r)] += u * u;
-            }
-        for (std::int64_t i = 0; i < 16; ++i)
-            for (std::int64_t c = 0; c < cols; ++c) {
-                const double v = basis.v[static_cast<std::size_t>(i * cols + c)];
-                col[static_cast<std::size_t>(c)] += v * v;
-                if (i < 4) col_p[static_cast<std::size_t>(c)] += v * v;
-            }
+        const qftest::BasisLeverage all = qftest::basis_leverage(basis, 16), priority = qftest::basis_leverage(basis, 4);
         std::vector<MidpointMove> mc;
         for (const std::size_t keep : {std::size_t{0}, std::size_t{1000}, std::size_t{1} << 30}) {
             CAPTURE(keep);
-            const MidpointQuery query{kMidpointCostShare, keep, 0.05, 99, row, row_p, col, col_p};
+            const MidpointQuery query{kMidpointCostShare, keep, 0.05, 99, all.row, priority.row, all.col, priority.col};
             double e2c = 0, e2g = 0;
             mc = cpu->midpoint_moves(query, e2c);
             const std::vector<MidpointMove> mg = dev->midpoint_moves(query, e2g);

@@ -28,23 +28,18 @@ TEST_CASE("gpu finish rounds: the device ranks, sums and flips as the host does,
     const LowRank basis = top_k_svd_cpu("w", w, {16, 31, 10, 4, false});
     QuantizedTensor q = quantize_cpu("w", w, QuantSpec{QuantFormat::Fp8Tensor, 64});
     const auto dev = gpu().rounding_work("w", w, basis, q);
-    std::vector<double> row(rows, 0.0), col(cols, 0.0), vt(static_cast<std::size_t>(cols * k));
-    for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t i = 0; i < k; ++i) row[static_cast<std::size_t>(r)] += static_cast<double>(basis.u[static_cast<std::size_t>(r * k + i)]) * basis.u[static_cast<std::size_t>(r * k + i)];
+    const qftest::BasisLeverage on_basis = qftest::basis_leverage(basis, k);
+    std::vector<double> vt(static_cast<std::size_t>(cols * k));  // V^T in double, as the finish hands it over
     for (std::int64_t i = 0; i < k; ++i)
-        for (std::int64_t c = 0; c < cols; ++c) {
-            const double v = basis.v[static_cast<std::size_t>(i * cols + c)];
-            col[static_cast<std::size_t>(c)] += v * v;
-            vt[static_cast<std::size_t>(c * k + i)] = v;
-        }
-    const MidpointQuery query{kMidpointCostShare, std::size_t{1} << 30, 0.05, 0, row, row, col, col};
+        for (std::int64_t c = 0; c < cols; ++c) vt[static_cast<std::size_t>(c * k + i)] = basis.v[static_cast<std::size_t>(i * cols + c)];
+    const MidpointQuery query{kMidpointCostShare, std::size_t{1} << 30, 0.05, 0, on_basis.row, on_basis.row, on_basis.col, on_basis.col};
     double e2 = 0;
     const std::vector<MidpointMove> moves = dev->midpoint_moves(query, e2);
     REQUIRE(moves.size() > 4000);
     std::vector<double> leverage(moves.size());
     for (std::size_t i = 0; i < moves.size(); ++i) {
         const auto r = static_cast<std::size_t>(moves[i].element / cols), c = static_cast<std::size_t>(moves[i].element % cols);
-        leverage[i] = midpoint_leverage(moves[i].delta, row[r], col[c], 0, 0, 0);
+        leverage[i] = midpoint_leverage(moves[i].delta, on_basis.row[r], on_basis.col[c], 0, 0, 0);
     }
     const RoundsPool pool{moves, leverage, basis.u, vt, rows, cols, k};
     const auto host = make_host_rounds(pool);
