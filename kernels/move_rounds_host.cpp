@@ -114,7 +114,8 @@ public:
 
     std::vector<std::uint32_t> rank(const std::vector<double>& hp, double lambda, std::size_t cap, std::vector<float>& costs) override {
         const std::int64_t m = pool_.rows;
-        oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, m, 256), [&](const oneapi::tbb::blocked_range<std::int64_t>& r) {
+        using Rows = oneapi::tbb::blocked_range<std::int64_t>;
+        oneapi::tbb::parallel_for(Rows(0, m, 256), [&](const Rows& r) {
             std::vector<double> acc(at(k_));
             rank_rows(r.begin(), r.end(), k_, pool_.u.data(), hp.data(), acc.data(), uph_.data());
         });

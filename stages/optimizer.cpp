@@ -34,11 +34,11 @@ void quantize_layer(TensorJob& job, std::string_view tensor_name, const TensorVi
         if (rounding.on_progress) rounding.on_progress("svd", 0, 1);
         const auto svd_start = std::chrono::steady_clock::now();
         job.basis = backend.top_k_svd(tensor_name, weight, svd_settings(job, tensor_name, settings));
-        const double svd_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - svd_start).count();
+        const double svd_seconds = seconds_since(svd_start);
         job.rounding = backend.learned_round(tensor_name, weight, job.basis, rounding, job.quant);
         job.rounding.svd_seconds = svd_seconds;
     }
-    job.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    job.seconds = seconds_since(start);
 }
 
 void measure_layer(TensorJob& job, std::string_view tensor_name, const TensorView& weight, const TensorView* bias,

@@ -50,7 +50,8 @@ std::vector<double> plain_scores(const Pool& p, const std::vector<double>& hp, d
     for (std::int64_t r = 0; r < p.rows; ++r)
         for (std::int64_t j = 0; j < p.k; ++j) {
             double s = 0;
-            for (std::int64_t i = 0; i < p.k; ++i) s += static_cast<double>(p.u[static_cast<std::size_t>(r * p.k + i)]) * hp[static_cast<std::size_t>(i * p.k + j)];
+            for (std::int64_t i = 0; i < p.k; ++i)
+                s += static_cast<double>(p.u[static_cast<std::size_t>(r * p.k + i)]) * hp[static_cast<std::size_t>(i * p.k + j)];
             uph[static_cast<std::size_t>(r * p.k + j)] = static_cast<float>(s);
         }
     std::vector<double> score(p.moves.size());

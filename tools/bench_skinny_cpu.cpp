@@ -44,13 +44,13 @@ int main() {
         for (float& x : y) x = d(g);
         const double nn = best_of(5, [&] { quantflow::gemm_nn(w.data(), m, n, om.data(), p, y.data()); });
         const double nn_blas = best_of(5, [&] {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(p), static_cast<int>(n), 1.0f, w.data(),
-                        static_cast<int>(n), om.data(), static_cast<int>(p), 0.0f, y.data(), static_cast<int>(p));
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(p), static_cast<int>(n), 1.0f,
+                        w.data(), static_cast<int>(n), om.data(), static_cast<int>(p), 0.0f, y.data(), static_cast<int>(p));
         });
         const double tn = best_of(5, [&] { quantflow::gemm_tn(w.data(), m, n, y.data(), p, z.data()); });
         const double tn_blas = best_of(5, [&] {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p), static_cast<int>(m), 1.0f, w.data(),
-                        static_cast<int>(n), y.data(), static_cast<int>(p), 0.0f, z.data(), static_cast<int>(p));
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(p), static_cast<int>(m), 1.0f,
+                        w.data(), static_cast<int>(n), y.data(), static_cast<int>(p), 0.0f, z.data(), static_cast<int>(p));
         });
         const std::string shape = std::to_string(m) + "x" + std::to_string(n);
         std::printf("%-12s %-8s %10.1f %10.1f %8.2f\n", shape.c_str(), "W*Om", nn * 1e3, nn_blas * 1e3, nn_blas / nn);

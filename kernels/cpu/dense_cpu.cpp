@@ -78,9 +78,10 @@ QF_WIDE_CLONES void nn_rows(const float* __restrict a, std::int64_t n, const flo
 }
 
 // z[c, :] += sum over rows r of a[r, c0 + c] tile[r, :] for c < cols (z is cols x kTile), rows in order, kRowBlock
-// kRowBlock rows per sweep of z (the band's sums stay in L2, each row of a is read in runs of kColBand).
+// rows per sweep of z (the band's sums stay in L2, each row of a is read in runs of kColBand).
 QF_WIDE_CLONES void tn_cols(const float* __restrict a, std::int64_t m, std::int64_t n, const float* __restrict tile, std::int64_t c0,
                             std::int64_t cols, float* __restrict z) {
+    static_assert(kRowBlock == 4, "the sweep below names its four rows");
     std::int64_t r = 0;
     for (; r + kRowBlock <= m; r += kRowBlock) {
         const float* ar = a + r * n + c0;

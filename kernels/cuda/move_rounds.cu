@@ -138,8 +138,8 @@ public:
         const DeviceScope on(device_, DeviceScope::Mode::Checked);
         upload(hp_, hp.data(), hp.size(), s_);
         rank_rows_kernel<<<blocks_for(rows_ * k_), kThreads, 0, s_.get()>>>(rows_, k_, u_.get(), hp_.get(), uph_.get());
-        score_kernel<<<blocks_for(size_), kThreads, 0, s_.get()>>>(size_, k_, uph_.get(), vt_.get(), row_at_.get(), col_at_.get(), delta_.get(),
-                                                                    cost_.get(), leverage_.get(), lambda, score_.get());
+        score_kernel<<<blocks_for(size_), kThreads, 0, s_.get()>>>(size_, k_, uph_.get(), vt_.get(), row_at_.get(), col_at_.get(),
+                                                                    delta_.get(), cost_.get(), leverage_.get(), lambda, score_.get());
         QF_CUDA_CHECK(cudaGetLastError());
         // The positive candidates in index order, then sorted by score, descending (a stable radix sort: ties keep
         // the lower index first).
