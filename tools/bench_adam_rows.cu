@@ -1,6 +1,8 @@
-// tools/bench_adam_rows.cu: `qf_bench_skinny --adam-rows`, the measurement behind kAdamRowsPerBlock
-// (kernels/cuda/adam.cuh): one chunk of 25 AdamW steps on WAN-14B-shaped FP8 layers (k 16) with 1, 2 and 4
-// matrix rows per thread block of the fused step; the median of 5 chunks after one warm-up, per step.
+// tools/bench_adam_rows.cu: `qf_bench_skinny --adam-rows`, the measurement behind kAdamStepLayout
+// (kernels/cuda/adam.cuh): one chunk of 25 AdamW steps on WAN-14B-shaped FP8 layers (k 16) with each layout
+// of the fused step; the median of 5 chunks after one warm-up, per step. The floor beside them: a step moves
+// 16 bytes per element (offsets read and written, second moment read and written), timed as a device copy of
+// the same bytes in the same run.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +18,7 @@ int bench_adam_rows() {
     constexpr int steps = 25, runs = 5;
     std::printf("AdamW fused step, k %lld, FP8 tensor-wise: ms per step (median of %d chunks of %d steps)\n", static_cast<long long>(k),
                 runs, steps);
-    std::printf("%-12s %8s %8s %8s\n", "shape", "rows 1", "rows 2", "rows 4");
+    std::printf("%-12s %8s %8s %8s %8s\n", "shape", "row", "tile 256", "tile 512", "floor");
     for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5120, 5120}, {13824, 5120}, {5120, 13824}}) {
         LowRank basis;
         basis.rows = rows;
@@ -35,13 +37,28 @@ int bench_adam_rows() {
         upload(scale, &one, 1, s);
         const std::vector<double> p0(static_cast<std::size_t>(k * k), 1e-3);
         std::printf("%5lldx%-6lld", static_cast<long long>(rows), static_cast<long long>(cols));
-        for (const int per_block : {1, 2, 4}) {
+        for (const int layout : {0, 1, 2}) {
             std::vector<double> ms;
             for (int run = 0; run <= runs; ++run) {
-                AdamDevice adam(basis, k, g, scale.get(), p0, Optimizer::AdamW, 0.01, s, per_block);
+                AdamDevice adam(basis, k, g, scale.get(), p0, Optimizer::AdamW, 0.01, s, layout);
                 std::vector<double> losses;
                 const auto t0 = std::chrono::steady_clock::now();
                 adam.steps(0, steps, losses);
+                const double took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+                if (run > 0) ms.push_back(took / steps);
+            }
+            std::sort(ms.begin(), ms.end());
+            std::printf(" %8.3f", ms[ms.size() / 2]);
+        }
+        {  // the floor: copy 8 bytes per element (read 8, write 8) on the device
+            const std::size_t n = static_cast<std::size_t>(rows * cols) * 2;
+            DeviceBuffer<float> a(n), b(n);
+            std::vector<double> ms;
+            for (int run = 0; run <= runs; ++run) {
+                s.sync();
+                const auto t0 = std::chrono::steady_clock::now();
+                for (int step = 0; step < steps; ++step) cudaMemcpyAsync(b.get(), a.get(), n * sizeof(float), cudaMemcpyDeviceToDevice, s.get());
+                s.sync();
                 const double took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
                 if (run > 0) ms.push_back(took / steps);
             }

@@ -124,6 +124,143 @@ __global__ void __launch_bounds__(kThreads, K * kRows >= 32 ? 1 : 2)
     }
 }
 
+// The K sums a[0..K) of a warp's 32 lanes, transposed: K halving exchanges (lane bit 4, 3, ... picks the upper
+// half: K - 1 shuffles for K values instead of 5 K), then plain exchanges over the remaining lane bits. Returns
+// the sum of component j (set here); every lane holding the same j holds the same bits. Fixed pattern.
+// Halving exchanges over the lane bits O, O / 2, ... of the N values a[0..N): the lane whose bit O is set keeps
+// the upper half (summed with its partner's copy), the other the lower; j gathers the choices, high bit first.
+template <int N, int O>
+__device__ __forceinline__ void halve_lanes(float* a, int lane, int& j) {
+    if constexpr (N > 1) {
+        const bool high = (lane & O) != 0;
+#pragma unroll
+        for (int i = 0; i < N / 2; ++i) {
+            const float send = high ? a[i] : a[N / 2 + i];
+            const float keep = high ? a[N / 2 + i] : a[i];
+            a[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+        }
+        j = 2 * j + (high ? 1 : 0);
+        halve_lanes<N / 2, O / 2>(a, lane, j);
+    }
+}
+
+// The K sums a[0..K) of a warp's 32 lanes, transposed: halving exchanges (K - 1 shuffles for K values instead of
+// 5 K), then plain exchanges over the remaining lane bits. Returns the sum of component j (set here); every lane
+// holding the same j holds the same bits. Fixed pattern: deterministic.
+template <int K>
+__device__ __forceinline__ float warp_transpose_sum(float (&a)[K], int lane, int& j) {
+    j = 0;
+    halve_lanes<K, 16>(a, lane, j);
+    float x = a[0];
+#pragma unroll
+    for (int o = 16 / K; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+constexpr int kTileRows = 32;  // matrix rows per block of the tiled step
+
+// One step over a tile of kTileRows rows x kThreads * P columns: each thread keeps its P columns' K components
+// of V in registers for all the tile's rows (V is read once per tile, not once per row), and each row's
+// projection t[r, :] = sum_c e[r, c] v[:, c] is summed per thread over its P columns in float, over the warp
+// by warp_transpose_sum, over the warps in double (fixed order) into t_part[tile, r, :] (tiles x rows x K).
+template <int K, int P, bool AdamW>
+__global__ void __launch_bounds__(kThreads, P == 1 ? 4 : 3)
+    tile_step_kernel(std::int64_t rows, std::int64_t cols, ScaleGrid g, const float* scales, const float* u, const float* z,
+                     const float* v, AdamScalars sc, const AdamLoopState* st, float* d0, float* d1, float* __restrict__ second,
+                     double* __restrict__ t_part) {
+    if (st->stopped) return;
+    const float* src = st->current ? d1 : d0;
+    float* dst = st->target ? d1 : d0;
+    const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.y) * kTileRows;
+    const std::int64_t c0 = static_cast<std::int64_t>(blockIdx.x) * (kThreads * P);
+    const int nrows = static_cast<int>(rows - r0 < kTileRows ? rows - r0 : kTileRows);
+    __shared__ __align__(16) float urow[kTileRows][2 * K];  // (U grad)[r] and (U m1)[r]
+    __shared__ float warp_part[kWarps][kTileRows][K];
+    for (int i = threadIdx.x; i < kTileRows * 2 * K; i += kThreads) {
+        const int rr = i / (2 * K), j = i % (2 * K), part = j / K, col = j % K;
+        float acc = 0.0f;
+        if (rr < nrows)
+            for (int a = 0; a < K; ++a) acc += u[(r0 + rr) * K + a] * z[part * K * K + a * K + col];
+        urow[rr][j] = acc;
+    }
+    float vj[P][K];
+    std::int64_t col[P];
+    unsigned int cell_col[P];
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+        col[p] = c0 + p * kThreads + threadIdx.x;
+        const bool in = col[p] < cols;
+        cell_col[p] = in ? static_cast<unsigned int>(col[p] / g.block_cols) : 0u;
+#pragma unroll
+        for (int j = 0; j < K; ++j) vj[p][j] = in ? v[j * cols + col[p]] : 0.0f;
+    }
+    __syncthreads();
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    // Row rr + 1's offsets, second moments and scales are loaded while row rr computes (the loop is otherwise
+    // bound by memory latency: one row's loads, then its arithmetic and the warp's exchanges).
+    float next_x[P], next_v2[P], next_s[P];
+    const auto load_row = [&](int rr) {
+        const std::int64_t r = r0 + rr;
+        const std::int64_t cell_row = (r / g.block_rows) * g.grid_cols;
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+            if (col[p] >= cols) continue;
+            const std::int64_t i = r * cols + col[p];
+            next_x[p] = src[i];
+            next_v2[p] = second[i];
+            next_s[p] = scales[cell_row + cell_col[p]];
+        }
+    };
+    load_row(0);
+    for (int rr = 0; rr < nrows; ++rr) {
+        float x0[P], v2[P], s[P];
+#pragma unroll
+        for (int p = 0; p < P; ++p) x0[p] = next_x[p], v2[p] = next_v2[p], s[p] = next_s[p];
+        if (rr + 1 < nrows) load_row(rr + 1);
+        const std::int64_t r = r0 + rr;
+        float acc[K];
+#pragma unroll
+        for (int j = 0; j < K; ++j) acc[j] = 0.0f;
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+            if (col[p] >= cols) continue;
+            float gq = 0.0f, gm = 0.0f;
+#pragma unroll
+            for (int j = 0; j < K; ++j) {
+                gq = __fmaf_rn(urow[rr][j], vj[p][j], gq);
+                gm = __fmaf_rn(urow[rr][K + j], vj[p][j], gm);
+            }
+            const std::int64_t i = r * cols + col[p];
+            const float x = adam_update<AdamW>(gq * s[p], gm * s[p], v2[p], x0[p], sc);
+            second[i] = v2[p];
+            dst[i] = x;
+            const float e = x * s[p];
+#pragma unroll
+            for (int j = 0; j < K; ++j) acc[j] = __fmaf_rn(e, vj[p][j], acc[j]);
+        }
+        int j = 0;
+        const float sum = warp_transpose_sum<K>(acc, lane, j);
+        if ((lane & (32 / K - 1)) == 0) warp_part[warp][rr][j] = sum;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nrows * K; i += kThreads) {
+        const int rr = i / K, j = i % K;
+        double sum = 0.0;
+        for (int w = 0; w < kWarps; ++w) sum += warp_part[w][rr][j];
+        t_part[(static_cast<std::int64_t>(blockIdx.x) * rows + r0 + rr) * K + j] = sum;
+    }
+}
+
+// t[r, j] = sum over the column tiles of t_part[tile, r, j], in tile order.
+__global__ void sum_tiles_kernel(const AdamLoopState* st, const double* t_part, int tiles, std::int64_t entries, double* t) {
+    if (st->stopped) return;
+    const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+    if (i >= entries) return;
+    double sum = 0.0;
+    for (int tile = 0; tile < tiles; ++tile) sum += t_part[tile * entries + i];
+    t[i] = sum;
+}
+
 // moved[i, j] = sum_r u[r, i] * t[r, j] (K x K), one block per entry, fixed reduction order.
 __global__ void reduce_kernel(const AdamLoopState* st, const float* u, const double* t, std::int64_t rows, int k, double* moved) {
     if (st->stopped) return;
@@ -145,15 +282,30 @@ void launch_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGr
         step_kernel<K, kRows, false><<<blocks, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, t);
 }
 
+template <int K, int P>
+void launch_tile_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales,
+                      const float* u, const float* z, const float* v, const AdamScalars& sc, const AdamLoopState* st, float* d0,
+                      float* d1, float* second, double* t, cudaStream_t s) {
+    const dim3 grid(static_cast<unsigned int>((cols + kThreads * P - 1) / (kThreads * P)),
+                    static_cast<unsigned int>((rows + kTileRows - 1) / kTileRows));
+    if (adamw)
+        tile_step_kernel<K, P, true><<<grid, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, t);
+    else
+        tile_step_kernel<K, P, false><<<grid, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, t);
+}
+
 using StepLauncher = void (*)(bool, std::int64_t, std::int64_t, const ScaleGrid&, const float*, const float*, const float*,
                               const float*, const AdamScalars&, const AdamLoopState*, float*, float*, float*, double*, cudaStream_t);
 
-StepLauncher step_launcher(int K, int rows) {
-    constexpr StepLauncher table[3][3] = {{launch_step<4, 1>, launch_step<4, 2>, launch_step<4, 4>},
-                                          {launch_step<8, 1>, launch_step<8, 2>, launch_step<8, 4>},
-                                          {launch_step<16, 1>, launch_step<16, 2>, launch_step<16, 4>}};
-    return table[K == 4 ? 0 : K == 8 ? 1 : 2][rows == 1 ? 0 : rows == 2 ? 1 : 2];
+StepLauncher step_launcher(int K, int layout) {
+    constexpr StepLauncher table[3][3] = {{launch_step<4, 1>, launch_tile_step<4, 1>, launch_tile_step<4, 2>},
+                                          {launch_step<8, 1>, launch_tile_step<8, 1>, launch_tile_step<8, 2>},
+                                          {launch_step<16, 1>, launch_tile_step<16, 1>, launch_tile_step<16, 2>}};
+    return table[K == 4 ? 0 : K == 8 ? 1 : 2][layout];
 }
+
+// Column tiles of the tiled step (layout 1 or 2: that many columns per thread); 1 for the row step.
+int column_tiles(int layout, std::int64_t cols) { return layout == 0 ? 1 : static_cast<int>((cols + kThreads * layout - 1) / (kThreads * layout)); }
 
 // The basis zero-padded to K components (K in 4, 8, 16: the kernels are compiled for those).
 int padded_k(std::int64_t k) { return k <= 4 ? 4 : k <= 8 ? 8 : 16; }
@@ -161,11 +313,10 @@ int padded_k(std::int64_t k) { return k <= 4 ? 4 : k <= 8 ? 8 : 16; }
 }  // namespace
 
 AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g, const float* scales, const std::vector<double>& p0,
-                       Optimizer optimizer, double lr, const Stream& s, int rows_per_block)
+                       Optimizer optimizer, double lr, const Stream& s, int layout)
     : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
-      lr_(lr), rows_per_block_(rows_per_block), s_(s) {
-    QF_EXPECT(rows_per_block == 1 || rows_per_block == 2 || rows_per_block == 4,
-              "AdamDevice: rows per block must be 1, 2 or 4, not " + std::to_string(rows_per_block));
+      lr_(lr), layout_(layout), tiles_(column_tiles(layout, basis.cols)), s_(s) {
+    QF_EXPECT(layout >= 0 && layout <= 2, "AdamDevice: step layout must be 0, 1 or 2, not " + std::to_string(layout));
     QF_EXPECT(k >= 1 && k <= kMaxAdamK, "AdamW/RAdam on the GPU takes k <= " + std::to_string(kMaxAdamK) + " components, not " +
                                             std::to_string(k) + " (the backend runs such layers on the host)");
     const int K = padded_;
@@ -186,6 +337,7 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
     second_ = DeviceBuffer<float>(n, s.get());
     for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &m1_}) *b = DeviceBuffer<double>(p0p.size(), s.get());
     t_ = DeviceBuffer<double>(static_cast<std::size_t>(rows_ * K), s.get());
+    if (tiles_ > 1) t_part_ = DeviceBuffer<double>(static_cast<std::size_t>(tiles_ * rows_ * K), s.get());
     state_ = DeviceBuffer<AdamLoopState>(1, s.get());
     mirror_ = PinnedBuffer<AdamLoopState>(1);
     const AdamLoopState start;
@@ -203,14 +355,18 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
 AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) {
     if (count <= 0) return {};
     const bool adamw = optimizer_ == Optimizer::AdamW;
-    const StepLauncher launch = step_launcher(padded_, rows_per_block_);
+    const StepLauncher launch = step_launcher(padded_, layout_);
+    const std::int64_t entries = rows_ * padded_;
     DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count), s_.get());
     for (int step = t0; step < t0 + count; ++step) {
         control_kernel<<<1, kThreads, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), moved_.get(), p_.get(), m1_.get(),
                                               z_.get(), chunk_losses.get());
         const AdamScalars sc = adam_scalars(optimizer_, lr_, step + 1);
         launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),
-               second_.get(), t_.get(), s_.get());
+               second_.get(), tiles_ > 1 ? t_part_.get() : t_.get(), s_.get());
+        if (tiles_ > 1)
+            sum_tiles_kernel<<<static_cast<unsigned int>((entries + kThreads - 1) / kThreads), kThreads, 0, s_.get()>>>(
+                state_.get(), t_part_.get(), tiles_, entries, t_.get());
         reduce_kernel<<<static_cast<unsigned int>(kk_), kThreads, 0, s_.get()>>>(state_.get(), u_.get(), t_.get(), rows_, padded_,
                                                                                  moved_.get());
     }

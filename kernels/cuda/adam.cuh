@@ -21,9 +21,10 @@ namespace quantflow::cuda {
 // Largest k the fused step takes (a row's k components live in registers); larger k runs on the host
 // (CudaBackend::host_fallback).
 inline constexpr std::int64_t kMaxAdamK = 16;
-// Matrix rows per thread block of the fused step: 1, 2 or 4. 1 was fastest on an H100 (a 4-block WAN-14B model
-// in AdamW: 14.6 s vs 19.0 s / 18.8 s); qf_bench_skinny --adam-rows times the three.
-inline constexpr int kAdamRowsPerBlock = 1;
+// The fused step's layout: 0 = one matrix row per thread block over all columns (V's components re-read from
+// cache for every row), 1 or 2 = tiles of 32 rows x 256 or 512 columns with each thread's V components in
+// registers. qf_bench_skinny --adam-rows times the three.
+inline constexpr int kAdamStepLayout = 2;
 
 // The loop's device state for one layer: two offset buffers, the second moment, the k x k state.
 class AdamDevice {
@@ -31,7 +32,7 @@ public:
     // The leading k (<= kMaxAdamK, else Error) components of `basis` (u rows x basis.k, v basis.k x cols),
     // P0 (k x k) of the current codes; scales and the grid as the codes use them. Offsets start at zero.
     AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g, const float* scales, const std::vector<double>& p0,
-               Optimizer optimizer, double lr, const Stream& s, int rows_per_block = kAdamRowsPerBlock);
+               Optimizer optimizer, double lr, const Stream& s, int layout = kAdamStepLayout);
     // Steps t0 .. t0 + count - 1 (stopping early by the loop rule); appends the evaluated losses.
     AdamLoopState steps(int t0, int count, std::vector<double>& losses);
     // codes <- round(code_value + offsets of buffer best_buffer) (spec 5.1/5.2).
@@ -44,10 +45,10 @@ private:
     const float* scales_;
     Optimizer optimizer_;
     double lr_;
-    int rows_per_block_;
+    int layout_, tiles_;
     const Stream& s_;
     DeviceBuffer<float> u_, v_, z_, delta0_, delta1_, second_;
-    DeviceBuffer<double> p0_, p_, moved_, m1_, t_;
+    DeviceBuffer<double> p0_, p_, moved_, m1_, t_, t_part_;
     DeviceBuffer<AdamLoopState> state_;
     PinnedBuffer<AdamLoopState> mirror_;
 };
