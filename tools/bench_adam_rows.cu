@@ -18,7 +18,7 @@ int bench_adam_rows() {
     constexpr int steps = 25, runs = 5;
     std::printf("AdamW fused step, k %lld, FP8 tensor-wise: ms per step (median of %d chunks of %d steps)\n", static_cast<long long>(k),
                 runs, steps);
-    std::printf("%-12s %8s %8s %8s %8s\n", "shape", "row", "tile 256", "tile 512", "floor");
+    std::printf("%-12s %8s %8s %8s %8s %8s\n", "shape", "row", "tile 1024", "tile 512", "mma", "floor");
     for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5120, 5120}, {13824, 5120}, {5120, 13824}}) {
         LowRank basis;
         basis.rows = rows;
@@ -37,7 +37,7 @@ int bench_adam_rows() {
         upload(scale, &one, 1, s);
         const std::vector<double> p0(static_cast<std::size_t>(k * k), 1e-3);
         std::printf("%5lldx%-6lld", static_cast<long long>(rows), static_cast<long long>(cols));
-        for (const int layout : {0, 1, 2}) {
+        for (const int layout : {0, 1, 2, 3}) {
             std::vector<double> ms;
             for (int run = 0; run <= runs; ++run) {
                 AdamDevice adam(basis, k, g, scale.get(), p0, Optimizer::AdamW, 0.01, s, layout);

@@ -1,5 +1,7 @@
 #include "kernels/cuda/adam.cuh"
 
+#include "kernels/cuda/adam_step.cuh"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -21,14 +23,18 @@ constexpr int kWarps = kThreads / 32;
 // block's shared copy (global memory's latency on a one-thread loop cost ~95 us a step, Nsight Compute) and
 // adam_moment on every entry in parallel (the same bits as adam_control). z receives the gradient direction and
 // the first moment as floats (2 k x k) for the step; losses[t - t0] the loss (the chunk's buffer). kk <= kThreads.
-__global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const double* p0, const double* moved, double* p, double* m1,
-                               float* z, double* losses) {
+__global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const double* p0, const double* partial, int parts, double* p,
+                               double* m1, float* z, double* losses) {
     if (st->stopped) return;  // every thread reads it before thread 0 may write it (after the barrier)
     __shared__ double sp[kThreads];
     __shared__ double shared_loss;
     __shared__ int go;
     const int i = threadIdx.x;
-    if (i < kk) sp[i] = t > 0 ? p0[i] + moved[i] : p[i];
+    if (i < kk) {
+        double moved = 0.0;  // the previous step's U^T t, summed over project_kernel's blocks in order
+        for (int b = 0; b < parts; ++b) moved += partial[b * kk + i];
+        sp[i] = t > 0 ? p0[i] + moved : p[i];
+    }
     __syncthreads();
     if (i == 0) {
         AdamLoopState local = *st;
@@ -164,10 +170,10 @@ constexpr int kTileRows = 32;  // matrix rows per block of the tiled step
 // projection t[r, :] = sum_c e[r, c] v[:, c] is summed per thread over its P columns in float, over the warp
 // by warp_transpose_sum, over the warps in double (fixed order) into t_part[tile, r, :] (tiles x rows x K).
 template <int K, int P, bool AdamW>
-__global__ void __launch_bounds__(kThreads, P == 1 ? 4 : 3)
-    tile_step_kernel(std::int64_t rows, std::int64_t cols, ScaleGrid g, const float* scales, const float* u, const float* z,
-                     const float* v, AdamScalars sc, const AdamLoopState* st, float* d0, float* d1, float* __restrict__ second,
-                     double* __restrict__ t_part) {
+__global__ void __launch_bounds__(kThreads, P == 4 ? 2 : 3)
+    tile_step_kernel(std::int64_t rows, std::int64_t cols, ScaleGrid g, const float* __restrict__ scales, const float* __restrict__ u,
+                     const float* __restrict__ z, const float* __restrict__ v, AdamScalars sc, const AdamLoopState* st, float* d0, float* d1,
+                     float* __restrict__ second, double* __restrict__ t_part) {
     if (st->stopped) return;
     const float* src = st->current ? d1 : d0;
     float* dst = st->target ? d1 : d0;
@@ -199,16 +205,21 @@ __global__ void __launch_bounds__(kThreads, P == 1 ? 4 : 3)
     // Row rr + 1's offsets, second moments and scales are loaded while row rr computes (the loop is otherwise
     // bound by memory latency: one row's loads, then its arithmetic and the warp's exchanges).
     float next_x[P], next_v2[P], next_s[P];
+    // The scale cell's row moves only at multiples of block_rows (tracked, not divided: a 64-bit division per
+    // row cost as much as the row's arithmetic); the scales are reloaded only then.
+    std::int64_t cell_row = (r0 / g.block_rows) * g.grid_cols, next_cell = (r0 / g.block_rows + 1) * g.block_rows;
     const auto load_row = [&](int rr) {
         const std::int64_t r = r0 + rr;
-        const std::int64_t cell_row = (r / g.block_rows) * g.grid_cols;
+        const bool new_cell = rr == 0 || r >= next_cell;
+        if (r >= next_cell) cell_row += g.grid_cols, next_cell += g.block_rows;
+        const float* src_row = src + r * cols;
+        const float* second_row = second + r * cols;
 #pragma unroll
         for (int p = 0; p < P; ++p) {
             if (col[p] >= cols) continue;
-            const std::int64_t i = r * cols + col[p];
-            next_x[p] = src[i];
-            next_v2[p] = second[i];
-            next_s[p] = scales[cell_row + cell_col[p]];
+            next_x[p] = src_row[col[p]];
+            next_v2[p] = second_row[col[p]];
+            if (new_cell) next_s[p] = scales[cell_row + cell_col[p]];
         }
     };
     load_row(0);
@@ -251,25 +262,44 @@ __global__ void __launch_bounds__(kThreads, P == 1 ? 4 : 3)
     }
 }
 
-// t[r, j] = sum over the column tiles of t_part[tile, r, j], in tile order.
-__global__ void sum_tiles_kernel(const AdamLoopState* st, const double* t_part, int tiles, std::int64_t entries, double* t) {
+constexpr int kProjectRows = 32;  // rows staged in shared memory per round of project_kernel
+
+// partial[block, i, j] = sum over the block's rows r of u[r, i] * t[r, j], t[r, j] = sum over the column tiles
+// of t_part[tile, r, j] in tile order. Rows are split evenly over the blocks (by rows alone): deterministic.
+// The control kernel sums the blocks' K x K partials in block order.
+__global__ void project_kernel(const AdamLoopState* st, const float* u, const double* t_part, int tiles, std::int64_t rows, int K,
+                               double* partial) {
     if (st->stopped) return;
-    const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-    if (i >= entries) return;
-    double sum = 0.0;
-    for (int tile = 0; tile < tiles; ++tile) sum += t_part[tile * entries + i];
-    t[i] = sum;
+    __shared__ double ts[kProjectRows][16];
+    __shared__ float us[kProjectRows][16];
+    const std::int64_t per_block = (rows + gridDim.x - 1) / gridDim.x;
+    const std::int64_t begin = blockIdx.x * per_block, end = begin + per_block < rows ? begin + per_block : rows;
+    const int kk = K * K, i = threadIdx.x / K, j = threadIdx.x % K;
+    double acc = 0.0;
+    for (std::int64_t r0 = begin; r0 < end; r0 += kProjectRows) {
+        for (int idx = threadIdx.x; idx < kProjectRows * K; idx += kThreads) {
+            const int rr = idx / K, c = idx % K;
+            const std::int64_t r = r0 + rr;
+            double sum = 0.0;
+            float uu = 0.0f;
+            if (r < end) {
+                for (int tile = 0; tile < tiles; ++tile) sum += t_part[(tile * rows + r) * K + c];
+                uu = u[r * K + c];
+            }
+            ts[rr][c] = sum;
+            us[rr][c] = uu;
+        }
+        __syncthreads();
+        if (threadIdx.x < kk)
+            for (int rr = 0; rr < kProjectRows; ++rr) acc += static_cast<double>(us[rr][i]) * ts[rr][j];
+        __syncthreads();
+    }
+    if (threadIdx.x < kk) partial[blockIdx.x * kk + threadIdx.x] = acc;
 }
 
-// moved[i, j] = sum_r u[r, i] * t[r, j] (K x K), one block per entry, fixed reduction order.
-__global__ void reduce_kernel(const AdamLoopState* st, const float* u, const double* t, std::int64_t rows, int k, double* moved) {
-    if (st->stopped) return;
-    const int i = blockIdx.x / k, j = blockIdx.x % k;
-    double acc = 0.0;
-    for (std::int64_t r = threadIdx.x; r < rows; r += kThreads) acc += static_cast<double>(u[r * k + i]) * t[r * k + j];
-    const double total = block_sum<kThreads>(acc);
-    if (threadIdx.x == 0) moved[blockIdx.x] = total;
-}
+// Blocks of project_kernel for a matrix of `rows` rows: enough to spread the rows, few enough that the
+// control kernel's sum over them stays short.
+int project_blocks(std::int64_t rows) { return static_cast<int>(std::min<std::int64_t>(64, (rows + 255) / 256)); }
 
 template <int K, int kRows>
 void launch_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales,
@@ -298,25 +328,29 @@ using StepLauncher = void (*)(bool, std::int64_t, std::int64_t, const ScaleGrid&
                               const float*, const AdamScalars&, const AdamLoopState*, float*, float*, float*, double*, cudaStream_t);
 
 StepLauncher step_launcher(int K, int layout) {
-    constexpr StepLauncher table[3][3] = {{launch_step<4, 1>, launch_tile_step<4, 1>, launch_tile_step<4, 2>},
-                                          {launch_step<8, 1>, launch_tile_step<8, 1>, launch_tile_step<8, 2>},
-                                          {launch_step<16, 1>, launch_tile_step<16, 1>, launch_tile_step<16, 2>}};
+    constexpr StepLauncher table[3][3] = {{launch_step<4, 1>, launch_tile_step<4, 4>, launch_tile_step<4, 2>},
+                                          {launch_step<8, 1>, launch_tile_step<8, 4>, launch_tile_step<8, 2>},
+                                          {launch_step<16, 1>, launch_tile_step<16, 4>, launch_tile_step<16, 2>}};
     return table[K == 4 ? 0 : K == 8 ? 1 : 2][layout];
 }
 
 // Column tiles of the tiled step (layout 1 or 2: that many columns per thread); 1 for the row step.
-int column_tiles(int layout, std::int64_t cols) { return layout == 0 ? 1 : static_cast<int>((cols + kThreads * layout - 1) / (kThreads * layout)); }
+int column_tiles(int layout, std::int64_t cols) {
+    if (layout == 3) return static_cast<int>(adam_column_tiles(cols));
+    const int per_thread = layout == 1 ? 4 : 2;
+    return layout == 0 ? 1 : static_cast<int>((cols + kThreads * per_thread - 1) / (kThreads * per_thread));
+}
 
 // The basis zero-padded to K components (K in 4, 8, 16: the kernels are compiled for those).
-int padded_k(std::int64_t k) { return k <= 4 ? 4 : k <= 8 ? 8 : 16; }
+int padded_k(std::int64_t k, int layout) { return k <= 4 && layout != 3 ? 4 : k <= 8 ? 8 : 16; }
 
 }  // namespace
 
 AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g, const float* scales, const std::vector<double>& p0,
                        Optimizer optimizer, double lr, const Stream& s, int layout)
-    : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
+    : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k, layout)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
       lr_(lr), layout_(layout), tiles_(column_tiles(layout, basis.cols)), s_(s) {
-    QF_EXPECT(layout >= 0 && layout <= 2, "AdamDevice: step layout must be 0, 1 or 2, not " + std::to_string(layout));
+    QF_EXPECT(layout >= 0 && layout <= 3, "AdamDevice: step layout must be 0 to 3, not " + std::to_string(layout));
     QF_EXPECT(k >= 1 && k <= kMaxAdamK, "AdamW/RAdam on the GPU takes k <= " + std::to_string(kMaxAdamK) + " components, not " +
                                             std::to_string(k) + " (the backend runs such layers on the host)");
     const int K = padded_;
@@ -335,18 +369,20 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
     delta0_ = DeviceBuffer<float>(n, s.get());
     delta1_ = DeviceBuffer<float>(n, s.get());
     second_ = DeviceBuffer<float>(n, s.get());
-    for (DeviceBuffer<double>* b : {&p0_, &p_, &moved_, &m1_}) *b = DeviceBuffer<double>(p0p.size(), s.get());
-    t_ = DeviceBuffer<double>(static_cast<std::size_t>(rows_ * K), s.get());
-    if (tiles_ > 1) t_part_ = DeviceBuffer<double>(static_cast<std::size_t>(tiles_ * rows_ * K), s.get());
+    for (DeviceBuffer<double>* b : {&p0_, &p_, &m1_}) *b = DeviceBuffer<double>(p0p.size(), s.get());
+    partial_ = DeviceBuffer<double>(static_cast<std::size_t>(project_blocks(rows_) * kk_), s.get());
+    t_part_ = DeviceBuffer<double>(static_cast<std::size_t>(tiles_ * rows_ * K), s.get());
     state_ = DeviceBuffer<AdamLoopState>(1, s.get());
     mirror_ = PinnedBuffer<AdamLoopState>(1);
     const AdamLoopState start;
     upload(u_, up.data(), up.size(), s);
     upload(v_, vp.data(), vp.size(), s);
+    if (layout_ == 3) vfrag_ = adam_v_fragments(v_.get(), K, cols_, s.get());
     upload(p0_, p0p.data(), p0p.size(), s);
     upload(p_, p0p.data(), p0p.size(), s);
     upload(state_, &start, 1, s);
     QF_CUDA_CHECK(cudaMemsetAsync(m1_.get(), 0, m1_.size() * sizeof(double), s.get()));
+    QF_CUDA_CHECK(cudaMemsetAsync(partial_.get(), 0, partial_.size() * sizeof(double), s.get()));
     QF_CUDA_CHECK(cudaMemsetAsync(delta0_.get(), 0, n * sizeof(float), s.get()));
     QF_CUDA_CHECK(cudaMemsetAsync(second_.get(), 0, n * sizeof(float), s.get()));
     s.sync();  // the host vectors above die here
@@ -355,20 +391,21 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
 AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) {
     if (count <= 0) return {};
     const bool adamw = optimizer_ == Optimizer::AdamW;
-    const StepLauncher launch = step_launcher(padded_, layout_);
-    const std::int64_t entries = rows_ * padded_;
+    const StepLauncher launch = layout_ == 3 ? nullptr : step_launcher(padded_, layout_);
+    const int parts = project_blocks(rows_);
     DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count), s_.get());
     for (int step = t0; step < t0 + count; ++step) {
-        control_kernel<<<1, kThreads, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), moved_.get(), p_.get(), m1_.get(),
+        control_kernel<<<1, kThreads, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), partial_.get(), parts, p_.get(), m1_.get(),
                                               z_.get(), chunk_losses.get());
         const AdamScalars sc = adam_scalars(optimizer_, lr_, step + 1);
-        launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),
-               second_.get(), tiles_ > 1 ? t_part_.get() : t_.get(), s_.get());
-        if (tiles_ > 1)
-            sum_tiles_kernel<<<static_cast<unsigned int>((entries + kThreads - 1) / kThreads), kThreads, 0, s_.get()>>>(
-                state_.get(), t_part_.get(), tiles_, entries, t_.get());
-        reduce_kernel<<<static_cast<unsigned int>(kk_), kThreads, 0, s_.get()>>>(state_.get(), u_.get(), t_.get(), rows_, padded_,
-                                                                                 moved_.get());
+        if (layout_ == 3)
+            adam_mma_step(padded_, adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), vfrag_.get(), sc, state_.get(), delta0_.get(),
+                          delta1_.get(), second_.get(), t_part_.get(), s_.get());
+        else
+            launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),
+                   second_.get(), t_part_.get(), s_.get());
+        project_kernel<<<static_cast<unsigned int>(parts), kThreads, 0, s_.get()>>>(state_.get(), u_.get(), t_part_.get(), tiles_, rows_,
+                                                                                    padded_, partial_.get());
     }
     QF_CUDA_CHECK(cudaGetLastError());
     QF_CUDA_CHECK(cudaMemcpyAsync(mirror_.get(), state_.get(), sizeof(AdamLoopState), cudaMemcpyDeviceToHost, s_.get()));

@@ -23,8 +23,8 @@ namespace quantflow::cuda {
 inline constexpr std::int64_t kMaxAdamK = 16;
 // The fused step's layout: 0 = one matrix row per thread block over all columns (V's components re-read from
 // cache for every row), 1 or 2 = tiles of 32 rows x 256 or 512 columns with each thread's V components in
-// registers. qf_bench_skinny --adam-rows times the three.
-inline constexpr int kAdamStepLayout = 2;
+// registers, 3 = the tensor-core step (kernels/cuda/adam_step.cuh). qf_bench_skinny --adam-rows times them.
+inline constexpr int kAdamStepLayout = 1;
 
 // The loop's device state for one layer: two offset buffers, the second moment, the k x k state.
 class AdamDevice {
@@ -48,7 +48,8 @@ private:
     int layout_, tiles_;
     const Stream& s_;
     DeviceBuffer<float> u_, v_, z_, delta0_, delta1_, second_;
-    DeviceBuffer<double> p0_, p_, moved_, m1_, t_, t_part_;
+    DeviceBuffer<double> p0_, p_, m1_, t_part_, partial_;
+    DeviceBuffer<std::uint32_t> vfrag_;
     DeviceBuffer<AdamLoopState> state_;
     PinnedBuffer<AdamLoopState> mirror_;
 };
