@@ -1,7 +1,7 @@
-// tools/bench_adam_rows.cu: `qf_bench_skinny --adam-rows`, the measurement behind kAdamStepLayout
-// (kernels/cuda/adam.cuh): one chunk of 25 AdamW steps on WAN-14B-shaped FP8 layers (k 16) with each layout
-// of the fused step; the median of 5 chunks after one warm-up, per step. The floor beside them: a step moves
-// 16 bytes per element (offsets read and written, second moment read and written), timed as a device copy of
+// tools/bench_adam_rows.cu: `qf_bench_skinny --adam-rows`, the measurement behind kAdamColumnsPerThread
+// (kernels/cuda/adam.cuh): one chunk of 25 AdamW steps on WAN-14B-shaped FP8 layers (k 16) with 2 and 4
+// matrix columns per thread of the fused step; the median of 5 chunks after one warm-up, per step. The floor
+// beside them: a step moves 16 bytes per element (offsets read and written, second moment read and written), timed as a device copy of
 // the same bytes in the same run.
 #include <algorithm>
 #include <chrono>
@@ -18,7 +18,7 @@ int bench_adam_rows() {
     constexpr int steps = 25, runs = 5;
     std::printf("AdamW fused step, k %lld, FP8 tensor-wise: ms per step (median of %d chunks of %d steps)\n", static_cast<long long>(k),
                 runs, steps);
-    std::printf("%-12s %8s %8s %8s %8s %8s\n", "shape", "row", "tile 1024", "tile 512", "mma", "floor");
+    std::printf("%-12s %8s %8s %8s\n", "shape", "2 cols", "4 cols", "floor");
     for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{5120, 5120}, {13824, 5120}, {5120, 13824}}) {
         LowRank basis;
         basis.rows = rows;
@@ -37,10 +37,10 @@ int bench_adam_rows() {
         upload(scale, &one, 1, s);
         const std::vector<double> p0(static_cast<std::size_t>(k * k), 1e-3);
         std::printf("%5lldx%-6lld", static_cast<long long>(rows), static_cast<long long>(cols));
-        for (const int layout : {0, 1, 2, 3}) {
+        for (const int per_thread : {2, 4}) {
             std::vector<double> ms;
             for (int run = 0; run <= runs; ++run) {
-                AdamDevice adam(basis, k, g, scale.get(), p0, Optimizer::AdamW, 0.01, s, layout);
+                AdamDevice adam(basis, k, g, scale.get(), p0, Optimizer::AdamW, 0.01, s, per_thread);
                 std::vector<double> losses;
                 const auto t0 = std::chrono::steady_clock::now();
                 adam.steps(0, steps, losses);

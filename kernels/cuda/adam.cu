@@ -1,7 +1,5 @@
 #include "kernels/cuda/adam.cuh"
 
-#include "kernels/cuda/adam_step.cuh"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -10,7 +8,6 @@
 #include "kernels/adam_rules.hpp"
 #include "kernels/error.hpp"
 #include "kernels/cuda/check.cuh"
-#include "kernels/cuda/elements.cuh"
 #include "kernels/cuda/rounding.cuh"
 
 namespace quantflow::cuda {
@@ -56,83 +53,6 @@ __global__ void control_kernel(int t, int t0, int kk, AdamLoopState* st, const d
     z[kk + i] = static_cast<float>(m);
 }
 
-// One step over kRows rows x all columns (each V value read from cache serves kRows rows). u is rows x K, v is K x cols (zero-padded beyond the basis' k),
-// z the control kernel's 2 K x K. t[r, j] = sum_c offset * scale * v[j, c]: per-thread float sums, reduced
-// over the warp by shuffles (fixed pattern), then over the warps in double (fixed order): deterministic.
-template <int K, int kRows, bool AdamW>
-__global__ void __launch_bounds__(kThreads, K * kRows >= 32 ? 1 : 2)
-    step_kernel(std::int64_t rows, std::int64_t cols, ScaleGrid g, const float* scales, const float* u, const float* z, const float* v,
-                AdamScalars sc, const AdamLoopState* st, float* d0, float* d1, float* second, double* t) {
-    if (st->stopped) return;
-    const float* src = st->current ? d1 : d0;
-    float* dst = st->target ? d1 : d0;
-    const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * kRows;
-    __shared__ float urow[kRows][2 * K];  // (U grad)[r] and (U m1)[r]
-    __shared__ std::int64_t cell_row[kRows];
-    for (int i = threadIdx.x; i < kRows * 2 * K; i += kThreads) {
-        const int rr = i / (2 * K), j = i % (2 * K), part = j / K, col = j % K;
-        const std::int64_t r = r0 + rr;
-        float acc = 0.0f;
-        if (r < rows)
-            for (int a = 0; a < K; ++a) acc += u[r * K + a] * z[part * K * K + a * K + col];
-        urow[rr][j] = acc;
-    }
-    if (threadIdx.x < kRows) cell_row[threadIdx.x] = ((r0 + threadIdx.x) / g.block_rows) * g.grid_cols;
-    __syncthreads();
-    const int nrows = static_cast<int>(rows - r0 < kRows ? rows - r0 : kRows);
-    const auto block_cols = static_cast<unsigned int>(g.block_cols);
-    float acc[kRows][K];
-#pragma unroll
-    for (int rr = 0; rr < kRows; ++rr)
-#pragma unroll
-        for (int j = 0; j < K; ++j) acc[rr][j] = 0.0f;
-    for (std::int64_t c = threadIdx.x; c < cols; c += kThreads) {
-        float vj[K];
-#pragma unroll
-        for (int j = 0; j < K; ++j) vj[j] = v[j * cols + c];
-        const unsigned int cell_col = static_cast<unsigned int>(c) / block_cols;
-#pragma unroll
-        for (int rr = 0; rr < kRows; ++rr) {
-            if (rr >= nrows) break;
-            float gq = 0.0f, gm = 0.0f;
-#pragma unroll
-            for (int j = 0; j < K; ++j) {
-                gq = __fmaf_rn(urow[rr][j], vj[j], gq);
-                gm = __fmaf_rn(urow[rr][K + j], vj[j], gm);
-            }
-            const std::int64_t i = (r0 + rr) * cols + c;
-            const float s = scales[cell_row[rr] + cell_col];
-            float v2 = second[i];
-            const float x = adam_update<AdamW>(gq * s, gm * s, v2, src[i], sc);
-            second[i] = v2;
-            dst[i] = x;
-            const float e = x * s;
-#pragma unroll
-            for (int j = 0; j < K; ++j) acc[rr][j] = __fmaf_rn(e, vj[j], acc[rr][j]);
-        }
-    }
-    __shared__ double warp_sum[kWarps][kRows][K];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-    for (int rr = 0; rr < kRows; ++rr)
-#pragma unroll
-        for (int j = 0; j < K; ++j) {
-            float x = acc[rr][j];
-            for (int off = 16; off > 0; off /= 2) x += __shfl_down_sync(0xffffffffu, x, off);
-            if (lane == 0) warp_sum[warp][rr][j] = x;
-        }
-    __syncthreads();
-    for (int i = threadIdx.x; i < nrows * K; i += kThreads) {
-        const int rr = i / K, j = i % K;
-        double sum = 0.0;
-        for (int w = 0; w < kWarps; ++w) sum += warp_sum[w][rr][j];
-        t[(r0 + rr) * K + j] = sum;
-    }
-}
-
-// The K sums a[0..K) of a warp's 32 lanes, transposed: K halving exchanges (lane bit 4, 3, ... picks the upper
-// half: K - 1 shuffles for K values instead of 5 K), then plain exchanges over the remaining lane bits. Returns
-// the sum of component j (set here); every lane holding the same j holds the same bits. Fixed pattern.
 // Halving exchanges over the lane bits O, O / 2, ... of the N values a[0..N): the lane whose bit O is set keeps
 // the upper half (summed with its partner's copy), the other the lower; j gathers the choices, high bit first.
 template <int N, int O>
@@ -301,17 +221,6 @@ __global__ void project_kernel(const AdamLoopState* st, const float* u, const do
 // control kernel's sum over them stays short.
 int project_blocks(std::int64_t rows) { return static_cast<int>(std::min<std::int64_t>(64, (rows + 255) / 256)); }
 
-template <int K, int kRows>
-void launch_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales,
-                 const float* u, const float* z, const float* v, const AdamScalars& sc, const AdamLoopState* st, float* d0, float* d1,
-                 float* second, double* t, cudaStream_t s) {
-    const auto blocks = static_cast<unsigned int>((rows + kRows - 1) / kRows);
-    if (adamw)
-        step_kernel<K, kRows, true><<<blocks, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, t);
-    else
-        step_kernel<K, kRows, false><<<blocks, kThreads, 0, s>>>(rows, cols, g, scales, u, z, v, sc, st, d0, d1, second, t);
-}
-
 template <int K, int P>
 void launch_tile_step(bool adamw, std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales,
                       const float* u, const float* z, const float* v, const AdamScalars& sc, const AdamLoopState* st, float* d0,
@@ -327,30 +236,27 @@ void launch_tile_step(bool adamw, std::int64_t rows, std::int64_t cols, const Sc
 using StepLauncher = void (*)(bool, std::int64_t, std::int64_t, const ScaleGrid&, const float*, const float*, const float*,
                               const float*, const AdamScalars&, const AdamLoopState*, float*, float*, float*, double*, cudaStream_t);
 
-StepLauncher step_launcher(int K, int layout) {
-    constexpr StepLauncher table[3][3] = {{launch_step<4, 1>, launch_tile_step<4, 4>, launch_tile_step<4, 2>},
-                                          {launch_step<8, 1>, launch_tile_step<8, 4>, launch_tile_step<8, 2>},
-                                          {launch_step<16, 1>, launch_tile_step<16, 4>, launch_tile_step<16, 2>}};
-    return table[K == 4 ? 0 : K == 8 ? 1 : 2][layout];
+StepLauncher step_launcher(int K, int per_thread) {
+    constexpr StepLauncher table[3][2] = {{launch_tile_step<4, 2>, launch_tile_step<4, 4>},
+                                          {launch_tile_step<8, 2>, launch_tile_step<8, 4>},
+                                          {launch_tile_step<16, 2>, launch_tile_step<16, 4>}};
+    return table[K == 4 ? 0 : K == 8 ? 1 : 2][per_thread == 2 ? 0 : 1];
 }
 
-// Column tiles of the tiled step (layout 1 or 2: that many columns per thread); 1 for the row step.
-int column_tiles(int layout, std::int64_t cols) {
-    if (layout == 3) return static_cast<int>(adam_column_tiles(cols));
-    const int per_thread = layout == 1 ? 4 : 2;
-    return layout == 0 ? 1 : static_cast<int>((cols + kThreads * per_thread - 1) / (kThreads * per_thread));
-}
+// Column tiles of the step: kThreads * per_thread columns each.
+int column_tiles(int per_thread, std::int64_t cols) { return static_cast<int>((cols + kThreads * per_thread - 1) / (kThreads * per_thread)); }
 
 // The basis zero-padded to K components (K in 4, 8, 16: the kernels are compiled for those).
-int padded_k(std::int64_t k, int layout) { return k <= 4 && layout != 3 ? 4 : k <= 8 ? 8 : 16; }
+int padded_k(std::int64_t k) { return k <= 4 ? 4 : k <= 8 ? 8 : 16; }
 
 }  // namespace
 
 AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g, const float* scales, const std::vector<double>& p0,
-                       Optimizer optimizer, double lr, const Stream& s, int layout)
-    : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k, layout)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
-      lr_(lr), layout_(layout), tiles_(column_tiles(layout, basis.cols)), s_(s) {
-    QF_EXPECT(layout >= 0 && layout <= 3, "AdamDevice: step layout must be 0 to 3, not " + std::to_string(layout));
+                       Optimizer optimizer, double lr, const Stream& s, int columns_per_thread)
+    : rows_(basis.rows), cols_(basis.cols), padded_(padded_k(k)), kk_(padded_ * padded_), g_(g), scales_(scales), optimizer_(optimizer),
+      lr_(lr), per_thread_(columns_per_thread), tiles_(column_tiles(columns_per_thread, basis.cols)), s_(s) {
+    QF_EXPECT(columns_per_thread == 2 || columns_per_thread == 4,
+              "AdamDevice: columns per thread must be 2 or 4, not " + std::to_string(columns_per_thread));
     QF_EXPECT(k >= 1 && k <= kMaxAdamK, "AdamW/RAdam on the GPU takes k <= " + std::to_string(kMaxAdamK) + " components, not " +
                                             std::to_string(k) + " (the backend runs such layers on the host)");
     const int K = padded_;
@@ -377,7 +283,6 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
     const AdamLoopState start;
     upload(u_, up.data(), up.size(), s);
     upload(v_, vp.data(), vp.size(), s);
-    if (layout_ == 3) vfrag_ = adam_v_fragments(v_.get(), K, cols_, s.get());
     upload(p0_, p0p.data(), p0p.size(), s);
     upload(p_, p0p.data(), p0p.size(), s);
     upload(state_, &start, 1, s);
@@ -391,19 +296,15 @@ AdamDevice::AdamDevice(const LowRank& basis, std::int64_t k, const ScaleGrid& g,
 AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) {
     if (count <= 0) return {};
     const bool adamw = optimizer_ == Optimizer::AdamW;
-    const StepLauncher launch = layout_ == 3 ? nullptr : step_launcher(padded_, layout_);
+    const StepLauncher launch = step_launcher(padded_, per_thread_);
     const int parts = project_blocks(rows_);
     DeviceBuffer<double> chunk_losses(static_cast<std::size_t>(count), s_.get());
     for (int step = t0; step < t0 + count; ++step) {
         control_kernel<<<1, kThreads, 0, s_.get()>>>(step, t0, kk_, state_.get(), p0_.get(), partial_.get(), parts, p_.get(), m1_.get(),
                                               z_.get(), chunk_losses.get());
         const AdamScalars sc = adam_scalars(optimizer_, lr_, step + 1);
-        if (layout_ == 3)
-            adam_mma_step(padded_, adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), vfrag_.get(), sc, state_.get(), delta0_.get(),
-                          delta1_.get(), second_.get(), t_part_.get(), s_.get());
-        else
-            launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),
-                   second_.get(), t_part_.get(), s_.get());
+        launch(adamw, rows_, cols_, g_, scales_, u_.get(), z_.get(), v_.get(), sc, state_.get(), delta0_.get(), delta1_.get(),
+               second_.get(), t_part_.get(), s_.get());
         project_kernel<<<static_cast<unsigned int>(parts), kThreads, 0, s_.get()>>>(state_.get(), u_.get(), t_part_.get(), tiles_, rows_,
                                                                                     padded_, partial_.get());
     }
