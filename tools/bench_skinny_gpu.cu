@@ -116,7 +116,7 @@ __global__ void widen(const float* in, double* out, int64_t n) {
 }
 // E = code_value * scale - w in fp32, 4 elements per thread (8-byte bf16, 4-byte code, 16-byte E accesses).
 __device__ __forceinline__ float element(std::uint32_t code, std::uint32_t w, float s) {
-    return quantflow::cuda::code_value(true, static_cast<std::uint8_t>(code)) * s - quantflow::bf16_to_f32(static_cast<std::uint16_t>(w));
+    return quantflow::cuda::code_value(quantflow::cuda::CodeKind::E4m3, static_cast<std::uint8_t>(code)) * s - quantflow::bf16_to_f32(static_cast<std::uint16_t>(w));
 }
 __global__ void materialise_e(const std::uint16_t* w, const std::uint8_t* codes, const float* scale, float* e, int64_t n) {
     const float s = *scale;
@@ -293,7 +293,7 @@ std::string bench_shape(cublasLtHandle_t lt, Timer& timer, Buffer<std::uint8_t>&
         void* ws = workspace.get();
         const auto lt32 = [&] { f32.run(e32.get(), v32.get(), t32.get(), ws, s); };
         const auto lttf = [&] { tf32.run(e32.get(), v32.get(), ttf32.get(), ws, s); };
-        const auto fused = [&] { qc::project_rows(weight, grid, codes.get(), scale.get(), true, v32.get(), k, tfused.get(), s); };
+        const auto fused = [&] { qc::project_rows(weight, grid, codes.get(), scale.get(), qc::CodeKind::E4m3, v32.get(), k, tfused.get(), s); };
         std::vector<Row> rows = {
             {"materialise E fp32", timer.median_ms(materialise), 7 * b, -1, "bf16+codes in (3MN), E out (4MN): the price of E in memory"},
             {"lt fp32", timer.median_ms(lt32), 4 * b, -1, "needs E materialised: +4MN write +4MN read"},

@@ -321,8 +321,8 @@ AdamLoopState AdamDevice::steps(int t0, int count, std::vector<double>& losses) 
     return end;
 }
 
-void AdamDevice::finish(int best_buffer, bool fp8, std::uint8_t* codes) {
-    apply_offsets(rows_ * cols_, fp8, best_buffer ? delta1_.get() : delta0_.get(), codes, s_.get());
+void AdamDevice::finish(int best_buffer, CodeKind kind, std::uint8_t* codes) {
+    apply_offsets(rows_ * cols_, kind, best_buffer ? delta1_.get() : delta0_.get(), codes, s_.get());
 }
 
 }  // namespace quantflow::cuda

@@ -37,7 +37,7 @@ public:
     // Steps t0 .. t0 + count - 1 (stopping early by the loop rule); appends the evaluated losses.
     AdamLoopState steps(int t0, int count, std::vector<double>& losses);
     // codes <- round(code_value + offsets of buffer best_buffer) (spec 5.1/5.2).
-    void finish(int best_buffer, bool fp8, std::uint8_t* codes);
+    void finish(int best_buffer, CodeKind kind, std::uint8_t* codes);
 
 private:
     std::int64_t rows_, cols_;

@@ -37,14 +37,6 @@ std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(
 // the others (e5m2, mxfp8, nvfp4) quantize through quantize_blocks.cu.
 bool has_cuda_kernels(QuantFormat format) { return is_fp8(format) || is_integer_grid(format); }
 
-// The grids the GPU's learned-rounding kernels (rounding.cu, adam.cu, rounding_work.cu) know: e4m3 and int8.
-bool gpu_grid(QuantFormat format) { return is_fp8(format) || (is_integer_grid(format) && int_code_max(format) == 127); }
-
-cuda::CodeKind code_kind(QuantFormat format) {
-    if (format == QuantFormat::Fp8E5m2Tensor) return cuda::CodeKind::E5m2;
-    if (format == QuantFormat::Nvfp4) return cuda::CodeKind::E2m1;
-    return is_fp8(format) || format == QuantFormat::Mxfp8 ? cuda::CodeKind::E4m3 : cuda::CodeKind::Int8;
-}
 
 class CudaBackend;
 
@@ -99,8 +91,8 @@ public:
     }
 
     std::string host_fallback(const LayerWork& l) const override {
-        if (l.basis_k > 0 && !gpu_grid(l.format))
-            return std::string(format_label(l.format)) + " (the GPU's rounding kernels know the e4m3 and int8 grids)";
+        if (l.basis_k > 0 && !cuda::gpu_rounding_grid(l.format))
+            return std::string(format_label(l.format)) + " (the GPU's rounding kernels know the e4m3, e5m2, e2m1 and int8 grids)";
         if (l.basis_k > 0 && l.optimizer != Optimizer::Original && l.basis_k > cuda::kMaxAdamK)
             return std::string(optimizer_name(l.optimizer)) + " with k " + std::to_string(l.basis_k) + " > " +
                    std::to_string(cuda::kMaxAdamK) + " (the GPU step keeps k components in registers)";
@@ -274,7 +266,7 @@ public:
             for (float& v : scaled) v = q.global_scale * v;
         cuda::upload(scales, scaled.data(), scaled.size(), s);
         cuda::upload(dx, x.data(), x.size(), s);
-        cuda::residual_gemv(uw.view, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(), code_kind(q.spec.format),
+        cuda::residual_gemv(uw.view, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(), cuda::code_kind(q.spec.format),
                             dx.get(), dy.get(), s.get());
         cuda::download(y.data(), dy, y.size(), s);
         s.sync();

@@ -17,8 +17,28 @@ __device__ __forceinline__ float load(const DeviceWeight& w, std::int64_t i) {
     }
 }
 
-__device__ __forceinline__ float code_value(bool fp8, std::uint8_t code) {
-    return fp8 ? e4m3_to_f32(code) : static_cast<float>(static_cast<std::int8_t>(code));
+__device__ __forceinline__ float code_value(CodeKind kind, std::uint8_t code) {
+    switch (kind) {
+        case CodeKind::E4m3: return e4m3_to_f32(code);
+        case CodeKind::E5m2: return e5m2_to_f32(code);
+        case CodeKind::E2m1: return e2m1_to_f32(code);
+        default: return static_cast<float>(static_cast<std::int8_t>(code));
+    }
+}
+
+// The grid's code nearest x after the clamp of spec 5.1/5.2 (the CPU's round_offsets).
+__device__ __forceinline__ std::uint8_t round_code(CodeKind kind, float x) {
+    switch (kind) {
+        case CodeKind::E4m3: return f32_to_e4m3(clamp_abs(x, kFp8Max));
+        case CodeKind::E5m2: return f32_to_e5m2(clamp_abs(x, kE5m2Max));
+        case CodeKind::E2m1: return f32_to_e2m1(clamp_abs(x, kE2m1Max));
+        default: return static_cast<std::uint8_t>(int8_round(x));
+    }
+}
+
+// The sign bit of grid_step_bits: sign-magnitude for the float grids, two's complement for int8.
+__device__ __forceinline__ std::uint8_t grid_sign_bit(CodeKind kind) {
+    return kind == CodeKind::E2m1 ? 0x08 : kind == CodeKind::Int8 ? 0x00 : 0x80;
 }
 
 __device__ __forceinline__ std::int64_t cell_of(const ScaleGrid& g, std::int64_t r, std::int64_t c) {

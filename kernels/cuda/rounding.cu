@@ -24,7 +24,7 @@ __device__ __forceinline__ float scale_at(const ScaleGrid& g, const float* scale
 
 // One block per row; kChunk components per pass (predicated beyond k, so acc stays in registers). Each
 // thread sums its columns in double, the warp combines by shuffles, the warps in order: deterministic.
-__global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
+__global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                                const float* v, int k, double* t) {
     const std::int64_t r = blockIdx.x, n = w.cols;
     const std::int64_t cell_row = (r / g.block_rows) * g.grid_cols;
@@ -38,7 +38,7 @@ __global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* 
         for (std::int64_t c = threadIdx.x; c < n; c += kThreads) {
             const std::int64_t i = r * n + c;
             const float sc = scales[cell_row + static_cast<unsigned int>(c) / block_cols];
-            const double e = static_cast<double>(code_value(fp8, codes[i])) * sc - load(w, i);
+            const double e = static_cast<double>(code_value(kind, codes[i])) * sc - load(w, i);
 #pragma unroll
             for (int j = 0; j < kChunk; ++j)
                 if (j0 + j < k) acc[j] = __fma_rn(e, static_cast<double>(v[static_cast<std::int64_t>(j0 + j) * n + c]), acc[j]);
@@ -59,7 +59,7 @@ __global__ void project_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* 
     }
 }
 
-__global__ void correct_kernel(DeviceWeight w, ScaleGrid g, std::uint8_t* codes, const float* scales, bool fp8, const float* uz,
+__global__ void correct_kernel(DeviceWeight w, ScaleGrid g, std::uint8_t* codes, const float* scales, CodeKind kind, const float* uz,
                                const float* v, int k) {
     const std::int64_t total = w.rows * w.cols;
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -68,15 +68,15 @@ __global__ void correct_kernel(DeviceWeight w, ScaleGrid g, std::uint8_t* codes,
         float corr = 0.0f;
         for (int j = 0; j < k; ++j) corr += uz[r * k + j] * v[static_cast<std::int64_t>(j) * w.cols + c];
         const float s = scale_at(g, scales, r, c);
-        const float delta = fp8 ? -corr * (1.0f / s) : -corr * s;
-        const float x = code_value(fp8, codes[i]) + delta;
-        codes[i] = fp8 ? f32_to_e4m3(clamp_abs(x, kFp8Max)) : static_cast<std::uint8_t>(int8_round(x));
+        const float delta = kind != CodeKind::Int8 ? -corr * (1.0f / s) : -corr * s;
+        const float x = code_value(kind, codes[i]) + delta;
+        codes[i] = round_code(kind, x);
     }
 }
 
 // One thread per element (grid-stride over a fixed grid): the element's admissible move (refine_rules.hpp,
 // the CPU's rule) appended at *count, and each block's sum of e^2 in a fixed tree (deterministic).
-__global__ void midpoint_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8,
+__global__ void midpoint_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                                 RefineTables tables, float cost_share, MidpointMove* out, unsigned long long* count,
                                 unsigned long long capacity, double* error2_partial) {
     const std::int64_t total = w.rows * w.cols;
@@ -85,7 +85,7 @@ __global__ void midpoint_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t*
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
         const std::uint8_t code = codes[i];
         const float sc = scale_at(g, scales, i / w.cols, i % w.cols);
-        const float e = code_value(fp8, code) * sc - load(w, i);
+        const float e = code_value(kind, code) * sc - load(w, i);
         e2 += static_cast<double>(e) * e;
         MidpointMove mv;
         if (midpoint_move(tables, code, sc, e, cost_share, mv.delta, mv.cost, mv.step)) {
@@ -98,11 +98,11 @@ __global__ void midpoint_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t*
     if (threadIdx.x == 0) error2_partial[blockIdx.x] = block_e2;
 }
 
-__global__ void move_kernel(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes) {
+__global__ void move_kernel(const MidpointMove* moves, std::int64_t count, CodeKind kind, std::uint8_t* codes) {
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < count;
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
         std::uint8_t& code = codes[moves[i].element];
-        code = grid_step(fp8, code, moves[i].step);
+        code = grid_step_bits(grid_sign_bit(kind), code, moves[i].step);
     }
 }
 
@@ -164,19 +164,19 @@ unsigned int grid_for(std::int64_t elements) {
     return static_cast<unsigned int>(std::max<std::int64_t>(1, std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 65535LL * 32)));
 }
 
-__global__ void offsets_kernel(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes) {
+__global__ void offsets_kernel(std::int64_t elements, CodeKind kind, const float* offsets, std::uint8_t* codes) {
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < elements;
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-        const float x = code_value(fp8, codes[i]) + offsets[i];
-        codes[i] = fp8 ? f32_to_e4m3(clamp_abs(x, kFp8Max)) : static_cast<std::uint8_t>(int8_round(x));
+        const float x = code_value(kind, codes[i]) + offsets[i];
+        codes[i] = round_code(kind, x);
     }
 }
 
 }  // namespace
 
-void apply_offsets(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes, cudaStream_t s) {
+void apply_offsets(std::int64_t elements, CodeKind kind, const float* offsets, std::uint8_t* codes, cudaStream_t s) {
     const std::int64_t blocks = std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 65535LL * 32);
-    offsets_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(elements, fp8, offsets, codes);
+    offsets_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(elements, kind, offsets, codes);
     QF_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -184,11 +184,11 @@ unsigned int midpoint_blocks(std::int64_t elements) {
     return static_cast<unsigned int>(std::max<std::int64_t>(1, std::min<std::int64_t>((elements + kThreads - 1) / kThreads, 4096)));
 }
 
-unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                                  const RefineTables& tables, float cost_share, MidpointMove* out, unsigned long long* count,
                                  unsigned long long capacity, double* error2_partial, cudaStream_t s) {
     const unsigned int blocks = midpoint_blocks(w.rows * w.cols);
-    midpoint_kernel<<<blocks, kThreads, 0, s>>>(w, g, codes, scales, fp8, tables, cost_share, out, count, capacity, error2_partial);
+    midpoint_kernel<<<blocks, kThreads, 0, s>>>(w, g, codes, scales, kind, tables, cost_share, out, count, capacity, error2_partial);
     QF_CUDA_CHECK(cudaGetLastError());
     return blocks;
 }
@@ -231,9 +231,9 @@ double sum_squares(const double* x, std::int64_t n, cudaStream_t s) {
     return total;
 }
 
-void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s) {
+void move_codes(const MidpointMove* moves, std::int64_t count, CodeKind kind, std::uint8_t* codes, cudaStream_t s) {
     if (count == 0) return;
-    move_kernel<<<grid_for(count), kThreads, 0, s>>>(moves, count, fp8, codes);
+    move_kernel<<<grid_for(count), kThreads, 0, s>>>(moves, count, kind, codes);
     QF_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -243,17 +243,17 @@ void scaled_low_rank(std::int64_t rows, std::int64_t cols, const ScaleGrid& g, c
     QF_CUDA_CHECK(cudaGetLastError());
 }
 
-void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                   const float* v, int k, double* t, cudaStream_t s) {
-    project_kernel<<<static_cast<unsigned int>(w.rows), kThreads, 0, s>>>(w, g, codes, scales, fp8, v, k, t);
+    project_kernel<<<static_cast<unsigned int>(w.rows), kThreads, 0, s>>>(w, g, codes, scales, kind, v, k, t);
     QF_CUDA_CHECK(cudaGetLastError());
 }
 
-void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, bool fp8,
+void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, CodeKind kind,
                    const float* uz, const float* v, int k, cudaStream_t s) {
     const std::int64_t total = w.rows * w.cols;
     const std::int64_t blocks = std::min<std::int64_t>((total + kThreads - 1) / kThreads, 65535LL * 32);
-    correct_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(w, g, codes, scales, fp8, uz, v, k);
+    correct_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(w, g, codes, scales, kind, uz, v, k);
     QF_CUDA_CHECK(cudaGetLastError());
 }
 

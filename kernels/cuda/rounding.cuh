@@ -17,12 +17,12 @@ namespace quantflow::cuda {
 // measures cuBLASLt against; the backend uses cuBLASLt, which is faster).
 // t[r, j] = sum_c e[r, c] * v[j, c] in double, e = code_value * scale - w: the error of the codes projected on
 // the k right singular vectors (v is k x cols, row-major). One block per row, fixed reduction order.
-void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+void project_rows(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                   const float* v, int k, double* t, cudaStream_t s);
 
 // codes <- round(code_value - (uz[r] . v[:, c]) * (FP8: 1/scale, INT8: scale)): the closed form's one rank-k
 // correction and the final rounding of spec 5.1/5.2. uz is rows x k.
-void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, bool fp8,
+void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* codes, const float* scales, CodeKind kind,
                    const float* uz, const float* v, int k, cudaStream_t s);
 
 // The rounding-aware finish's candidate pass: e = code_value * scale - w and midpoint_move() for every element
@@ -30,7 +30,7 @@ void correct_codes(const DeviceWeight& w, const ScaleGrid& g, std::uint8_t* code
 // `capacity` are stored, *count says how many there were (the caller retries with a larger buffer).
 // error2_partial[block] gets each block's sum of e^2 (a fixed grid, summed in order on the host:
 // deterministic). Returns the number of blocks (midpoint_blocks).
-unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, bool fp8,
+unsigned int find_midpoint_moves(const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                                  const RefineTables& tables, float cost_share, MidpointMove* out, unsigned long long* count,
                                  unsigned long long capacity, double* error2_partial, cudaStream_t s);
 unsigned int midpoint_blocks(std::int64_t elements);
@@ -47,13 +47,13 @@ std::size_t keep_best_moves(const MidpointMove* moves, std::size_t count, std::s
 double sum_squares(const double* x, std::int64_t n, cudaStream_t s);
 
 // codes[move.element] <- grid_step(code, move.step) for each of the `count` moves (distinct elements).
-void move_codes(const MidpointMove* moves, std::int64_t count, bool fp8, std::uint8_t* codes, cudaStream_t s);
+void move_codes(const MidpointMove* moves, std::int64_t count, CodeKind kind, std::uint8_t* codes, cudaStream_t s);
 
 // e[r, c] = (uy[r] . v[:, c]) * scale[cell]^2 in double: uy is rows x k, v is k x cols.
 void scaled_low_rank(std::int64_t rows, std::int64_t cols, const ScaleGrid& g, const float* scales, const double* uy, const double* v,
                      int k, double* e, cudaStream_t s);
 
 // codes <- round(code_value + offset[i]) (spec 5.1/5.2 clamp and rounding).
-void apply_offsets(std::int64_t elements, bool fp8, const float* offsets, std::uint8_t* codes, cudaStream_t s);
+void apply_offsets(std::int64_t elements, CodeKind kind, const float* offsets, std::uint8_t* codes, cudaStream_t s);
 
 }  // namespace quantflow::cuda

@@ -24,7 +24,7 @@ class CudaRoundingWork final : public RoundingWork {
 public:
     CudaRoundingWork(int device, std::string_view name, const LowRank& basis, QuantizedTensor& q, StagingRing& ring,
                      const std::function<DeviceWeightRef(const Stream&)>& load_weight)
-        : device_(device), name_(name), basis_(basis), q_(q), ring_(ring), fp8_(is_fp8(q.spec.format)), n_(at(q.rows * q.cols)),
+        : device_(device), name_(name), basis_(basis), q_(q), ring_(ring), kind_(code_kind(q.spec.format)), n_(at(q.rows * q.cols)),
           g_(grid_of(q.spec, q.rows, q.cols)) {
         QF_EXPECT(basis.rows == q.rows && basis.cols == q.cols && q.codes.size() == n_,
                   "tensor '" + name_ + "': basis [" + std::to_string(basis.rows) + ", " + std::to_string(basis.cols) +
@@ -39,7 +39,9 @@ public:
         t_ = DeviceBuffer<double>(at(q.rows * basis.k), s_.get());
         ring_.upload(codes_.get(), q.codes.data(), n_, s_);
         QF_CUDA_CHECK(cudaMemcpyAsync(rtn_.get(), codes_.get(), n_, cudaMemcpyDeviceToDevice, s_.get()));
-        upload(scales_, q.scales.data(), q.scales.size(), s_);
+        std::vector<float> scales(q.scales);  // nvfp4: global * block scale, formed as the CPU's row_scales does
+        for (float& x : scales) x = q.global_scale * x;
+        upload(scales_, scales.data(), scales.size(), s_);
         upload(v_, basis.v.data(), basis.v.size(), s_);
         const std::vector<double> v64(basis.v.begin(), basis.v.end());
         upload(v64_, v64.data(), v64.size(), s_);
@@ -52,7 +54,7 @@ public:
 
     std::vector<double> project(std::int64_t k, double* error2) override {
         const auto on = enter(k);
-        project_rows_lt(lt_, weight_.view, g_, codes_.get(), scales_.get(), fp8_, v64_.get(), static_cast<int>(k), e_work_.get(),
+        project_rows_lt(lt_, weight_.view, g_, codes_.get(), scales_.get(), kind_, v64_.get(), static_cast<int>(k), e_work_.get(),
                         t_.get(), s_.get());
         if (error2) *error2 = sum_squares(e_work_.get(), static_cast<std::int64_t>(n_), s_.get());  // E is in e_work_ now
         return reduce(k);
@@ -72,7 +74,7 @@ public:
             }
         DeviceBuffer<float> duz(uz.size(), s_.get());
         upload(duz, uz.data(), uz.size(), s_);
-        correct_codes(weight_.view, g_, codes_.get(), scales_.get(), fp8_, duz.get(), v_.get(), static_cast<int>(k), s_.get());
+        correct_codes(weight_.view, g_, codes_.get(), scales_.get(), kind_, duz.get(), v_.get(), static_cast<int>(k), s_.get());
         s_.sync();
     }
 
@@ -104,7 +106,7 @@ public:
     void adam_finish(int best_buffer) override {
         QF_EXPECT(adam_, "tensor '" + name_ + "': adam_finish before adam_begin");
         const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
-        adam_->finish(best_buffer, fp8_, codes_.get());
+        adam_->finish(best_buffer, kind_, codes_.get());
         s_.sync();
         adam_.reset();
     }
@@ -124,7 +126,7 @@ public:
         for (;;) {
             DeviceBuffer<MidpointMove> found(static_cast<std::size_t>(std::max<unsigned long long>(capacity, 1)), s_.get());
             QF_CUDA_CHECK(cudaMemsetAsync(count.get(), 0, sizeof(unsigned long long), s_.get()));
-            find_midpoint_moves(weight_.view, g_, codes_.get(), scales_.get(), fp8_, tables, query.cost_share, found.get(), count.get(),
+            find_midpoint_moves(weight_.view, g_, codes_.get(), scales_.get(), kind_, tables, query.cost_share, found.get(), count.get(),
                                 capacity, partial.get(), s_.get());
             download(&total, count, 1, s_);
             download(sums.data(), partial, blocks, s_);
@@ -170,7 +172,7 @@ public:
         const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
         DeviceBuffer<MidpointMove> d(moves.size(), s_.get());
         upload(d, moves.data(), moves.size(), s_);
-        cuda::move_codes(d.get(), static_cast<std::int64_t>(moves.size()), fp8_, codes_.get(), s_.get());
+        cuda::move_codes(d.get(), static_cast<std::int64_t>(moves.size()), kind_, codes_.get(), s_.get());
         s_.sync();
     }
 
@@ -213,7 +215,7 @@ private:
     const LowRank& basis_;
     QuantizedTensor& q_;
     StagingRing& ring_;
-    bool fp8_;
+    CodeKind kind_;
     std::size_t n_;
     ScaleGrid g_;
     Stream s_;  // before every buffer: it outlives them

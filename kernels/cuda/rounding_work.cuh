@@ -28,6 +28,20 @@ struct DeviceWeightRef {
 // The scale grid of a format on a [rows, cols] weight.
 ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
 
+// How the format's code bytes decode.
+inline CodeKind code_kind(QuantFormat format) {
+    if (format == QuantFormat::Fp8E5m2Tensor) return CodeKind::E5m2;
+    if (format == QuantFormat::Nvfp4) return CodeKind::E2m1;
+    return is_fp8(format) || format == QuantFormat::Mxfp8 ? CodeKind::E4m3 : CodeKind::Int8;
+}
+
+// The formats make_rounding_work takes: the float grids (e4m3 with any scale layout, mxfp8, e5m2, nvfp4's E2M1
+// under its two-level scales) and int8 (ConvRot's too: the work sees the rotated weight). Int4 runs on the host.
+inline bool gpu_rounding_grid(QuantFormat format) {
+    return is_fp8(format) || format == QuantFormat::Mxfp8 || format == QuantFormat::Fp8E5m2Tensor || format == QuantFormat::Nvfp4 ||
+           (is_integer_grid(format) && int_code_max(format) == 127);
+}
+
 // The work of one layer on `device` (the caller has made it current): q holds the round-to-nearest codes
 // and scales and must outlive the work; load_weight(s) gives the weight on the device, copied on stream s.
 // Copies of codes go through `ring`. Throws Error when device memory runs out.

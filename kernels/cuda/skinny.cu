@@ -11,12 +11,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void error_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, bool fp8, double* e) {
+__global__ void error_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, CodeKind kind, double* e) {
     const std::int64_t total = w.rows * w.cols;
     for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
          i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
         const std::int64_t r = i / w.cols, c = i % w.cols;
-        e[i] = static_cast<double>(code_value(fp8, codes[i])) * scales[cell_of(g, r, c)] - load(w, i);
+        e[i] = static_cast<double>(code_value(kind, codes[i])) * scales[cell_of(g, r, c)] - load(w, i);
     }
 }
 
@@ -36,9 +36,9 @@ LtHandle::~LtHandle() {
 }
 
 void project_rows_lt(const LtHandle& lt, const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales,
-                     bool fp8, const double* v, int k, double* e_work, double* t, cudaStream_t s) {
+                     CodeKind kind, const double* v, int k, double* e_work, double* t, cudaStream_t s) {
     const std::int64_t blocks = std::min<std::int64_t>((w.rows * w.cols + kThreads - 1) / kThreads, 65535LL * 32);
-    error_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(w, g, codes, scales, fp8, e_work);
+    error_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, s>>>(w, g, codes, scales, kind, e_work);
     QF_CUDA_CHECK(cudaGetLastError());
     rows_times_vt_lt(lt, w.rows, w.cols, e_work, v, k, t, s);
 }

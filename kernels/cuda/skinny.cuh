@@ -32,7 +32,7 @@ private:
 // rows x cols doubles, v is k x cols doubles. No GEMM workspace: the algorithms chosen never split the sums
 // across blocks, so results are deterministic.
 void project_rows_lt(const LtHandle& lt, const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales,
-                     bool fp8, const double* v, int k, double* e_work, double* t, cudaStream_t s);
+                     CodeKind kind, const double* v, int k, double* e_work, double* t, cudaStream_t s);
 
 // The GEMM alone on a given e (m x n doubles): t[r, j] = sum_c e[r, c] * v[j, c].
 void rows_times_vt_lt(const LtHandle& lt, std::int64_t m, std::int64_t n, const double* e, const double* v, int k, double* t,
