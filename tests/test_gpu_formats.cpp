@@ -42,6 +42,28 @@ TEST_CASE("gpu quantize: float8_e5m2, mxfp8 and nvfp4 kernels bit-identical to t
     }
 }
 
+TEST_CASE("gpu nvfp4 scale search: the CPU's block scales, codes and round-to-nearest error, odd shapes and every dtype") {
+    for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{384, 512}, {33, 70}}) {
+        for (const DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+            CAPTURE(rows);
+            CAPTURE(static_cast<int>(dtype));
+            std::vector<std::byte> bytes = weight_bytes(dtype, static_cast<std::size_t>(rows * cols), 17);
+            if (dtype == DType::F32) std::memset(bytes.data(), 0, 16 * sizeof(float));  // one all-zero block
+            const TensorView w{bytes.data(), dtype, rows, cols};
+            QuantizedTensor c = quantize_cpu("w", w, {QuantFormat::Nvfp4, 16}), g = c;
+            const QuantizedTensor rtn = c;
+            const double ec = make_cpu_backend()->search_block_scales("w", w, c);
+            const double eg = gpu().search_block_scales("w", w, g);
+            CHECK(eg == ec);
+            CHECK(g.scales == c.scales);
+            CHECK(g.codes == c.codes);
+            std::size_t moved = 0;
+            for (std::size_t i = 0; i < c.scales.size(); ++i) moved += c.scales[i] != rtn.scales[i];
+            CHECK(moved > 0);  // the search changed blocks: the comparison above is not of two copies of the input
+        }
+    }
+}
+
 TEST_CASE("gpu convrot: the group rotation and the int8 / int4 quantizers bit-identical to the CPU twins, every group and dtype") {
     const auto cpu = make_cpu_backend();
     for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{200, 4096}, {33, 1024}, {7, 64}}) {

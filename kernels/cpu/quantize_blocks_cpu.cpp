@@ -13,6 +13,7 @@
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/error.hpp"
 #include "kernels/numerics.hpp"
+#include "kernels/refine_rules.hpp"
 
 namespace quantflow {
 namespace {
@@ -137,17 +138,6 @@ BlockError encoded_error(const float* x, std::int64_t n, float total, std::uint8
     }
     return b;
 }
-
-// The e4m3 block scales tried around round-to-nearest's: codes -4..+3 from it (measured on Gaussian blocks with
-// outlier columns, offsets -8..+2 allowed: -3..+2 are ever chosen, 0 most, then -1 and +1).
-constexpr int kScaleSearchBelow = 4, kScaleSearchAbove = 3;
-// The least squared error alone shrinks blocks (it clips their largest values): an error along the weight itself,
-// which lies in the top singular subspace (numpy, 512 x 1024 power-law weight with outlier channels: Frobenius
-// 9.55% -> 8.64% but projected error k 16 0.69% -> 1.01%). The score is ||e||^2 + kAlongWeight (e.x)^2 / ||x||^2
-// (numpy: weight 4 gives 8.69% / 0.50%, 8 gives 8.83% / 0.48%). After the wide finish with cost share 0.3 (small
-// structured model, nvfp4, k 16): weight 4 0.38x round-to-nearest's projected error at -3.6% Frobenius, weight 8
-// 0.36x at -2.8%.
-constexpr double kAlongWeight = 8;
 
 }  // namespace
 

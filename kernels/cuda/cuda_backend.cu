@@ -301,9 +301,33 @@ public:
         return Backend::learned_round(name, w, basis, settings, q);
     }
 
-    // On the host, like the learned rounding of the only format it serves (nvfp4's E2M1 grid is a host_fallback).
-    double search_block_scales(std::string_view name, const TensorView& w, QuantizedTensor& q) override {
-        return host_->search_block_scales(name, w, q);
+    // nvfp4's scale search on the device (quantize_blocks.cu), the CPU's bits: per-block errors summed per row
+    // in block order, then the rows in order, on the host.
+    double search_block_scales(std::string_view, const TensorView& w, QuantizedTensor& q) override {
+        if (q.spec.format != QuantFormat::Nvfp4) return 0;
+        const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
+        const cuda::Stream s;
+        const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
+        const std::int64_t blocks = (w.cols + 15) / 16;
+        const DeviceWeightRef uw = device_weight(w, s);
+        DeviceBuffer<std::uint8_t> codes(n, s.get());
+        DeviceBuffer<float> scales(q.scales.size(), s.get());
+        DeviceBuffer<double> errors(static_cast<std::size_t>(w.rows * blocks), s.get());
+        staging().upload(codes.get(), q.codes.data(), n, s);
+        cuda::upload(scales, q.scales.data(), q.scales.size(), s);
+        cuda::search_nvfp4_scales(uw.view, q.global_scale, scales.get(), codes.get(), errors.get(), s.get());
+        std::vector<double> e(static_cast<std::size_t>(w.rows * blocks));
+        cuda::download(e.data(), errors, e.size(), s);
+        cuda::download(q.scales.data(), scales, q.scales.size(), s);
+        staging().download(q.codes.data(), codes.get(), n, s);
+        s.sync();
+        double total = 0;
+        for (std::int64_t r = 0; r < w.rows; ++r) {
+            double row = 0;
+            for (std::int64_t b = 0; b < blocks; ++b) row += e[static_cast<std::size_t>(r * blocks + b)];
+            total += row;
+        }
+        return total;
     }
 
     QualityMetrics measure(const TensorView& w, const QuantizedTensor& q, const LowRank* basis, const QualityInputs& inputs) override {

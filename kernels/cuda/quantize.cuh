@@ -42,6 +42,10 @@ void rotate_groups(const DeviceWeight& w, std::int64_t g, float* out, cudaStream
 // cell_amax's. The CPU twin is quantize_blocks_cpu.cpp.
 void encode_block_scaled(const DeviceWeight& w, bool nvfp4, float global, float* scales, std::uint8_t* codes,
                          unsigned long long* bad_row, cudaStream_t s);
+// nvfp4's scale search (Backend::search_block_scales) in place on round-to-nearest's scales and codes, one
+// thread per block of 16; block_error2 [rows * blocks] receives each block's round-to-nearest squared error.
+// The twin of search_block_scales_cpu: the same scales and codes.
+void search_nvfp4_scales(const DeviceWeight& w, float global, float* scales, std::uint8_t* codes, double* block_error2, cudaStream_t s);
 // codes[i] = e5m2(clamp(x * multiplier, +-57344)).
 void encode_e5m2(const DeviceWeight& w, float multiplier, std::uint8_t* codes, cudaStream_t s);
 
