@@ -1,8 +1,10 @@
 #include "stages/format/block_scaled.hpp"
 
+#include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "kernels/error.hpp"
@@ -91,11 +93,17 @@ std::vector<std::uint8_t> pack_block_scales(const QuantizedTensor& q) {
     const Grid g = grid_of(q.spec.format, q.rows, q.cols);
     const std::int64_t blocks = scale_cols(q.spec, q.cols);  // == g.scale_cols: K padded to a block multiple
     std::vector<std::uint8_t> out(static_cast<std::size_t>(g.stored_rows * g.stored_cols), 0);
-    oneapi::tbb::parallel_for(std::int64_t{0}, q.rows, [&](std::int64_t r) {  // every (r, c) has its own byte
-        // swizzled_offset(r, c) split into its row part and (c / 4) * 512 + c % 4 (perf: the per-scale call was 3%).
-        std::uint8_t* base = out.data() + swizzled_offset(r, 0, g.stored_cols);
-        const float* scales = q.scales.data() + r * blocks;
-        for (std::int64_t c = 0; c < blocks; ++c) base[(c / 4) * 512 + c % 4] = scale_byte(q.spec.format, scales[c]);
+    oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, q.rows), [&](const auto& range) {
+        std::vector<std::uint8_t> bytes(static_cast<std::size_t>(blocks));
+        for (std::int64_t r = range.begin(); r != range.end(); ++r) {  // every (r, c) has its own byte
+            const float* scales = q.scales.data() + r * blocks;
+            for (std::int64_t c = 0; c < blocks; ++c) bytes[static_cast<std::size_t>(c)] = scale_byte(q.spec.format, scales[c]);
+            // swizzled_offset(r, c) is the row's offset plus (c / 4) * 512 + c % 4: runs of 4 bytes (perf: the
+            // per-scale offset call and store were 7% of an nvfp4 --simple run).
+            std::uint8_t* base = out.data() + swizzled_offset(r, 0, g.stored_cols);
+            for (std::int64_t c = 0; c < blocks; c += 4)
+                std::memcpy(base + (c / 4) * 512, bytes.data() + c, static_cast<std::size_t>(std::min<std::int64_t>(4, blocks - c)));
+        }
     });
     return out;
 }
