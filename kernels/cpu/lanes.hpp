@@ -61,22 +61,4 @@ inline std::uint8_t e2m1_lane(float y) {
     return static_cast<std::uint8_t>(((w >> 28) & 8u) | (((sub & is_sub) | (norm & ~is_sub)) & is_num));
 }
 
-// e2m1_to_f32(code) (the low nibble: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and the sign bit 8) without its table.
-inline float e2m1_value_lane(std::uint32_t code) {
-    const std::uint32_t i = code & 7u;
-    const std::uint32_t normal = (((i >> 1) + 126u) << 23) | ((i & 1u) << 22);  // 1, 1.5, 2, 3, 4, 6
-    const std::uint32_t is_small = 0u - static_cast<std::uint32_t>(i < 2u);      // 0 and 0.5
-    return bits_f32(((i * 0x3F000000u) & is_small) | (normal & ~is_small) | ((code & 8u) << 28));
-}
-
-// e4m3_to_f32(code) for code < 256 without its branches (NaN for 0x7F and 0xFF, subnormals man * 2^-9).
-inline float e4m3_value_lane(std::uint32_t code) {
-    const std::uint32_t sign = (code & 0x80u) << 24, exp = (code >> 3) & 0xFu, man = code & 7u;
-    const std::uint32_t normal = sign | ((exp + 120u) << 23) | (man << 20);
-    const std::uint32_t sub = f32_bits(static_cast<float>(static_cast<std::int32_t>(man)) * 0.001953125f) | sign;
-    const std::uint32_t is_sub = 0u - static_cast<std::uint32_t>(exp == 0u);
-    const std::uint32_t is_nan = 0u - static_cast<std::uint32_t>((code & 0x7Fu) == 0x7Fu);
-    return bits_f32((((sub & is_sub) | (normal & ~is_sub)) & ~is_nan) | ((sign | 0x7FC00000u) & is_nan));
-}
-
 }  // namespace quantflow
