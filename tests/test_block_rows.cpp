@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/block_rows_cpu.hpp"
-#include "kernels/cpu/lanes.hpp"
+#include "kernels/lanes.hpp"
 #include "kernels/numerics.hpp"
 
 using namespace quantflow;

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/cpu/lanes.hpp"
+#include "kernels/lanes.hpp"
 #include "kernels/numerics.hpp"
 #include "kernels/vector_clones.hpp"
 

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "kernels/cpu/cpu_backend.hpp"
-#include "kernels/cpu/lanes.hpp"
+#include "kernels/lanes.hpp"
 #include "kernels/error.hpp"
 #include "kernels/numerics.hpp"
 
@@ -164,7 +164,7 @@ void quantize_tiles(std::string_view name, const TensorView& w, QuantFormat form
 
 }  // namespace
 
-// One e4m3_lane per element (kernels/cpu/lanes.hpp), vectorised.
+// One e4m3_lane per element (kernels/lanes.hpp), vectorised.
 QF_VECTOR_CLONES void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out) {
     for (std::int64_t i = 0; i < n; ++i) out[i] = e4m3_lane(x[i] * multiplier);
 }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/error.hpp"
+#include "kernels/lanes.hpp"
 #include "kernels/numerics.hpp"
 
 namespace quantflow {
@@ -36,9 +37,14 @@ Grid grid_of(QuantFormat format, std::int64_t rows, std::int64_t cols) {
     return g;
 }
 
-std::uint8_t scale_byte(QuantFormat format, float scale) {
-    if (format == QuantFormat::Nvfp4) return f32_to_e4m3(scale);  // exact: the scale is an e4m3 value
-    return scale == 0.0f ? 0 : static_cast<std::uint8_t>(f32_bits(scale) >> 23);  // 2^(byte - 127)
+// The stored bytes of n block scales, one loop per format so both vectorise (perf: the scalar f32_to_e4m3 was 5%
+// of an nvfp4 --simple run). nvfp4 scales are e4m3 values <= 448, where e4m3_lane is f32_to_e4m3 (exact); an
+// mxfp8 scale 2^(byte - 127) has its byte as exponent bits, and 0 (byte 0) has none.
+void scale_bytes(QuantFormat format, const float* scales, std::int64_t n, std::uint8_t* __restrict out) {
+    if (format == QuantFormat::Nvfp4)
+        for (std::int64_t c = 0; c < n; ++c) out[c] = e4m3_lane(scales[c]);
+    else
+        for (std::int64_t c = 0; c < n; ++c) out[c] = static_cast<std::uint8_t>(f32_bits(scales[c]) >> 23);
 }
 
 float scale_value(QuantFormat format, std::uint8_t byte) {
@@ -97,7 +103,7 @@ std::vector<std::uint8_t> pack_block_scales(const QuantizedTensor& q) {
         std::vector<std::uint8_t> bytes(static_cast<std::size_t>(blocks));
         for (std::int64_t r = range.begin(); r != range.end(); ++r) {  // every (r, c) has its own byte
             const float* scales = q.scales.data() + r * blocks;
-            for (std::int64_t c = 0; c < blocks; ++c) bytes[static_cast<std::size_t>(c)] = scale_byte(q.spec.format, scales[c]);
+            scale_bytes(q.spec.format, scales, blocks, bytes.data());
             // swizzled_offset(r, c) is the row's offset plus (c / 4) * 512 + c % 4: runs of 4 bytes (perf: the
             // per-scale offset call and store were 7% of an nvfp4 --simple run).
             std::uint8_t* base = out.data() + swizzled_offset(r, 0, g.stored_cols);

@@ -1,4 +1,4 @@
-// kernels/cpu/lanes.hpp: branch-free twins of numerics.hpp conversions, one lane each, for the host loops that
+// kernels/lanes.hpp: branch-free twins of numerics.hpp conversions, one lane each, for the host loops that
 // vectorise them (a branch or a select of float results keeps GCC from if-converting the loop). Each equals its
 // scalar twin on its whole stated domain (test_block_rows.cpp and test_quantize_cpu.cpp check every input).
 #pragma once
