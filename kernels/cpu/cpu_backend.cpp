@@ -61,6 +61,17 @@ QF_VECTOR_CLONES float residual_dot(const float* w, const float* dq, const float
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
+// dq[c] = values[codes[c]] * (global * scales[b]) over the blocks b of `block` columns (the last may be partial):
+// the table lookups vectorise as gathers (perf: the scalar loop was 14-26% of a --simple run).
+QF_VECTOR_CLONES void dequantize_row(const std::uint8_t* codes, const float* __restrict values, const float* scales, float global,
+                                     std::int64_t blocks, std::int64_t block, std::int64_t n, float* __restrict dq) {
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        const float s = global * scales[b];
+        const std::int64_t end = std::min((b + 1) * block, n);
+        for (std::int64_t c = b * block; c < end; ++c) dq[c] = values[codes[c]] * s;
+    }
+}
+
 }  // namespace
 
 void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<const float> x, std::span<float> y) {
@@ -72,17 +83,16 @@ void residual_gemv_cpu(const TensorView& w, const QuantizedTensor& q, std::span<
     const std::int64_t block_rows = scale_block_rows(q.spec, q.rows), block_cols = scale_block_cols(q.spec, q.cols);
     const std::int64_t grid_cols = scale_cols(q.spec, q.cols);
     oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<std::int64_t>(0, w.rows, 16), [&](const auto& range) {
-        std::vector<float> wrow(static_cast<std::size_t>(w.cols)), dq(static_cast<std::size_t>(w.cols));
+        std::vector<float> wrow(w.dtype == DType::F32 ? 0 : static_cast<std::size_t>(w.cols)), dq(static_cast<std::size_t>(w.cols));
         for (std::int64_t r = range.begin(); r != range.end(); ++r) {
-            decode_row_cpu(w, r, 0, w.cols, wrow.data());
-            const float* scale_row = q.scales.data() + (r / block_rows) * grid_cols;
-            const std::uint8_t* codes = q.codes.data() + r * w.cols;
-            for (std::int64_t b = 0; b < grid_cols; ++b) {
-                const float s = q.global_scale * scale_row[b];
-                for (std::int64_t c = b * block_cols; c < std::min((b + 1) * block_cols, w.cols); ++c)
-                    dq[static_cast<std::size_t>(c)] = values[codes[c]] * s;
+            const float* wr = reinterpret_cast<const float*>(w.data) + r * w.cols;  // float32 rows are read in place
+            if (w.dtype != DType::F32) {
+                decode_row_cpu(w, r, 0, w.cols, wrow.data());
+                wr = wrow.data();
             }
-            y[static_cast<std::size_t>(r)] = residual_dot(wrow.data(), dq.data(), x.data(), w.cols);
+            dequantize_row(q.codes.data() + r * w.cols, values.data(), q.scales.data() + (r / block_rows) * grid_cols,
+                           q.global_scale, grid_cols, block_cols, w.cols, dq.data());
+            y[static_cast<std::size_t>(r)] = residual_dot(wr, dq.data(), x.data(), w.cols);
         }
     });
 }
