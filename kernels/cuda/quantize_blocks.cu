@@ -49,7 +49,7 @@ __global__ void block_scaled_kernel(DeviceWeight w, bool nvfp4, float global, fl
 
 // nvfp4's scale search on one (row, block of 16) per thread: search_block_scales_cpu (quantize_blocks_cpu.cpp)
 // with the same functions in the same order (the encode is f32_to_e2m1 of the clamped quotient, which the CPU's
-// vectorised encode_e2m1_row equals on finite inputs). block_error2[id] gets the block's round-to-nearest error.
+// e2m1_lane equals for every non-NaN quotient). block_error2[id] gets the block's round-to-nearest error.
 __global__ void scale_search_kernel(DeviceWeight w, float global, float* scales, std::uint8_t* codes, double* block_error2) {
     const std::int64_t blocks = (w.cols + 15) / 16;
     const std::int64_t id = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
