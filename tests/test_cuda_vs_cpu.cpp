@@ -252,6 +252,10 @@ TEST_CASE("gpu host fallback: adamw with k > 16 is named, counted on the host an
     CHECK(gpu().layer_memory(wide).host > 0);
     CHECK(gpu().host_fallback({256, 384, DType::BF16, 16, Optimizer::AdamW}) == "");
     CHECK(gpu().host_fallback({256, 384, DType::BF16, 24, Optimizer::Original}) == "");
+    // nvfp4's wide finish may find a move for every element: the device memory counts them all.
+    const LayerWork nvfp4{256, 384, DType::BF16, 16, Optimizer::Original, QuantFormat::Nvfp4};
+    CHECK(gpu().host_fallback(nvfp4) == "");
+    CHECK(gpu().layer_memory(nvfp4).device >= 256u * 384u * sizeof(MidpointMove));
     const std::vector<std::byte> bytes = qftest::random_bf16(256 * 384, 23);
     const TensorView w{bytes.data(), DType::BF16, 256, 384};
     const LowRank basis = top_k_svd_cpu("w", w, {24, 23, 10, 4, false});

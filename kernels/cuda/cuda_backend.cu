@@ -84,7 +84,10 @@ public:
         const std::uint64_t svd = 8 * n + 4 * basis;
         if (!host_fallback(l).empty()) return {Backend::layer_memory(l).host, weight + svd + basis};
         const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
-        const std::uint64_t found = n / 16 + (1u << 20), pool = std::min(found, std::max<std::uint64_t>(1u << 16, n / 128));
+        // nvfp4's learned rounding takes the wide finish (cost share 1: nearly every element has an admissible move,
+        // and the device keeps them all before its selection: 15.9 GiB peak on 4 WAN-14B blocks, 8 layers in flight).
+        const bool wide = l.format == QuantFormat::Nvfp4 && l.optimizer == Optimizer::Original;
+        const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, std::max<std::uint64_t>(1u << 16, n / 128));
         const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                      static_cast<std::uint64_t>(l.rows + l.cols) * 32;
         return {pool * 144, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
