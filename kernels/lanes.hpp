@@ -10,6 +10,17 @@
 
 namespace quantflow {
 
+// Largest |x| of n floats as bits (they order non-negative floats as their values; an integer max vectorises
+// where a float max does not), inline so a loop over short blocks vectorises around it.
+inline std::uint32_t max_abs_bits_inline(const float* x, std::int64_t n) {
+    std::uint32_t m = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const std::uint32_t u = f32_bits(x[i]) & 0x7FFFFFFFu;
+        m = u > m ? u : m;
+    }
+    return m;
+}
+
 // f32_to_e4m3(clamp(y, -448, 448)) for non-NaN y, without f32_to_e4m3's NaN branch (the clamp keeps |y| <= 448
 // < 464) and with its two remaining cases computed unconditionally, so loops over it vectorise;
 // test_quantize_cpu checks it (through encode_fp8_cpu) against f32_to_e4m3 on all 2^32 inputs.

@@ -11,27 +11,17 @@ namespace {
 
 constexpr std::int64_t kMx = 32, kNv = 16;
 
-// Largest |x| bits of n elements (an integer max vectorises where a float max does not).
-inline std::uint32_t amax_bits(const float* x, std::int64_t n) {
-    std::uint32_t m = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-        const std::uint32_t u = f32_bits(x[i]) & 0x7FFFFFFFu;
-        m = u > m ? u : m;
-    }
-    return m;
-}
-
 // Block amaxes of a row in blocks of `size` (the full blocks with a constant trip count); false on NaN/Inf.
 template <std::int64_t size>
 [[gnu::always_inline]] inline bool block_amaxes(const float* x, std::int64_t n, std::uint32_t* amax) {
     const std::int64_t full = n / size;
     std::uint32_t all = 0;
     for (std::int64_t b = 0; b < full; ++b) {
-        amax[b] = amax_bits(x + b * size, size);
+        amax[b] = max_abs_bits_inline(x + b * size, size);
         all = amax[b] > all ? amax[b] : all;
     }
     if (full * size < n) {
-        amax[full] = amax_bits(x + full * size, n - full * size);
+        amax[full] = max_abs_bits_inline(x + full * size, n - full * size);
         all = amax[full] > all ? amax[full] : all;
     }
     return all < 0x7F800000u;

@@ -36,16 +36,7 @@ QF_VECTOR_CLONES void decode_row_cpu(const TensorView& w, std::int64_t row, std:
     }
 }
 
-QF_VECTOR_CLONES std::uint32_t max_abs_bits(const float* x, std::int64_t n) {
-    std::uint32_t m = 0;
-    for (std::int64_t i = 0; i < n; ++i) {
-        std::uint32_t u;
-        std::memcpy(&u, x + i, 4);
-        u &= 0x7FFFFFFFu;
-        m = u > m ? u : m;
-    }
-    return m;
-}
+QF_VECTOR_CLONES std::uint32_t max_abs_bits(const float* x, std::int64_t n) { return max_abs_bits_inline(x, n); }
 
 namespace {
 

@@ -23,7 +23,7 @@ namespace quantflow::cuda {
 // (CudaBackend::host_fallback).
 inline constexpr std::int64_t kMaxAdamK = 16;
 // Matrix columns per thread of the fused step (kernels/cuda/adam.cu tile_step_kernel), 2 or 4: a thread block
-// takes 32 rows x 256 * that many columns, each thread its columns' components of V in registers.
+// takes kTileRows (16) rows x 256 * that many columns, each thread its columns' components of V in registers.
 // qf_bench_skinny --adam-rows times both against the memory floor.
 inline constexpr int kAdamColumnsPerThread = 4;
 

@@ -263,10 +263,7 @@ public:
         DeviceBuffer<std::uint8_t> codes(n, s.get());
         DeviceBuffer<float> scales(q.scales.size(), s.get()), dx(x.size(), s.get()), dy(y.size(), s.get());
         staging().upload(codes.get(), q.codes.data(), n, s);
-        // The CPU decodes code * (global * block scale): the same product, formed here once per block.
-        std::vector<float> scaled(q.scales);
-        if (q.global_scale != 1.0f)
-            for (float& v : scaled) v = q.global_scale * v;
+        const std::vector<float> scaled = cuda::cell_scales(q);
         cuda::upload(scales, scaled.data(), scaled.size(), s);
         cuda::upload(dx, x.data(), x.size(), s);
         cuda::residual_gemv(uw.view, grid_of(q.spec, q.rows, q.cols), codes.get(), scales.get(), cuda::code_kind(q.spec.format),

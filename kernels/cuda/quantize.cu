@@ -51,15 +51,6 @@ __global__ void encode_kernel(DeviceWeight w, ScaleGrid g, const float* factor, 
 }
 
 // 8 threads per row, thread l summing columns l, l+8, ... in order: the CPU's lane l exactly.
-__device__ __forceinline__ float decode_code(CodeKind kind, std::uint8_t code) {
-    switch (kind) {
-        case CodeKind::E4m3: return e4m3_to_f32(code);
-        case CodeKind::E5m2: return e5m2_to_f32(code);
-        case CodeKind::E2m1: return e2m1_to_f32(code);
-        default: return static_cast<float>(static_cast<std::int8_t>(code));
-    }
-}
-
 __global__ void gemv_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* codes, const float* scales, CodeKind kind,
                             const float* x, float* y) {
     const std::int64_t row = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) / 8;
@@ -68,7 +59,7 @@ __global__ void gemv_kernel(DeviceWeight w, ScaleGrid g, const std::uint8_t* cod
     if (row < w.rows) {
         const std::int64_t base = row * w.cols;
         for (std::int64_t c = lane; c < w.cols; c += 8) {
-            const float dq = decode_code(kind, codes[base + c]) * scales[cell_of(g, row, c)];
+            const float dq = code_value(kind, codes[base + c]) * scales[cell_of(g, row, c)];
             acc += (load(w, base + c) - dq) * x[c];
         }
     }

@@ -79,8 +79,7 @@ __global__ void scale_search_kernel(DeviceWeight w, float global, float* scales,
     const int code = f32_to_e4m3(scale);
     double best = score();
     bool changed = false;
-    for (int c = code - kScaleSearchBelow < 1 ? 1 : code - kScaleSearchBelow; c <= (code + kScaleSearchAbove < 0x7E ? code + kScaleSearchAbove : 0x7E);
-         ++c) {
+    for (int c = max(1, code - kScaleSearchBelow); c <= min(0x7E, code + kScaleSearchAbove); ++c) {
         const float candidate = e4m3_to_f32(static_cast<std::uint8_t>(c));
         if (c == code || global * candidate == 0.0f) continue;
         encode(global * candidate);

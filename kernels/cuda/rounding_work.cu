@@ -39,8 +39,7 @@ public:
         t_ = DeviceBuffer<double>(at(q.rows * basis.k), s_.get());
         ring_.upload(codes_.get(), q.codes.data(), n_, s_);
         QF_CUDA_CHECK(cudaMemcpyAsync(rtn_.get(), codes_.get(), n_, cudaMemcpyDeviceToDevice, s_.get()));
-        std::vector<float> scales(q.scales);  // nvfp4: global * block scale, formed as the CPU's row_scales does
-        for (float& x : scales) x = q.global_scale * x;
+        const std::vector<float> scales = cell_scales(q);
         upload(scales_, scales.data(), scales.size(), s_);
         upload(v_, basis.v.data(), basis.v.size(), s_);
         const std::vector<double> v64(basis.v.begin(), basis.v.end());

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/quantize.cuh"
@@ -28,6 +29,15 @@ struct DeviceWeightRef {
 // The scale grid of a format on a [rows, cols] weight.
 ScaleGrid grid_of(const QuantSpec& spec, std::int64_t rows, std::int64_t cols);
 
+// q's scales as the kernels read them, one per cell: global * block scale (nvfp4), formed in float as the CPU's
+// decoders form it; the scales themselves for every other format (global scale 1).
+inline std::vector<float> cell_scales(const QuantizedTensor& q) {
+    std::vector<float> s(q.scales);
+    if (q.global_scale != 1.0f)
+        for (float& x : s) x = q.global_scale * x;
+    return s;
+}
+
 // How the format's code bytes decode.
 inline CodeKind code_kind(QuantFormat format) {
     if (format == QuantFormat::Fp8E5m2Tensor) return CodeKind::E5m2;
@@ -37,10 +47,7 @@ inline CodeKind code_kind(QuantFormat format) {
 
 // The formats make_rounding_work takes: the float grids (e4m3 with any scale layout, mxfp8, e5m2, nvfp4's E2M1
 // under its two-level scales) and int8 (ConvRot's too: the work sees the rotated weight). Int4 runs on the host.
-inline bool gpu_rounding_grid(QuantFormat format) {
-    return is_fp8(format) || format == QuantFormat::Mxfp8 || format == QuantFormat::Fp8E5m2Tensor || format == QuantFormat::Nvfp4 ||
-           (is_integer_grid(format) && int_code_max(format) == 127);
-}
+inline bool gpu_rounding_grid(QuantFormat format) { return code_kind(format) != CodeKind::Int8 || int_code_max(format) == 127; }
 
 // The work of one layer on `device` (the caller has made it current): q holds the round-to-nearest codes
 // and scales and must outlive the work; load_weight(s) gives the weight on the device, copied on stream s.
