@@ -173,7 +173,7 @@ TEST_CASE("gpu learned rounding, original: the same codes and losses as the CPU 
     }
 }
 
-// Issue 10: the GPU's basis (cuSOLVER's randomized SVD, oversampling 10, 4 power iterations) is the one an exact
+// Issue 10: the GPU's basis (cuSOLVER's randomized SVD with SvdSettings' default sketch) is the one an exact
 // SVD finds on weights with a decaying spectrum: subspace overlap >= 0.99, as on the CPU.
 TEST_CASE("gpu randomized SVD overlaps the exact top-16 subspaces on structured weights") {
     const std::vector<std::byte> bytes = qftest::structured_bf16(512, 768, 83);

@@ -1,5 +1,5 @@
 // The CPU SVD's skinny products (kernels/cpu/dense_cpu.cpp gemm_nn / gemm_tn) against one OpenBLAS sgemm call of
-// the same product, same process, same data: W [M, N] times Omega [N, 26] and W^T times Y [M, 26], for the WAN-14B
+// the same product, same process, same data: W [M, N] times Omega [N, 32] and W^T times Y [M, 32], for the WAN-14B
 // shapes, best of 5 runs each, with the ratio OpenBLAS time / ours (> 1: ours faster). Run it pinned to one core
 // (taskset -c 0) to compare single-thread kernels, or as is for the band-parallel version.
 //
@@ -32,7 +32,7 @@ double best_of(int runs, F&& f) {
 
 int main() {
     quantflow::use_single_threaded_blas();
-    const long p = 26;  // k 16 + oversampling 10
+    const long p = 32;  // k 16 + oversampling 16
     std::printf("%-12s %-8s %10s %10s %8s\n", "shape", "product", "ours ms", "blas ms", "blas/ours");
     for (const auto& [m, n] : {std::pair<long, long>{5120, 5120}, {13824, 5120}, {5120, 13824}}) {
         std::vector<float> w(static_cast<std::size_t>(m * n)), om(static_cast<std::size_t>(n * p)), y(static_cast<std::size_t>(m * p)),
