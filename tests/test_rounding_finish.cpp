@@ -6,9 +6,11 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/cpu/dense_cpu.hpp"
 #include "kernels/cpu/rounding_cpu.hpp"
 #include "kernels/learned_rounding.hpp"
 #include "kernels/numerics.hpp"
+#include "kernels/refine_rules.hpp"
 #include "tests/rounding_weights.hpp"
 #include "tests/test_support.hpp"
 
@@ -164,5 +166,50 @@ TEST_CASE("midpoint pass: a sampled floor keeps exactly the moves the whole list
                       got[i].step != expected[i].step;
         CHECK(differ == 0);
         CHECK(e2_few == e2_all);
+    }
+}
+
+// The CPU pass (midpoint_scan_cpu.cpp) compacts the filter's survivors and applies the move rule without branches:
+// with no floor it lists exactly what midpoint_move (refine_rules.hpp) admits over every element, in element order,
+// and ||dequant(q) - W||^2 within rounding of a plain double sum. Scales per tensor, per row and per block of 16;
+// 300 columns leave a remainder after the four lanes and a ragged last block.
+TEST_CASE("midpoint pass: the compacted, branch-free scan lists every move midpoint_move admits") {
+    const std::int64_t rows = 96, cols = 300;
+    const Weight w = random_weight(rows, cols, 31);
+    const LowRank basis{rows, cols, 1, std::vector<float>(rows, 0.0f), std::vector<float>(cols, 0.0f), {1.0f}};
+    const std::vector<double> ones_r(rows, 1.0), ones_c(cols, 1.0);
+    for (const QuantSpec spec : {QuantSpec{QuantFormat::Fp8Tensor, 64}, QuantSpec{QuantFormat::Int8Row, 64}, QuantSpec{QuantFormat::Nvfp4, 16}}) {
+        CAPTURE(format_label(spec.format));
+        QuantizedTensor q = quantize_cpu("w", w.view, spec);
+        const RefineTables t = refine_tables(spec.format);
+        const auto values = code_values(spec.format);
+        const float share = 0.3f;
+        std::vector<MidpointMove> expected;
+        double e2_expected = 0;
+        std::vector<float> wrow(cols), d(cols);
+        for (std::int64_t r = 0; r < rows; ++r) {
+            decode_row_cpu(w.view, r, 0, cols, wrow.data());
+            row_scales(q, r, d.data());
+            for (std::int64_t c = 0; c < cols; ++c) {
+                const float e = values[q.codes[static_cast<std::size_t>(r * cols + c)]] * d[c] - wrow[c];
+                e2_expected += static_cast<double>(e) * e;
+                MidpointMove mv;
+                if (!midpoint_move(t, q.codes[static_cast<std::size_t>(r * cols + c)], d[c], e, share, mv.delta, mv.cost, mv.step)) continue;
+                mv.element = r * cols + c;
+                expected.push_back(mv);
+            }
+        }
+        const auto work = make_rounding_work_cpu("w", w.view, basis, q);
+        double e2 = 0;
+        const std::vector<MidpointMove> got = work->midpoint_moves({share, std::size_t{1} << 40, 0.05, 0, ones_r, ones_r, ones_c, ones_c}, e2);
+        MESSAGE(got.size() << " moves of " << rows * cols << " elements");
+        CHECK(expected.size() > 100);
+        REQUIRE(got.size() == expected.size());
+        std::size_t differ = 0;
+        for (std::size_t i = 0; i < got.size(); ++i)
+            differ += got[i].element != expected[i].element || got[i].delta != expected[i].delta || got[i].cost != expected[i].cost ||
+                      got[i].step != expected[i].step;
+        CHECK(differ == 0);
+        CHECK(e2 == doctest::Approx(e2_expected).epsilon(1e-12));
     }
 }

@@ -18,40 +18,6 @@
 namespace quantflow {
 namespace {
 
-// sum of x[c]^2 over c < n in double, in four fixed lanes: one chain of dependent adds would cost more than the
-// row's own work (measured: the projection's pass went from 10.6% to 4.1% of a single-thread run).
-template <typename T>
-double sum_of_squares(const T* x, std::int64_t n) {
-    double lane[4] = {0, 0, 0, 0};
-    std::int64_t c = 0;
-    for (; c + 4 <= n; c += 4)
-        for (int l = 0; l < 4; ++l) lane[l] += static_cast<double>(x[c + l]) * x[c + l];
-    for (; c < n; ++c) lane[0] += static_cast<double>(x[c]) * x[c];
-    return (lane[0] + lane[1]) + (lane[2] + lane[3]);
-}
-
-// One row of the midpoint pass: e = value * scale - w for every element, summed squared (returned, in 4 fixed
-// lanes); e is kept only where the element may have an admissible move (|e| >= floor_share of its step towards W),
-// else set to 0.
-QF_VECTOR_CLONES double midpoint_errors(const float* values, const RefineTables& t, const std::uint8_t* codes, const float* d,
-                                        const float* w, float* e, std::int64_t n, float floor_share) {
-    // Three simple loops rather than one fused one with branches: the errors, their sum of squares, the filter.
-    for (std::int64_t c = 0; c < n; ++c) e[c] = values[codes[c]] * d[c] - w[c];
-    const double error2 = sum_of_squares(e, n);
-    // The neighbour towards W picked by the error's sign bit as a table offset, and the filter as a bit mask:
-    // the sign is a coin flip, so a branch on it would mispredict (measured: the pass took 2x as long).
-    const float* steps = t.step_up;  // step_down follows step_up in RefineTables
-    static_assert(offsetof(RefineTables, step_down) == 256 * sizeof(float));
-    for (std::int64_t c = 0; c < n; ++c) {
-        const std::uint32_t xb = f32_bits(e[c]);
-        const std::uint32_t negative = xb >> 31;
-        const float step = std::fabs(steps[(1 - negative) * 256 + codes[c]]) * d[c];
-        const std::uint32_t keep = 0u - static_cast<std::uint32_t>(bits_f32(xb & 0x7FFFFFFFu) >= floor_share * step);
-        e[c] = bits_f32(xb & keep);
-    }
-    return error2;
-}
-
 class CpuRoundingWork final : public RoundingWork {
 public:
     CpuRoundingWork(std::string_view name, const TensorView& w, const LowRank& basis, QuantizedTensor& q)
@@ -169,39 +135,13 @@ private:
     // The admissible moves of every `every`-th band of rows whose value is at least `floor` (0: all of them), in
     // element order, and in error2 ||dequant(q) - W||^2 over those bands.
     std::vector<MidpointMove> scan_moves(const MidpointQuery& query, std::int64_t every, double floor, double& error2) const {
-        const float cost_share = query.cost_share;
-        const float floor_share = (1 - cost_share) / 2 - 0.01f;
-        const RefineTables tables = refine_tables(q_.spec.format);
-        const auto values = code_values(q_.spec.format);
-        const std::int64_t m = q_.rows, n = q_.cols;
-        const std::int64_t band = band_rows(n), bands = (m + band - 1) / band, scanned = (bands + every - 1) / every;
+        const MidpointScanCpu scan(w_, q_, query);
+        const std::int64_t m = q_.rows, band = band_rows(q_.cols), bands = (m + band - 1) / band, scanned = (bands + every - 1) / every;
         std::vector<std::vector<MidpointMove>> found(static_cast<std::size_t>(scanned));
         std::vector<double> partial(static_cast<std::size_t>(scanned), 0.0);
         oneapi::tbb::parallel_for(std::int64_t{0}, scanned, [&](std::int64_t i) {
-            const std::int64_t r0 = i * every * band, rows = std::min(m, r0 + band) - r0;
-            std::vector<float> wrow(static_cast<std::size_t>(n)), d(static_cast<std::size_t>(n)), e(static_cast<std::size_t>(n));
-            auto& out = found[static_cast<std::size_t>(i)];
-            out.reserve(static_cast<std::size_t>(rows * n / (floor > 0 ? 256 : 16)));
-            double e2 = 0;
-            for (std::int64_t r = r0; r < r0 + rows; ++r) {
-                decode_row_cpu(w_, r, 0, n, wrow.data());
-                row_scales(q_, r, d.data());
-                const std::uint8_t* codes = q_.codes.data() + r * n;
-                e2 += midpoint_errors(values.data(), tables, codes, d.data(), wrow.data(), e.data(), n, floor_share);
-                // e now holds the errors of the elements that may qualify (a superset of cost <= cost_share delta^2,
-                // i.e. |e| >= (1 - cost_share) / 2 |delta|) and 0 elsewhere.
-                for (std::int64_t c = 0; c < n; ++c) {
-                    if (e[static_cast<std::size_t>(c)] == 0) continue;
-                    MidpointMove mv;
-                    if (midpoint_move(tables, codes[c], d[static_cast<std::size_t>(c)], e[static_cast<std::size_t>(c)], cost_share, mv.delta,
-                                      mv.cost, mv.step)) {
-                        mv.element = r * n + c;
-                        if (floor > 0 && move_value(query, mv) < floor) continue;
-                        out.push_back(mv);
-                    }
-                }
-            }
-            partial[static_cast<std::size_t>(i)] = e2;
+            const std::int64_t r0 = i * every * band;
+            found[static_cast<std::size_t>(i)] = scan.band(r0, std::min(m, r0 + band) - r0, floor, partial[static_cast<std::size_t>(i)]);
         });
         std::vector<MidpointMove> all;
         error2 = 0;
