@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -37,13 +38,14 @@ namespace {
 // The SVD's skinny products (p = k + oversampling columns, a few dozen) in plain loops: OpenBLAS packed the
 // weight into its panel layout on every call, which cost as much as the multiply (perf: sgemm_otcopy/itcopy
 // 14% of a 2-core default run, the kernel 14%), 10 times per layer. Here the skinny side is cut into tiles of
-// kTile columns (zero-padded) and the weight is streamed once per tile, in place. Every output is a sum over
-// the long dimension in order, each term added by a fused multiply-add (std::fma, QF_FMA_CLONES): the same bits
-// on every vector width, thread count and x86-64 (FMA halved the arithmetic of the products' separate multiply
-// and add, which bound them).
-constexpr std::int64_t kTile = 32;     // output columns per pass over the weight
-constexpr std::int64_t kRowBlock = 8;   // rows of A sharing each tile row (gemm_nn): 16 accumulators of 16 lanes
-constexpr std::int64_t kSweepRows = 8;  // rows of A added per sweep of z (gemm_tn)
+// kTile columns (zero-padded) and the weight is streamed once per tile in its file dtype, a few rows at a time
+// decoded into a small buffer (a float copy of the whole weight cost 283 MB per FFN layer, its page faults and
+// a pass). Every output is a sum over the long dimension in order, each term added by a fused multiply-add
+// (std::fma, QF_FMA_CLONES): the same bits on every vector width, thread count and x86-64 (FMA halved the
+// arithmetic of the separate multiply and add, which bound the products).
+constexpr std::int64_t kTile = 32;       // output columns per pass over the weight
+constexpr std::int64_t kRowBlock = 8;    // rows of A sharing each tile row (gemm_nn): 16 accumulators of 16 lanes
+constexpr std::int64_t kSweepRows = 8;   // rows of A added per sweep of z (gemm_tn)
 constexpr std::int64_t kColBand = 1024;  // columns of A per task (gemm_tn): runs of 4 KB per row (256: 35 ms, 1024: 19 ms)
 
 // Columns [t0, t0 + kTile) of b [rows, p] as rows x kTile floats, zero-padded.
@@ -54,93 +56,100 @@ std::vector<float> tile_of(const float* b, std::int64_t rows, std::int64_t p, st
     return t;
 }
 
-// out[r, :] = a[r0 + r, :] tile for rows [0, rows): out is rows x kTile.
-QF_FMA_CLONES void nn_rows(const float* __restrict a, std::int64_t n, const float* __restrict tile, std::int64_t r0, std::int64_t rows,
-                           float* __restrict out) {
-    std::int64_t r = 0;
-    for (; r + kRowBlock <= rows; r += kRowBlock) {
+// out[i, :] = a[i, :] tile for the rows i < rows (<= kRowBlock) of a [rows, n]: out is rows x kTile.
+QF_FMA_CLONES void nn_block(const float* __restrict a, std::int64_t n, const float* __restrict tile, std::int64_t rows,
+                            float* __restrict out) {
+    if (rows == kRowBlock) {
         float acc[kRowBlock][kTile] = {};
-        const float* ar = a + (r0 + r) * n;
         for (std::int64_t c = 0; c < n; ++c) {
             const float* t = tile + c * kTile;
             for (std::int64_t i = 0; i < kRowBlock; ++i) {
-                const float w = ar[i * n + c];
+                const float w = a[i * n + c];
                 for (std::int64_t j = 0; j < kTile; ++j) acc[i][j] = std::fma(w, t[j], acc[i][j]);
             }
         }
-        for (std::int64_t i = 0; i < kRowBlock; ++i) std::copy_n(acc[i], kTile, out + (r + i) * kTile);
+        for (std::int64_t i = 0; i < kRowBlock; ++i) std::copy_n(acc[i], kTile, out + i * kTile);
+        return;
     }
-    for (; r < rows; ++r) {
+    for (std::int64_t i = 0; i < rows; ++i) {
         float acc[kTile] = {};
-        const float* ar = a + (r0 + r) * n;
+        const float* ar = a + i * n;
         for (std::int64_t c = 0; c < n; ++c)
             for (std::int64_t j = 0; j < kTile; ++j) acc[j] = std::fma(ar[c], tile[c * kTile + j], acc[j]);
-        std::copy_n(acc, kTile, out + r * kTile);
+        std::copy_n(acc, kTile, out + i * kTile);
     }
 }
 
-// z[c, :] += sum over rows r of a[r, c0 + c] tile[r, :] for c < cols (z is cols x kTile), rows in order, kSweepRows
-// rows per sweep of z (each row of a is read in runs of kColBand).
-QF_FMA_CLONES void tn_cols(const float* __restrict a, std::int64_t m, std::int64_t n, const float* __restrict tile, std::int64_t c0,
-                           std::int64_t cols, float* __restrict z) {
-    std::int64_t r = 0;
-    for (; r + kSweepRows <= m; r += kSweepRows) {
-        const float* ar = a + r * n + c0;
-        const float* t = tile + r * kTile;
+// z[c, :] += sum over i < rows (<= kSweepRows) of a[i, c] tile[i, :] for c < cols, i in order: a is rows x cols,
+// tile rows x kTile, z cols x kTile.
+QF_FMA_CLONES void tn_sweep(const float* __restrict a, std::int64_t rows, std::int64_t cols, const float* __restrict tile,
+                            float* __restrict z) {
+    if (rows == kSweepRows) {
         for (std::int64_t c = 0; c < cols; ++c) {
             float* __restrict zc = z + c * kTile;
             float w[kSweepRows];
-            for (std::int64_t i = 0; i < kSweepRows; ++i) w[i] = ar[i * n + c];
+            for (std::int64_t i = 0; i < kSweepRows; ++i) w[i] = a[i * cols + c];
             for (std::int64_t j = 0; j < kTile; ++j) {
                 float s = zc[j];
-                for (std::int64_t i = 0; i < kSweepRows; ++i) s = std::fma(w[i], t[i * kTile + j], s);
+                for (std::int64_t i = 0; i < kSweepRows; ++i) s = std::fma(w[i], tile[i * kTile + j], s);
                 zc[j] = s;
             }
         }
+        return;
     }
-    for (; r < m; ++r) {
-        const float* ar = a + r * n + c0;
-        const float* t = tile + r * kTile;
+    for (std::int64_t i = 0; i < rows; ++i)
         for (std::int64_t c = 0; c < cols; ++c) {
             float* __restrict zc = z + c * kTile;
-            const float w = ar[c];
-            for (std::int64_t j = 0; j < kTile; ++j) zc[j] = std::fma(w, t[j], zc[j]);
+            const float w = a[i * cols + c];
+            for (std::int64_t j = 0; j < kTile; ++j) zc[j] = std::fma(w, tile[i * kTile + j], zc[j]);
         }
-    }
 }
 
 }  // namespace
 
-void gemm_nn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c) {
+void gemm_nn(const TensorView& a, const float* b, std::int64_t p, float* c) {
     constexpr std::int64_t kBand = 64;
+    const std::int64_t m = a.rows, n = a.cols;
     for (std::int64_t t0 = 0; t0 < p; t0 += kTile) {
         const std::vector<float> tile = tile_of(b, n, p, t0);
         const std::int64_t w = std::min(kTile, p - t0);
         oneapi::tbb::parallel_for(std::int64_t{0}, bands(m, kBand), [&](std::int64_t t) {
-            const std::int64_t r0 = t * kBand, rows = std::min(m, r0 + kBand) - r0;
-            std::vector<float> out(static_cast<std::size_t>(rows * kTile));
-            nn_rows(a, n, tile.data(), r0, rows, out.data());
-            for (std::int64_t r = 0; r < rows; ++r) std::copy_n(out.data() + r * kTile, w, c + (r0 + r) * p + t0);
+            const std::int64_t r0 = t * kBand, r1 = std::min(m, r0 + kBand);
+            const auto rows = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(kRowBlock * n));
+            float out[kRowBlock * kTile];
+            for (std::int64_t r = r0; r < r1; r += kRowBlock) {
+                const std::int64_t count = std::min(kRowBlock, r1 - r);
+                for (std::int64_t i = 0; i < count; ++i) decode_row_cpu(a, r + i, 0, n, rows.get() + i * n);
+                nn_block(rows.get(), n, tile.data(), count, out);
+                for (std::int64_t i = 0; i < count; ++i) std::copy_n(out + i * kTile, w, c + (r + i) * p + t0);
+            }
         });
     }
 }
 
-void gemm_tn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c) {
+void gemm_tn(const TensorView& a, const float* b, std::int64_t p, float* c) {
+    const std::int64_t m = a.rows, n = a.cols;
     for (std::int64_t t0 = 0; t0 < p; t0 += kTile) {
         const std::vector<float> tile = tile_of(b, m, p, t0);
         const std::int64_t w = std::min(kTile, p - t0);
         oneapi::tbb::parallel_for(std::int64_t{0}, bands(n, kColBand), [&](std::int64_t t) {
             const std::int64_t c0 = t * kColBand, cols = std::min(n, c0 + kColBand) - c0;
             std::vector<float> z(static_cast<std::size_t>(cols * kTile), 0.0f);
-            tn_cols(a, m, n, tile.data(), c0, cols, z.data());
+            const auto rows = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(kSweepRows * cols));
+            for (std::int64_t r = 0; r < m; r += kSweepRows) {
+                const std::int64_t count = std::min(kSweepRows, m - r);
+                for (std::int64_t i = 0; i < count; ++i) decode_row_cpu(a, r + i, c0, cols, rows.get() + i * cols);
+                tn_sweep(rows.get(), count, cols, tile.data() + r * kTile, z.data());
+            }
             for (std::int64_t i = 0; i < cols; ++i) std::copy_n(z.data() + i * kTile, w, c + (c0 + i) * p + t0);
         });
     }
 }
 
-void gemm_tn_cols(const float* a, std::int64_t m, std::int64_t p, const float* b, std::int64_t n, float* c) {
+void gemm_tn_cols(const float* a, std::int64_t p, const TensorView& b, float* c) {
+    const std::int64_t n = b.cols;
     std::vector<float> z(static_cast<std::size_t>(n * p));  // B^T A [n, p], then transposed
-    gemm_tn(b, m, n, a, p, z.data());
+    gemm_tn(b, a, p, z.data());
     for (std::int64_t i = 0; i < n; ++i)
         for (std::int64_t j = 0; j < p; ++j) c[j * n + i] = z[static_cast<std::size_t>(i * p + j)];
 }
@@ -180,10 +189,12 @@ std::vector<double> project_error(const LowRank& basis,
     const std::int64_t band = band_rows(n);
     oneapi::tbb::parallel_for(std::int64_t{0}, (m + band - 1) / band, [&](std::int64_t b) {
         const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
-        std::vector<float> e(static_cast<std::size_t>(rows * n)), scratch(static_cast<std::size_t>(rows * n));
-        fill(r0, rows, e.data(), scratch.data());
+        // Not zeroed: fill writes every element (zeroing them was 2% of a default run, perf).
+        const auto e = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(rows * n));
+        const auto scratch = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(rows * n));
+        fill(r0, rows, e.get(), scratch.get());
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(k), static_cast<int>(n),
-                    1.0f, e.data(), static_cast<int>(n), basis.v.data(), static_cast<int>(n), 0.0f, t.row(r0),
+                    1.0f, e.get(), static_cast<int>(n), basis.v.data(), static_cast<int>(n), 0.0f, t.row(r0),
                     static_cast<int>(k));
     });
     return reduce_projection(basis, t);
@@ -196,10 +207,10 @@ std::vector<double> project_error_f64(const LowRank& basis, const std::function<
     const std::int64_t band = band_rows(n);
     oneapi::tbb::parallel_for(std::int64_t{0}, (m + band - 1) / band, [&](std::int64_t b) {
         const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
-        std::vector<double> e(static_cast<std::size_t>(rows * n));
-        fill(r0, rows, e.data());
+        const auto e = std::make_unique_for_overwrite<double[]>(static_cast<std::size_t>(rows * n));  // fill writes it all
+        fill(r0, rows, e.get());
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(k), static_cast<int>(n),
-                    1.0, e.data(), static_cast<int>(n), v.data(), static_cast<int>(n), 0.0, t.data() + r0 * k, static_cast<int>(k));
+                    1.0, e.get(), static_cast<int>(n), v.data(), static_cast<int>(n), 0.0, t.data() + r0 * k, static_cast<int>(k));
     });
     return reduce_projection(basis, t.data());
 }

@@ -35,12 +35,13 @@ void use_single_threaded_blas();
 // The whole weight as float32 (exact for F32/F16/BF16).
 Matrix decode_matrix(const TensorView& w);
 
-// C = A * B, A [m, n] (lda = n), B [n, p]: bands of A's rows.
-void gemm_nn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c);
-// C = A^T * B, A [m, n], B [m, p], C [n, p]: bands of A's columns.
-void gemm_tn(const float* a, std::int64_t m, std::int64_t n, const float* b, std::int64_t p, float* c);
-// C = A^T * B, A [m, p], B [m, n], C [p, n]: bands of B's columns.
-void gemm_tn_cols(const float* a, std::int64_t m, std::int64_t p, const float* b, std::int64_t n, float* c);
+// The SVD's skinny products with the weight A [m, n] in its file dtype (B and C float, row-major):
+// C = A * B, B [n, p], C [m, p]: bands of A's rows.
+void gemm_nn(const TensorView& a, const float* b, std::int64_t p, float* c);
+// C = A^T * B, B [m, p], C [n, p]: bands of A's columns.
+void gemm_tn(const TensorView& a, const float* b, std::int64_t p, float* c);
+// C = A^T * B, A [m, p] float, B [m, n] the weight, C [p, n].
+void gemm_tn_cols(const float* a, std::int64_t p, const TensorView& b, float* c);
 
 // Replaces the columns of y [rows, cols] (rows >= cols) by an orthonormal basis of their span (QR).
 void orthonormalize_columns(Matrix& y);

@@ -42,7 +42,8 @@ void small_svd(std::string_view name, Matrix& a, std::int64_t k, Matrix& u, std:
 
 }  // namespace
 
-LowRank top_k_svd_dense(std::string_view name, const Matrix& w, const SvdSettings& settings) {
+LowRank top_k_svd_cpu(std::string_view name, const TensorView& w, const SvdSettings& settings) {
+    use_single_threaded_blas();
     const std::int64_t m = w.rows, n = w.cols, small = std::min(m, n);
     const std::int64_t k = std::clamp<std::int64_t>(settings.k, 1, small);
     LowRank out;
@@ -51,22 +52,22 @@ LowRank top_k_svd_dense(std::string_view name, const Matrix& w, const SvdSetting
     out.k = k;
     Matrix u, vt;
     if (settings.exact) {
-        Matrix a = w;
+        Matrix a = decode_matrix(w);
         small_svd(name, a, k, u, out.sigma, vt);
-    } else {
+    } else {  // the products read W in its file dtype (dense_cpu.cpp)
         const std::int64_t l = std::min<std::int64_t>(k + std::max(0, settings.oversample), small);
         Matrix omega(n, l), y(m, l), z(n, l);
         fill_normal(settings.seed, 1.0, omega.data);
-        gemm_nn(w.data.data(), m, n, omega.data.data(), l, y.data.data());
+        gemm_nn(w, omega.data.data(), l, y.data.data());
         orthonormalize_columns(y);
         for (int i = 0; i < settings.power_iterations; ++i) {
-            gemm_tn(w.data.data(), m, n, y.data.data(), l, z.data.data());
+            gemm_tn(w, y.data.data(), l, z.data.data());
             orthonormalize_columns(z);
-            gemm_nn(w.data.data(), m, n, z.data.data(), l, y.data.data());
+            gemm_nn(w, z.data.data(), l, y.data.data());
             orthonormalize_columns(y);
         }
         Matrix b(l, n);  // B = Q^T W: W's rows seen through the sketched range
-        gemm_tn_cols(y.data.data(), m, l, w.data.data(), n, b.data.data());
+        gemm_tn_cols(y.data.data(), l, w, b.data.data());
         Matrix ub;
         small_svd(name, b, k, ub, out.sigma, vt);
         u = Matrix(m, k);
@@ -77,11 +78,6 @@ LowRank top_k_svd_dense(std::string_view name, const Matrix& w, const SvdSetting
     out.u = std::move(u.data);
     out.v = std::move(vt.data);
     return out;
-}
-
-LowRank top_k_svd_cpu(std::string_view name, const TensorView& w, const SvdSettings& settings) {
-    use_single_threaded_blas();
-    return top_k_svd_dense(name, decode_matrix(w), settings);
 }
 
 }  // namespace quantflow
