@@ -39,6 +39,12 @@ struct SvdSettings {
     bool exact = false;          // --full_matrix: LAPACK gesdd instead of the randomized method
 };
 
+// Weights with a side of at most this many get the exact SVD whatever --full_matrix says (the optimizer's and
+// compare's): it costs milliseconds there, and on the flat spectra of small i.i.d.-like layers (the fixtures'
+// 128 x 256: sigma_17 / sigma_16 = 0.98) a sketch's top-16 subspace is a different one each time.
+inline constexpr std::int64_t kExactSvdSide = 256;
+inline bool exact_svd_is_cheap(std::int64_t rows, std::int64_t cols) { return rows <= kExactSvdSide || cols <= kExactSvdSide; }
+
 enum class Optimizer { Original, AdamW, RAdam };
 
 // "original", "adamw", "radam"; throws Error(kUsage) otherwise.

@@ -26,7 +26,7 @@
 namespace quantflow {
 namespace {
 
-constexpr int kPowerIterations = 8;  // the optimizers use 4; a measuring stick should be sharper
+constexpr int kPowerIterations = 8;  // the optimizers use 3; a measuring stick should be sharper
 constexpr int kOversample = 10;
 // Measured by tools/bench_svd_accuracy.py on structured weights (WAN shapes, 3 seeds): subspace overlap with the
 // exact SVD >= 0.9999 from 6 power iterations on (4 give >= 0.9997).
@@ -210,7 +210,8 @@ void measure_layer(LayerJob& j, const OpenFile& original, const OpenFile& quant,
         rotated = backend.rotate_groups(j.weight->name, w, j.spec.block_size);
         w = {reinterpret_cast<const std::byte*>(rotated.data()), DType::F32, c.rows, c.cols};
     }
-    const LowRank basis = backend.top_k_svd(j.weight->name, w, {c.k, named_seed(options.seed, j.weight->name), kOversample, kPowerIterations, false});
+    const LowRank basis = backend.top_k_svd(j.weight->name, w, {c.k, named_seed(options.seed, j.weight->name), kOversample, kPowerIterations,
+                                                                        exact_svd_is_cheap(w.rows, w.cols)});
     std::vector<float> x(static_cast<std::size_t>(c.cols * options.samples));
     fill_normal(named_seed(options.seed ^ 0x5157u, j.weight->name), 1.0, x);
     std::vector<float> b, b_new;
@@ -299,8 +300,9 @@ std::string comparison_text(const Comparison& c, const CompareOptions& options) 
                   "%zu of %zu load in mainline ComfyUI\n", c.layers.size(), c.unquantized, 100 * rel / n, 100 * proj / n, 100 * outp / n,
                   loads, c.layers.size());
     s += line;
-    std::snprintf(line, sizeof line, "projected error: top-%d subspaces of a randomized SVD (oversampling %d, %d power iterations; "
-                  "overlap with the exact SVD >= 0.9999 on weights with a decaying spectrum)\n", static_cast<int>(options.k), kOversample, kPowerIterations);
+    std::snprintf(line, sizeof line, "projected error: top-%d subspaces of the exact SVD (LAPACK) for weights with a side <= %d, else of a "
+                  "randomized SVD (oversampling %d, %d power iterations; overlap with the exact SVD >= 0.9999 on weights with a "
+                  "decaying spectrum)\n", static_cast<int>(options.k), static_cast<int>(kExactSvdSide), kOversample, kPowerIterations);
     s += line;
     return s;
 }
@@ -309,8 +311,8 @@ std::string comparison_json(const Comparison& c, const CompareOptions& options) 
     std::string s = "{\n  \"original\": " + json_quote(options.original) + ",\n  \"quantized\": " + json_quote(options.quantized) +
                     ",\n  \"k\": " + std::to_string(options.k) + ",\n  \"samples\": " + std::to_string(options.samples) +
                     ",\n  \"seed\": " + std::to_string(options.seed) +
-                    ",\n  \"svd\": \"randomized, oversampling " + std::to_string(kOversample) + ", " + std::to_string(kPowerIterations) +
-                    " power iterations\"" + ",\n  \"unquantized\": " + std::to_string(c.unquantized) +
+                    ",\n  \"svd\": \"exact for a side <= " + std::to_string(kExactSvdSide) + ", else randomized, oversampling " +
+                    std::to_string(kOversample) + ", " + std::to_string(kPowerIterations) + " power iterations\"" + ",\n  \"unquantized\": " + std::to_string(c.unquantized) +
                     ",\n  \"layers\": [\n";
     for (std::size_t i = 0; i < c.layers.size(); ++i) {
         const auto& l = c.layers[i];

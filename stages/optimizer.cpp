@@ -10,11 +10,11 @@
 namespace quantflow {
 namespace {
 
-SvdSettings svd_settings(const TensorJob& job, std::string_view name, const OptimizerSettings& s) {
+SvdSettings svd_settings(const TensorJob& job, std::string_view name, const TensorView& weight, const OptimizerSettings& s) {
     SvdSettings svd;
     svd.k = s.rounding.rounding_aware ? std::max(job.plan->rank_k, kRefineRank) : job.plan->rank_k;
     svd.seed = named_seed(s.seed, name);
-    svd.exact = s.full_matrix;
+    svd.exact = s.full_matrix || exact_svd_is_cheap(weight.rows, weight.cols);
     return svd;
 }
 
@@ -33,7 +33,7 @@ void quantize_layer(TensorJob& job, std::string_view tensor_name, const TensorVi
         if (job.plan->search_scales) rounding.rtn_error2 = backend.search_block_scales(tensor_name, weight, job.quant);
         if (rounding.on_progress) rounding.on_progress("svd", 0, 1);
         const auto svd_start = std::chrono::steady_clock::now();
-        job.basis = backend.top_k_svd(tensor_name, weight, svd_settings(job, tensor_name, settings));
+        job.basis = backend.top_k_svd(tensor_name, weight, svd_settings(job, tensor_name, weight, settings));
         const double svd_seconds = seconds_since(svd_start);
         job.rounding = backend.learned_round(tensor_name, weight, job.basis, rounding, job.quant);
         job.rounding.svd_seconds = svd_seconds;
