@@ -67,10 +67,10 @@ AdamLoopState AdamCpu::steps(int t0, int count, std::vector<double>& losses) {
     return state_;
 }
 
-void AdamCpu::finish(int best_buffer) {
+void AdamCpu::finish(int best_buffer, std::vector<CodeChange>* changes) {
     const float* kept = delta_[best_buffer].data();
     const std::int64_t n = basis_.cols;
-    round_offsets(q_, [&](std::int64_t r0, std::int64_t rows, float* out) { std::copy_n(kept + r0 * n, rows * n, out); });
+    round_offsets(q_, [&](std::int64_t r0, std::int64_t rows, float* out) { std::copy_n(kept + r0 * n, rows * n, out); }, changes);
 }
 
 }  // namespace quantflow

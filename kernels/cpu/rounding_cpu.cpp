@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -23,7 +25,17 @@ public:
     CpuRoundingWork(std::string_view name, const TensorView& w, const LowRank& basis, QuantizedTensor& q)
         : name_(name), w_(w), basis_(basis), q_(q) {}
 
-    std::vector<double> project(std::int64_t k, double* error2) override { return initial_projection(w_, q_, leading(k), error2); }
+    // The last projection is kept: after re-rounding (correct_and_round, adam_finish) it is brought up to date from
+    // the changed codes alone (projection_change), so the driver's next project costs nothing.
+    std::vector<double> project(std::int64_t k, double* error2) override {
+        if (!last_ || last_->k != k) {
+            double e2 = 0;
+            std::vector<double> p = initial_projection(w_, q_, leading(k), &e2);
+            last_ = Projection{k, std::move(p), e2};
+        }
+        if (error2) *error2 = last_->error2;
+        return last_->p;
+    }
 
     void correct_and_round(const std::vector<double>& z, std::int64_t k) override {
         // q = q0 - (U Z V) * (FP8: 1/D, INT8: D), then the final rounding.
@@ -31,6 +43,7 @@ public:
         const bool fp8 = !is_integer_grid(q_.spec.format);  // float grids: code units are w / scale
         const Matrix uz = times_u(b, z);
         const std::int64_t n = b.cols;
+        std::vector<CodeChange> changes;
         round_offsets(q_, [&](std::int64_t r0, std::int64_t rows, float* out) {
             low_rank_rows(uz, b, r0, rows, out);
             std::vector<float> d(static_cast<std::size_t>(n));
@@ -42,7 +55,8 @@ public:
                     o[c] = fp8 ? -o[c] * (1.0f / s) : -o[c] * s;
                 }
             }
-        });
+        }, last_ ? &changes : nullptr);
+        follow(changes);
     }
 
     // A(Y) with full-size products (4 M N k flops), in double like the k-space operator.
@@ -75,8 +89,10 @@ public:
     }
     AdamLoopState adam_steps(int t0, int count, std::vector<double>& losses) override { return adam_->steps(t0, count, losses); }
     void adam_finish(int best_buffer) override {
-        adam_->finish(best_buffer);
+        std::vector<CodeChange> changes;
+        adam_->finish(best_buffer, last_ ? &changes : nullptr);
         adam_.reset();
+        follow(changes);
     }
 
     // Every admissible move at 24 bytes would be a list of up to half the layer's elements (the wide finish), of
@@ -105,6 +121,7 @@ public:
     }
 
     void move_codes(std::span<const MidpointMove> moves) override {
+        last_.reset();
         const std::uint8_t sign = grid_sign_bit(q_.spec.format);
         for (const MidpointMove& mv : moves) {
             std::uint8_t& code = q_.codes[static_cast<std::size_t>(mv.element)];
@@ -115,6 +132,7 @@ public:
     // Round-to-nearest is deterministic: quantizing again gives the codes the work started from (nvfp4: encoding
     // with the scales q holds, which a scale search may have chosen).
     void reset_codes() override {
+        last_.reset();
         if (q_.spec.format == QuantFormat::Nvfp4) encode_nvfp4_cpu(w_, q_);
         else q_.codes = quantize_cpu(name_, w_, q_.spec).codes;
     }
@@ -124,6 +142,25 @@ public:
 
 private:
     static constexpr std::int64_t kSampleEvery = 16;
+
+    struct Projection {
+        std::int64_t k;
+        std::vector<double> p;
+        double error2;
+    };
+
+    // Brings the kept projection up to date after a re-rounding that made `changes`; drops it when so many codes
+    // changed (more than 1 in 8) that a full pass costs less.
+    void follow(const std::vector<CodeChange>& changes) {
+        if (!last_) return;
+        if (static_cast<std::int64_t>(changes.size()) * 8 > q_.rows * q_.cols) {
+            last_.reset();
+            return;
+        }
+        const ProjectionChange d = projection_change(w_, q_, leading(last_->k), changes);
+        for (std::size_t i = 0; i < d.dp.size(); ++i) last_->p[i] += d.dp[i];
+        last_->error2 += d.derror2;
+    }
 
     double move_value(const MidpointQuery& query, const MidpointMove& mv) const {
         const auto r = static_cast<std::size_t>(mv.element / q_.cols), c = static_cast<std::size_t>(mv.element % q_.cols);
@@ -166,6 +203,7 @@ private:
     QuantizedTensor& q_;
     std::map<std::int64_t, LowRank> narrow_;
     std::unique_ptr<AdamCpu> adam_;
+    std::optional<Projection> last_;  // of the current codes, while they are known
 };
 
 }  // namespace
@@ -196,18 +234,22 @@ std::vector<double> initial_projection(const TensorView& w, const QuantizedTenso
     return p;
 }
 
-void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, std::int64_t, float*)>& delta) {
+void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, std::int64_t, float*)>& delta,
+                   std::vector<CodeChange>* changes) {
     const auto values = code_values(q.spec.format);
     const QuantFormat format = q.spec.format;
     const int top = int_code_max(format);
-    const std::int64_t m = q.rows, n = q.cols, band = band_rows(n);
-    oneapi::tbb::parallel_for(std::int64_t{0}, (m + band - 1) / band, [&](std::int64_t b) {
+    const std::int64_t m = q.rows, n = q.cols, band = band_rows(n), bands = (m + band - 1) / band;
+    std::vector<std::vector<CodeChange>> changed(changes ? static_cast<std::size_t>(bands) : 0);
+    oneapi::tbb::parallel_for(std::int64_t{0}, bands, [&](std::int64_t b) {
         const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
-        std::vector<float> x(static_cast<std::size_t>(rows * n));
-        delta(r0, rows, x.data());
+        const auto x = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(rows * n));  // delta writes it all
+        std::vector<std::uint8_t> before(changes ? static_cast<std::size_t>(n) : 0);
+        delta(r0, rows, x.get());
         for (std::int64_t i = 0; i < rows; ++i) {
             std::uint8_t* codes = q.codes.data() + (r0 + i) * n;
-            float* xr = x.data() + i * n;
+            float* xr = x.get() + i * n;
+            if (changes) std::copy_n(codes, n, before.data());
             for (std::int64_t c = 0; c < n; ++c) xr[c] += values[codes[c]];
             if (is_fp8(format) || format == QuantFormat::Mxfp8) {
                 encode_fp8_cpu(xr, n, 1.0f, codes);
@@ -221,8 +263,15 @@ void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, st
                 const float t = static_cast<float>(top);
                 for (std::int64_t c = 0; c < n; ++c) codes[c] = static_cast<std::uint8_t>(static_cast<std::int8_t>(round_half_even_small(clamp_abs(xr[c], t))));
             }
+            if (!changes) continue;
+            for (std::int64_t c = 0; c < n; ++c)
+                if (codes[c] != before[static_cast<std::size_t>(c)])
+                    changed[static_cast<std::size_t>(b)].push_back({(r0 + i) * n + c, before[static_cast<std::size_t>(c)], codes[c]});
         }
     });
+    if (!changes) return;
+    changes->clear();
+    for (const auto& part : changed) changes->insert(changes->end(), part.begin(), part.end());
 }
 
 std::unique_ptr<RoundingWork> make_rounding_work_cpu(std::string_view name, const TensorView& w, const LowRank& basis, QuantizedTensor& q) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -24,9 +25,25 @@ namespace quantflow {
 // E = dequant(q) - W, projected in double: P = U^T E V^T; error2 (when given) receives ||E||^2.
 std::vector<double> initial_projection(const TensorView& w, const QuantizedTensor& q, const LowRank& basis, double* error2 = nullptr);
 
+// One code that re-rounding changed.
+struct CodeChange {
+    std::int64_t element = 0;  // row * cols + col
+    std::uint8_t before = 0, after = 0;
+};
+
 // Rewrites q's codes from q0 + delta (delta(r0, rows, out) fills rows x cols offsets in code units), with the
-// final clamp and rounding of spec 5.1/5.2.
-void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, std::int64_t, float*)>& delta);
+// final clamp and rounding of spec 5.1/5.2. `changes`, when given, receives every code that changed, in element
+// order.
+void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, std::int64_t, float*)>& delta,
+                   std::vector<CodeChange>* changes = nullptr);
+
+// The change of P = U^T E V^T (k x k, basis.k = k) and of ||E||^2 that `changes` (element order, q's codes now
+// hold their `after`) made, from those elements alone, in double, in a fixed order (projection_change_cpu.cpp).
+struct ProjectionChange {
+    std::vector<double> dp;
+    double derror2 = 0;
+};
+ProjectionChange projection_change(const TensorView& w, const QuantizedTensor& q, const LowRank& basis, std::span<const CodeChange> changes);
 
 // AdamW / RAdam's state on the CPU (adam_cpu.cpp): two offset buffers, the second moment, and the k x k loop
 // state; the RoundingWork methods of the same names delegate here.
@@ -34,7 +51,7 @@ class AdamCpu {
 public:
     AdamCpu(const LowRank& basis, QuantizedTensor& q, const std::vector<double>& p0, Optimizer optimizer, double lr);
     AdamLoopState steps(int t0, int count, std::vector<double>& losses);
-    void finish(int best_buffer);
+    void finish(int best_buffer, std::vector<CodeChange>* changes);
 
 private:
     const LowRank& basis_;
