@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -264,9 +265,20 @@ void round_offsets(QuantizedTensor& q, const std::function<void(std::int64_t, st
                 for (std::int64_t c = 0; c < n; ++c) codes[c] = static_cast<std::uint8_t>(static_cast<std::int8_t>(round_half_even_small(clamp_abs(xr[c], t))));
             }
             if (!changes) continue;
-            for (std::int64_t c = 0; c < n; ++c)
-                if (codes[c] != before[static_cast<std::size_t>(c)])
-                    changed[static_cast<std::size_t>(b)].push_back({(r0 + i) * n + c, before[static_cast<std::size_t>(c)], codes[c]});
+            // Eight codes compared at once: about one in a thousand changes, and a byte loop with a push_back in it
+            // cost 3% of a 2-core default run (perf).
+            for (std::int64_t c0 = 0; c0 < n; c0 += 8) {
+                const std::int64_t c1 = std::min(n, c0 + 8);
+                std::uint64_t now = 0, was = 0;
+                if (c1 - c0 == 8) {
+                    std::memcpy(&now, codes + c0, 8);
+                    std::memcpy(&was, before.data() + c0, 8);
+                    if (now == was) continue;
+                }
+                for (std::int64_t c = c0; c < c1; ++c)
+                    if (codes[c] != before[static_cast<std::size_t>(c)])
+                        changed[static_cast<std::size_t>(b)].push_back({(r0 + i) * n + c, before[static_cast<std::size_t>(c)], codes[c]});
+            }
         }
     });
     if (!changes) return;
