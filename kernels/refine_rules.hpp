@@ -77,6 +77,12 @@ QF_HOST_DEVICE double midpoint_value(double delta, double cost, double leverage,
 // g = (U (h.P))[r] . V[:, c], per unit of max(cost, 0) + lambda delta^2; -1 when it would not decrease. g is a
 // float dot product in four partial sums (ranking only; a single chain of k dependent adds was the slowest part of
 // a round). Shared by the host's and the CUDA backend's rounds, which therefore rank identically.
+// round_score given its dot product g.
+QF_HOST_DEVICE double round_score_of(double g, double delta, double cost, double leverage, double lambda) {
+    const double decrease = -(2 * delta * g + leverage);
+    return decrease > 0 ? decrease / ((cost > 0 ? cost : 0.0) + lambda * delta * delta) : -1.0;
+}
+
 QF_HOST_DEVICE double round_score(const float* uph, const float* v, std::int64_t k, double delta, double cost, double leverage,
                                   double lambda) {
     float g0 = 0, g1 = 0, g2 = 0, g3 = 0;
@@ -88,9 +94,7 @@ QF_HOST_DEVICE double round_score(const float* uph, const float* v, std::int64_t
         g3 += uph[j + 3] * v[j + 3];
     }
     for (; j < k; ++j) g0 += uph[j] * v[j];
-    const double g = (g0 + g1) + (g2 + g3);
-    const double decrease = -(2 * delta * g + leverage);
-    return decrease > 0 ? decrease / ((cost > 0 ? cost : 0.0) + lambda * delta * delta) : -1.0;
+    return round_score_of(static_cast<double>((g0 + g1) + (g2 + g3)), delta, cost, leverage, lambda);
 }
 
 }  // namespace quantflow
