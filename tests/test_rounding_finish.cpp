@@ -130,6 +130,19 @@ TEST_CASE("nvfp4: the scale search lowers the Frobenius error; learned rounding 
     CHECK(learned.scales == searched.scales);
 }
 
+namespace {
+
+// Positions where two move lists of equal length differ in element, delta, cost or step.
+std::size_t differing_moves(const std::vector<MidpointMove>& got, const std::vector<MidpointMove>& expected) {
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < got.size(); ++i)
+        differ += got[i].element != expected[i].element || got[i].delta != expected[i].delta || got[i].cost != expected[i].cost ||
+                  got[i].step != expected[i].step;
+    return differ;
+}
+
+}  // namespace
+
 // The CPU pass collects only moves above a floor sampled from every 16th band when it keeps fewer than it finds
 // (the wide finish would otherwise list half the layer's elements): the kept moves and the error are those of the
 // whole list.
@@ -160,11 +173,7 @@ TEST_CASE("midpoint pass: a sampled floor keeps exactly the moves the whole list
         MESSAGE(found << " admissible moves, " << got.size() << " kept");
         CHECK(found > 10 * few.keep);
         REQUIRE(got.size() == expected.size());
-        std::size_t differ = 0;
-        for (std::size_t i = 0; i < got.size(); ++i)
-            differ += got[i].element != expected[i].element || got[i].delta != expected[i].delta || got[i].cost != expected[i].cost ||
-                      got[i].step != expected[i].step;
-        CHECK(differ == 0);
+        CHECK(differing_moves(got, expected) == 0);
         CHECK(e2_few == e2_all);
     }
 }
@@ -205,11 +214,7 @@ TEST_CASE("midpoint pass: the compacted, branch-free scan lists every move midpo
         MESSAGE(got.size() << " moves of " << rows * cols << " elements");
         CHECK(expected.size() > 100);
         REQUIRE(got.size() == expected.size());
-        std::size_t differ = 0;
-        for (std::size_t i = 0; i < got.size(); ++i)
-            differ += got[i].element != expected[i].element || got[i].delta != expected[i].delta || got[i].cost != expected[i].cost ||
-                      got[i].step != expected[i].step;
-        CHECK(differ == 0);
+        CHECK(differing_moves(got, expected) == 0);
         CHECK(e2 == doctest::Approx(e2_expected).epsilon(1e-12));
     }
 }
