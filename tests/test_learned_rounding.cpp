@@ -257,7 +257,7 @@ RoundingStats run_trace(Optimizer optimizer, QuantizedTensor& q) {
 
 void check_trace(const RoundingStats& stats, const QuantizedTensor& q, const double (&losses)[4], const int (&codes)[24]) {
     REQUIRE(stats.losses.size() == 4);
-    for (int i = 0; i < 4; ++i) CHECK(stats.losses[static_cast<std::size_t>(i)] == doctest::Approx(losses[i]).epsilon(2e-5));
+    for (int i = 0; i < 4; ++i) CHECK(stats.losses[static_cast<std::size_t>(i)] == qftest::relative(losses[i], 2e-5));
     CHECK(stats.best_iteration == 3);
     for (int i = 0; i < 24; ++i)  // +0 and -0 codes are the same weight
         CHECK(e4m3_to_f32(q.codes[static_cast<std::size_t>(i)]) == e4m3_to_f32(static_cast<std::uint8_t>(codes[i])));
@@ -311,7 +311,7 @@ TEST_CASE("randomized SVD finds the exact top-k subspace, both orientations") {
         const TensorView view{reinterpret_cast<const std::byte*>(w.data()), DType::F32, rows, cols};
         const LowRank fast = top_k_svd_cpu("w", view, {6, 7, 10, 4, false});
         const LowRank exact = top_k_svd_cpu("w", view, {6, 7, 10, 4, true});
-        for (int i = 0; i < 6; ++i) CHECK(fast.sigma[static_cast<std::size_t>(i)] == doctest::Approx(exact.sigma[static_cast<std::size_t>(i)]).epsilon(1e-4));
+        for (int i = 0; i < 6; ++i) CHECK(fast.sigma[static_cast<std::size_t>(i)] == qftest::relative(exact.sigma[static_cast<std::size_t>(i)], 1e-4));
         // Same subspaces: ||U_fast^T U_exact||_F^2 = k when the spans agree.
         double overlap_u = 0, overlap_v = 0;
         for (int i = 0; i < 6; ++i)
@@ -322,8 +322,8 @@ TEST_CASE("randomized SVD finds the exact top-k subspace, both orientations") {
                 overlap_u += su * su;
                 overlap_v += sv * sv;
             }
-        CHECK(overlap_u == doctest::Approx(6.0).epsilon(1e-4));
-        CHECK(overlap_v == doctest::Approx(6.0).epsilon(1e-4));
+        CHECK(overlap_u == qftest::relative(6.0, 1e-4));
+        CHECK(overlap_v == qftest::relative(6.0, 1e-4));
     }
 }
 

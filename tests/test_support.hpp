@@ -3,10 +3,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <doctest/doctest.h>
 
 #include "stages/format/safetensors_header.hpp"
 
@@ -57,5 +60,11 @@ std::string comfy_json(const LoadedFile& f, const std::string& layer);
 
 // Runs a shell command line, returns its exit status; stdout+stderr captured into `output`.
 int run_command(const std::string& command, std::string& output);
+
+// want within a relative eps: doctest::Approx's default scale of 1 makes its epsilon absolute for values far
+// below 1 (losses of 1e-5, squared errors), where that check could not fail.
+inline doctest::Approx relative(double want, double eps) {
+    return doctest::Approx(want).epsilon(eps).scale(std::numeric_limits<double>::min());
+}
 
 }  // namespace qftest
