@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/error.hpp"
+#include "kernels/learned_rounding.hpp"
 #if QF_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.hpp"
 #endif
@@ -27,7 +28,9 @@ DeviceChoice parse_device(std::string_view text) {
 }
 
 LayerMemory Backend::layer_memory(const LayerWork& layer) const {
-    return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer) : 0, 0};
+    const auto elements = static_cast<std::uint64_t>(layer.rows) * static_cast<std::uint64_t>(layer.cols);
+    const std::uint64_t pool = finish_pool_size(elements, (layer.thorough_finish ? kThoroughFinish : kNarrowFinish).pool_divisor);
+    return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer, pool) : 0, 0};
 }
 
 namespace {

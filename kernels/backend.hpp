@@ -40,6 +40,7 @@ struct LayerWork {
     std::int64_t basis_k = 0;
     Optimizer optimizer = Optimizer::Original;
     QuantFormat format = QuantFormat::Fp8Tensor;
+    bool thorough_finish = false;  // --rounding-effort thorough: the finish's pool is 8x larger
 };
 
 class Backend {

@@ -5,6 +5,8 @@
 // optimizer's k (settings.optimizer_k): the optimizer uses its leading components, the finish the whole basis.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -45,14 +47,26 @@ inline constexpr double kAdamFrobenius = 1e-3;     // AdamW / RAdam may raise ||
 // --format=--nvfp4` with --min_k 16), projected error k 16 / round-to-nearest's: narrow 0.57x; wide with cost
 // share 0.3 0.36x, 0.5 0.29x, 1.0 0.18x (Frobenius -2.0%). The CPU pass lists only about twice the pool on
 // large layers (a sampled floor), so the wider share costs time in the pass, not memory.
+// Thorough (`--rounding-effort thorough`): the narrow finish over 8x the pool (one candidate per 16 elements), with
+// up to 8x the moves ranked per round and 16 rounds. One WAN-14B block of structured weights, FP8, k 16: projected
+// error 0.40x round-to-nearest's (median over layers) instead of 0.61x, where tools/bound_finish.py puts the
+// best any one-step finish can do within the same +0.01% at 0.36x; 2.7x the 2-core CPU time of the default.
 struct FinishTuning {
     float cost_share;
     double lambda;
     int max_rounds;
     double min_gain;
+    std::int64_t pool_divisor;  // candidates kept for the rounds: one per this many elements (at least 64 Ki)
+    std::size_t head_max;       // candidates ranked per round at most (each costs 2 k^2 flops in the prefix sums)
 };
-inline constexpr FinishTuning kNarrowFinish{kMidpointCostShare, 0.05, 8, 0.98};
-inline constexpr FinishTuning kWideFinish{1.0f, 1.0, 32, 0.995};
+inline constexpr FinishTuning kNarrowFinish{kMidpointCostShare, 0.05, 8, 0.98, 128, std::size_t{1} << 15};
+inline constexpr FinishTuning kWideFinish{1.0f, 1.0, 32, 0.995, 128, std::size_t{1} << 15};
+inline constexpr FinishTuning kThoroughFinish{kMidpointCostShare, 0.05, 16, 0.98, 16, std::size_t{1} << 18};
+
+// The finish's pool size for a weight of `elements` elements.
+inline std::uint64_t finish_pool_size(std::uint64_t elements, std::int64_t pool_divisor) {
+    return std::max<std::uint64_t>(std::uint64_t{1} << 16, elements / static_cast<std::uint64_t>(pool_divisor));
+}
 
 // The rounding-aware finish alone: moves codes across their midpoints (work.midpoint_moves) so that the
 // projected error on `basis` falls, its leading priority_k components first, never raising their error above

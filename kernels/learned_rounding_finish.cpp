@@ -44,10 +44,10 @@ constexpr double kPriorityWeight = 100;  // the optimizer's k x k block of P cou
 constexpr double kBudgetBinds = 0.9;     // share of the budget spent that makes the second run worth it
 constexpr double kCostFloor = 1e-6;      // of delta^2: a free move still has a finite score
 constexpr int kChunks = 256;             // prefix lengths evaluated per round
-constexpr std::size_t kPoolMin = 1 << 16;  // candidates kept for the rounds: at least this many,
-constexpr std::int64_t kPoolDivisor = 128;  // or one per 128 elements (1/256: 1.65x -> 1.42x on structured weights)
+// The pool (finish_pool_size): one candidate per FinishTuning::pool_divisor elements, at least 64 Ki (1/256 in
+// place of 1/128: 1.65x -> 1.42x on structured weights).
 constexpr std::size_t kHeadMin = 1 << 14;  // candidates ranked per round: at least this many, or 4x the last take,
-constexpr std::size_t kHeadMax = 1 << 15;  // at most this many (each costs 2 k^2 flops in the prefix sums)
+                                           // at most FinishTuning::head_max
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
@@ -159,7 +159,7 @@ Run run_rounds(const FinishContext& x, MoveRounds& rounds, std::size_t size, con
         run.loss2 = best;
         // The whole ranked head was worth taking: rank more next round. Else stop once a round gains under min_gain.
         const bool whole = take == limit && limit == ranked;
-        cap = std::min(kHeadMax, whole ? 4 * cap : std::max(kHeadMin, 4 * take));
+        cap = std::min(x.tuning.head_max, whole ? 4 * cap : std::max(kHeadMin, 4 * take));
         if (!whole && run.loss2 > x.tuning.min_gain * x.tuning.min_gain * before) break;
     }
     return run;
@@ -181,7 +181,7 @@ std::vector<double> rounding_aware_finish(RoundingWork& work, const LowRank& bas
     // The pool: the candidates with the most leverage per cost (both runs share it).
     MidpointQuery query;
     query.cost_share = tuning.cost_share;
-    query.keep = std::max(kPoolMin, at(basis.rows * basis.cols / kPoolDivisor));
+    query.keep = finish_pool_size(static_cast<std::uint64_t>(basis.rows * basis.cols), tuning.pool_divisor);
     query.lambda = tuning.lambda + kCostFloor;
     query.priority_extra = kPriorityWeight - 1;
     query.row = x.un;

@@ -1,5 +1,7 @@
 #include "kernels/rounding.hpp"
 
+#include <algorithm>
+
 #include "kernels/error.hpp"
 
 namespace quantflow {
@@ -21,7 +23,8 @@ std::string_view optimizer_name(Optimizer optimizer) {
     return "?";
 }
 
-std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer) {
+std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer,
+                                          std::uint64_t finish_pool) {
     const auto elements = static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols);
     const auto basis = static_cast<std::uint64_t>((rows + cols) * k) * 4;
     // The SVD holds the weight in float32; Adam-family optimizers hold two offset buffers and the second
@@ -29,8 +32,9 @@ std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, 
     const std::uint64_t svd = elements * 4;
     const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? 0 : elements * 12;
     // The rounding-aware finish's admissible moves (24 bytes each: about 5% of the elements, or on the CPU about
-    // twice the pool where a sampled floor applies, also for the wide finish) and its pool.
-    const std::uint64_t finish = elements * 2;
+    // twice the pool where a sampled floor applies, also for the wide finish) and its pool; the rounds' arrays
+    // (move_rounds_host.cpp and the driver's two runs: at most ~144 bytes per pool move).
+    const std::uint64_t finish = std::max(elements * 2, finish_pool * (2 * 24 + 144));
     return std::max(svd, optimizer_bytes) + finish + basis;
 }
 

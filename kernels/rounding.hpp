@@ -65,6 +65,8 @@ struct RoundingSettings {
     bool rounding_aware = true;
     // The finish's Frobenius budget: ||W_hat - W|| may grow by this share (1e-4 = +0.01%).
     double finish_budget = 1e-4;
+    // `--rounding-effort thorough`: the finish searches 8x the candidates (kThoroughFinish).
+    bool thorough_finish = false;
     // ||W_hat - W||^2 of round-to-nearest when the codes on entry are not it (the scale search of
     // Backend::search_block_scales lowered it): `original` and the finish measure their budget against this.
     // 0: the codes on entry are round-to-nearest.
@@ -139,7 +141,8 @@ inline std::int64_t choose_k(std::int64_t rows, std::int64_t cols, double top_p,
 }
 
 // Bytes a learned rounding holds beyond the input pages and the codes, for the byte budget and `plan`.
-std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer);
+std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer,
+                                          std::uint64_t finish_pool);
 
 // The reference's adaptive learning rate for `original` (spec 5.3 table). One call per loop iteration with
 // the loss of the current iterate; says whether it improved (the iterate to keep) and whether to stop

@@ -26,7 +26,7 @@ constexpr int kReportSamples = 16;  // Gaussian test inputs per layer for the re
 std::string rounding_summary(const Options& o) {
     return o.optimizer + ", " + std::to_string(o.num_iter) + " iterations, lr " + python_float_str(o.lr) + ", k " +
            std::to_string(o.min_k) + ".." + std::to_string(o.max_k) + " (top_p " + python_float_str(o.top_p) + ")" +
-           (o.full_matrix ? ", exact SVD" : "") + (o.rounding_aware ? ", rounding-aware finish" : "");
+           (o.full_matrix ? ", exact SVD" : "") + (o.rounding_aware ? o.rounding_thorough ? ", rounding-aware finish (thorough)" : ", rounding-aware finish" : "");
 }
 
 void check_values(const Options& o) {
@@ -157,6 +157,7 @@ Prepared prepare_conversion(Options o, std::shared_ptr<DevicePool> devices) {
     p.run.optimizer.rounding.num_iter = o.num_iter;
     p.run.optimizer.rounding.lr = o.lr;
     p.run.optimizer.rounding.rounding_aware = o.rounding_aware;
+    p.run.optimizer.rounding.thorough_finish = o.rounding_thorough;
     // The finish's Frobenius budget is per layer (LayerPlan::finish_budget: 4-bit grids get more), set by the plan.
     if (!o.report.empty()) p.run.quality_samples = kReportSamples;
     const int threads = o.threads > 0 ? o.threads : p.hardware.cpu_threads;

@@ -60,6 +60,7 @@ struct Options {
     bool rounding_aware = true;                    // --rounding-aware on|off: quantflow's rounding finish
     double rounding_budget = 0.01;                 // --rounding-budget: percent of ||W_hat - W|| the finish may add
     bool rounding_budget_given = false;            // else 4-bit grids (nvfp4, w4a4) get 0.1 (pipeline/plan.cpp)
+    bool rounding_thorough = false;                // --rounding-effort thorough: the finish searches 8x the candidates
     bool keep_metadata = true;
     bool overwrite = false;
     bool json = false;                             // plan / inspect / compare: print JSON

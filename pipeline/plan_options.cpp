@@ -96,7 +96,8 @@ std::string canonical_options(const Options& o) {
              " --top_p " + python_float_str(o.top_p) + " --min_k " + std::to_string(o.min_k) + " --max_k " +
              std::to_string(o.max_k) + (o.full_matrix ? " --full_matrix" : "") + " --rounding-aware " +
              (o.rounding_aware ? "on" : "off") +
-             (o.rounding_aware && o.rounding_budget != 0.01 ? " --rounding-budget " + python_float_str(o.rounding_budget) : "");
+             (o.rounding_aware && o.rounding_budget != 0.01 ? " --rounding-budget " + python_float_str(o.rounding_budget) : "") +
+             (o.rounding_aware && o.rounding_thorough ? " --rounding-effort thorough" : "");
     }
     s += " --calib_samples " + std::to_string(o.calib_samples);
     if (o.heur) s += " --heur";

@@ -24,6 +24,7 @@ MODES = {
     "nvfp4_learned": ["--comfy_quant", "--nvfp4"],
     "original": ["--comfy_quant", "--optimizer", "original", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
                  "--min_k", "1", "--max_k", "16"],
+    "thorough": ["--comfy_quant", "--rounding-effort", "thorough"],
     "adamw": ["--comfy_quant", "--optimizer", "adamw", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",
               "--min_k", "1", "--max_k", "16"],
     "radam": ["--comfy_quant", "--optimizer", "radam", "--num_iter", "500", "--lr", "0.01", "--top_p", "0.01",

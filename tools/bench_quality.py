@@ -13,7 +13,7 @@ projected error / round-to-nearest's, and the Frobenius error change against rou
 import argparse, json, os, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = {"default": [], "off": ["--rounding-aware", "off"], "adamw": ["--optimizer", "adamw"], "radam": ["--optimizer", "radam"]}
+MODES = {"default": [], "thorough": ["--rounding-effort", "thorough"], "off": ["--rounding-aware", "off"], "adamw": ["--optimizer", "adamw"], "radam": ["--optimizer", "radam"]}
 
 
 def run(cmd):

@@ -119,6 +119,9 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
          "off reproduces the reference's result)")
         ("rounding-budget", po::value<std::string>(),
          "PERCENT: Frobenius error the rounding-aware finish may add to ||W_hat - W|| (default 0.01)")
+        ("rounding-effort", po::value<std::string>(),
+         "normal | thorough: thorough searches 8x the candidate moves (projected error ~0.66x normal's on\n"
+         "structured weights, ~2.7x the CPU time)")
         ("keep-metadata", po::value<std::string>(), "on | off: keep the input's __metadata__ (default on)")
         ("overwrite", po::bool_switch(&o.overwrite), "replace an existing output file")
         ("json", po::bool_switch(&o.json), "plan / inspect / compare: print JSON")
@@ -207,6 +210,12 @@ TokenParse parse_tokens(const std::vector<std::string>& tokens, Options& o, bool
     for (const char* flag : kModelFlags)
         if (vm[dashed(flag)].as<bool>()) o.model_flags.emplace_back(flag);
     if (o.threads < 0) throw Error("--threads must be 0 (all cores) or more", ExitCode::kUsage);
+    if (vm.count("rounding-effort")) {
+        const std::string effort = vm["rounding-effort"].as<std::string>();
+        if (effort != "normal" && effort != "thorough")
+            throw Error("--rounding-effort '" + effort + "' is not normal or thorough", ExitCode::kUsage);
+        o.rounding_thorough = effort == "thorough";
+    }
     if (vm.count("rounding-budget")) {
         const std::string text = vm["rounding-budget"].as<std::string>();
         char* end = nullptr;

@@ -73,7 +73,7 @@ public:
     // an index and the sort's copy of it per candidate, the kept pool twice and the leverage), the error in
     // double for the projections and the round-to-nearest codes kept for reset_codes. The finish's rounds
     // (move_rounds.cu, ~84 bytes per pool move) come after the candidate buffer is freed and are smaller. The host
-    // keeps only the pool (max(64 Ki, n/128) moves, learned_rounding_finish.cpp) and the driver's two runs over it
+    // keeps only the pool (finish_pool_size: max(64 Ki, n/128) moves, n/16 when thorough) and the driver's two runs over it
     // (at most ~144 bytes per move). A layer that runs on the host (host_fallback) has the host backend's learned-rounding memory,
     // and only its SVD on the device.
     LayerMemory layer_memory(const LayerWork& l) const override {
@@ -87,7 +87,7 @@ public:
         // nvfp4's learned rounding takes the wide finish (cost share 1: nearly every element has an admissible move,
         // and the device keeps them all before its selection: 15.9 GiB peak on 4 WAN-14B blocks, 8 layers in flight).
         const bool wide = l.format == QuantFormat::Nvfp4 && l.optimizer == Optimizer::Original;
-        const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, std::max<std::uint64_t>(1u << 16, n / 128));
+        const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, finish_pool_size(n, (l.thorough_finish ? kThoroughFinish : kNarrowFinish).pool_divisor));
         const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                      static_cast<std::uint64_t>(l.rows + l.cols) * 32;
         return {pool * 144, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
