@@ -60,15 +60,19 @@ QF_VECTOR_CLONES void score_moves(std::size_t from, std::size_t to, std::int64_t
         score[i] = round_score(uph + row_at[i], vt + col_at[i], k, delta[i], cost[i], leverage[i], lambda);
 }
 
-// s += sum over the moves head[from, to) of delta u_r v_c^T (k x k, in double, in order).
-QF_VECTOR_CLONES void sum_moves(const std::uint32_t* head, std::size_t from, std::size_t to, std::int64_t k, const float* delta,
-                                const float* u_all, const double* vt, const std::int64_t* row_at, const std::int64_t* col_at,
-                                double* s) {
+// s += sum over the head's moves [from, to) of delta u_r v_c^T (k x k, in double, in order). The head's deltas and
+// row / column offsets come in head order (HeadMove): read through the pool's indices, their cache misses were
+// two thirds of this loop's time (perf: 4.4% of a 2-core default run).
+struct HeadMove {
+    std::int64_t row_at, col_at;
+    double delta;
+};
+QF_VECTOR_CLONES void sum_moves(const HeadMove* head, std::size_t from, std::size_t to, std::int64_t k, const float* u_all,
+                                const double* vt, double* s) {
     for (std::size_t t = from; t < to; ++t) {
-        const std::uint32_t i = head[t];
-        const double d = delta[i];
-        const float* u = u_all + row_at[i];
-        const double* v = vt + col_at[i];
+        const double d = head[t].delta;
+        const float* u = u_all + head[t].row_at;
+        const double* v = vt + head[t].col_at;
         for (std::int64_t a = 0; a < k; ++a) {
             const double du = d * u[a];
             double* sa = s + a * k;
@@ -148,7 +152,12 @@ public:
                                   });
         head_ = best_candidates(score_, cap);
         costs.resize(head_.size());
-        for (std::size_t t = 0; t < head_.size(); ++t) costs[t] = cost_[head_[t]];
+        head_moves_.resize(head_.size());
+        for (std::size_t t = 0; t < head_.size(); ++t) {
+            const std::uint32_t i = head_[t];
+            costs[t] = cost_[i];
+            head_moves_[t] = {row_at_[i], col_at_[i], delta_[i]};
+        }
         return head_;
     }
 
@@ -156,8 +165,8 @@ public:
         const std::size_t kk = at(k_ * k_), chunks = (limit + chunk - 1) / chunk;
         std::vector<double> sums(chunks * kk, 0.0);
         oneapi::tbb::parallel_for(std::size_t{0}, chunks, [&](std::size_t b) {
-            sum_moves(head_.data(), b * chunk, std::min(limit, (b + 1) * chunk), k_, delta_.data(), pool_.u.data(), pool_.vt.data(),
-                      row_at_.data(), col_at_.data(), sums.data() + b * kk);
+            sum_moves(head_moves_.data(), b * chunk, std::min(limit, (b + 1) * chunk), k_, pool_.u.data(), pool_.vt.data(),
+                      sums.data() + b * kk);
         });
         return sums;
     }
@@ -185,6 +194,7 @@ private:
     std::vector<double> score_;
     std::vector<float> uph_, vt_;  // the ranking's float copies
     std::vector<std::uint32_t> head_;
+    std::vector<HeadMove> head_moves_;  // the head's moves in head order, for chunk_sums
 };
 
 }  // namespace
