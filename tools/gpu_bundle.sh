@@ -33,6 +33,7 @@ done
 fixtures=$root/../shared/fixtures/reference
 cp "$fixtures/small_model.safetensors" "$fixtures/runs.json" "$bundle/fixtures/"
 cp "$root/tools/gpu_run.sh" "$root/tools/make_demo_model.py" "$root/tools/bench_gpu.py" "$root/tools/bench_rounding.py" \
-   "$root/tools/bench_reference_rounding.py" "$root/tools/bench_multi_gpu.py" "$root/tools/gpu_sanitize.sh" "$bundle/"
+   "$root/tools/bench_reference_rounding.py" "$root/tools/bench_multi_gpu.py" "$root/tools/gpu_sanitize.sh" \
+   "$root/tools/bench_quality.py" "$root/tools/make_structured_model.py" "$bundle/"
 strip "$bundle"/lib/*.so* 2>/dev/null || true
 du -sh "$bundle"
