@@ -10,6 +10,7 @@
 #include <string>
 
 #include "kernels/cpu/cpu_backend.hpp"
+#include "kernels/dtype.hpp"
 #include "kernels/error.hpp"
 #include "kernels/numerics.hpp"
 
@@ -67,7 +68,7 @@ struct Ahead {
     Ahead() = default;
     Ahead(const TensorView& w, std::int64_t row, std::int64_t rows_, std::int64_t col)
         : first(reinterpret_cast<const char*>(w.data)), stride(0), rows(rows_),
-          elem(w.dtype == DType::BF16 || w.dtype == DType::F16 ? 2 : 4) {
+          elem(dtype_bits(w.dtype) / 8) {
         stride = w.cols * elem;
         first += row * stride + col * elem;
         if (rows <= 0) first = nullptr;

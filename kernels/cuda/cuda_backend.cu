@@ -20,6 +20,7 @@
 #include "kernels/cuda/rounding_work.cuh"
 #include "kernels/cuda/staging.cuh"
 #include "kernels/cuda/svd.cuh"
+#include "kernels/dtype.hpp"
 #include "kernels/learned_rounding.hpp"
 #include "kernels/numerics.hpp"
 
@@ -31,7 +32,7 @@ using cuda::DeviceBuffer;
 using cuda::DeviceWeightRef;
 using cuda::grid_of;
 
-std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(w.rows * w.cols) * (w.dtype == DType::F32 ? 4 : 2); }
+std::size_t weight_bytes(const TensorView& w) { return static_cast<std::size_t>(w.rows * w.cols) * static_cast<std::size_t>(dtype_bits(w.dtype) / 8); }
 
 // The formats the kernels in quantize.cu and the residual GEMV decode (e4m3, int8 and int4 codes, float32 scales);
 // the others (e5m2, mxfp8, nvfp4) quantize through quantize_blocks.cu.
@@ -78,7 +79,7 @@ public:
     // and only its SVD on the device.
     LayerMemory layer_memory(const LayerWork& l) const override {
         const auto n = static_cast<std::uint64_t>(l.rows) * static_cast<std::uint64_t>(l.cols);
-        const std::uint64_t weight = n * (l.dtype == DType::F32 ? 4 : 2) + n;
+        const std::uint64_t weight = n * static_cast<std::uint64_t>(dtype_bits(l.dtype) / 8) + n;
         if (l.basis_k == 0) return {0, weight + n / 2};  // + amax cells and scale factors (at most n / 2 bytes)
         const auto basis = static_cast<std::uint64_t>(l.rows + l.cols) * static_cast<std::uint64_t>(l.basis_k + 10) * 4;
         const std::uint64_t svd = 8 * n + 4 * basis;
