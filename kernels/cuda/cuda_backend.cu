@@ -37,7 +37,7 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, finish_pool_size(n, (l.thorough_finish ? kThoroughFinish : kNarrowFinish).pool_divisor));
     const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                  static_cast<std::uint64_t>(l.rows + l.cols) * 32;
-    return {pool * 144, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
+    return {pool * 64, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
 }
 
 std::string CudaBackend::host_fallback(const LayerWork& l) const {

@@ -54,9 +54,10 @@ public:
     // an index and the sort's copy of it per candidate, the kept pool twice and the leverage), the error in
     // double for the projections and the round-to-nearest codes kept for reset_codes. The finish's rounds
     // (move_rounds.cu, ~84 bytes per pool move) come after the candidate buffer is freed and are smaller. The host
-    // keeps only the pool (finish_pool_size: max(64 Ki, n/128) moves, n/16 when thorough) and the driver's two runs over it
-    // (at most ~144 bytes per move). A layer that runs on the host (host_fallback) has the host backend's learned-rounding memory,
-    // and only its SVD on the device.
+    // keeps only the pool (finish_pool_size: max(64 Ki, n/128) moves, n/16 when thorough), its leverage, the
+    // driver's two runs over it and at most as many chosen moves: 24 + 8 + 2 + 24 bytes per move, counted as 64 (it
+    // was 144, which held thorough runs to fewer layers in flight than the memory allowed). A layer that runs on the host (host_fallback) has the host
+    // backend's learned-rounding memory, and only its SVD on the device.
     LayerMemory layer_memory(const LayerWork& l) const override;
 
     std::string host_fallback(const LayerWork& l) const override;
