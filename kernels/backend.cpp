@@ -29,7 +29,7 @@ DeviceChoice parse_device(std::string_view text) {
 
 LayerMemory Backend::layer_memory(const LayerWork& layer) const {
     const auto elements = static_cast<std::uint64_t>(layer.rows) * static_cast<std::uint64_t>(layer.cols);
-    const std::uint64_t pool = finish_pool_size(elements, (layer.thorough_finish ? kThoroughFinish : kNarrowFinish).pool_divisor);
+    const std::uint64_t pool = finish_pool_size(elements, finish_tuning(layer.thorough_finish).pool_divisor);
     return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer, pool) : 0, 0};
 }
 

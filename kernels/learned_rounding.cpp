@@ -241,9 +241,7 @@ RoundingStats run_learned_rounding(RoundingWork& work, const LowRank& basis, con
             // allowance (kAdamFrobenius) and the finish adds its budget to what they return.
             settings.optimizer == Optimizer::Original ? rtn_error2 : 0, stats, narrower ? nullptr : &p,
             // A scale search that lowered the error below round-to-nearest's left room for far more moves.
-            settings.rtn_error2 > 0 && settings.optimizer == Optimizer::Original ? kWideFinish
-            : settings.thorough_finish                                            ? kThoroughFinish
-                                                                                  : kNarrowFinish);
+            settings.rtn_error2 > 0 && settings.optimizer == Optimizer::Original ? kWideFinish : finish_tuning(settings.thorough_finish));
         double block = 0;
         for (std::int64_t i = 0; i < used.k; ++i)
             for (std::int64_t j = 0; j < used.k; ++j) block += wide[at(i * basis.k + j)] * wide[at(i * basis.k + j)];

@@ -50,7 +50,7 @@ inline constexpr double kAdamFrobenius = 1e-3;     // AdamW / RAdam may raise ||
 // Thorough (`--rounding-effort thorough`): the narrow finish over 8x the pool (one candidate per 16 elements), with
 // up to 8x the moves ranked per round and 16 rounds. One WAN-14B block of structured weights, FP8, k 16: projected
 // error 0.40x round-to-nearest's (median over layers) instead of 0.61x, where tools/bound_finish.py puts the
-// best any one-step finish can do within the same +0.01% at 0.36x; 2.7x the 2-core CPU time of the default.
+// best any one-step finish can do within the same +0.01% at 0.36x; 2.3-2.6x the 2-core CPU time of the default.
 struct FinishTuning {
     float cost_share;
     double lambda;
@@ -62,6 +62,10 @@ struct FinishTuning {
 inline constexpr FinishTuning kNarrowFinish{kMidpointCostShare, 0.05, 8, 0.98, 128, std::size_t{1} << 15};
 inline constexpr FinishTuning kWideFinish{1.0f, 1.0, 32, 0.995, 128, std::size_t{1} << 15};
 inline constexpr FinishTuning kThoroughFinish{kMidpointCostShare, 0.05, 16, 0.98, 16, std::size_t{1} << 18};
+
+// The finish of a layer whose codes on entry are round-to-nearest's (the wide one follows nvfp4's scale search,
+// kernels/learned_rounding.cpp): narrow, or thorough with `--rounding-effort thorough`.
+inline const FinishTuning& finish_tuning(bool thorough) { return thorough ? kThoroughFinish : kNarrowFinish; }
 
 // The finish's pool size for a weight of `elements` elements.
 inline std::uint64_t finish_pool_size(std::uint64_t elements, std::int64_t pool_divisor) {

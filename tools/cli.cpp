@@ -121,7 +121,7 @@ po::options_description make_options(Options& o, bool& help, bool& version) {
          "PERCENT: Frobenius error the rounding-aware finish may add to ||W_hat - W|| (default 0.01)")
         ("rounding-effort", po::value<std::string>(),
          "normal | thorough: thorough searches 8x the candidate moves (projected error ~0.66x normal's on\n"
-         "structured weights, ~2.7x the CPU time)")
+         "structured weights, ~2.5x the CPU time)")
         ("keep-metadata", po::value<std::string>(), "on | off: keep the input's __metadata__ (default on)")
         ("overwrite", po::bool_switch(&o.overwrite), "replace an existing output file")
         ("json", po::bool_switch(&o.json), "plan / inspect / compare: print JSON")

@@ -34,7 +34,7 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     // nvfp4's learned rounding takes the wide finish (cost share 1: nearly every element has an admissible move,
     // and the device keeps them all before its selection: 15.9 GiB peak on 4 WAN-14B blocks, 8 layers in flight).
     const bool wide = l.format == QuantFormat::Nvfp4 && l.optimizer == Optimizer::Original;
-    const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, finish_pool_size(n, (l.thorough_finish ? kThoroughFinish : kNarrowFinish).pool_divisor));
+    const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, finish_pool_size(n, finish_tuning(l.thorough_finish).pool_divisor));
     const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                  static_cast<std::uint64_t>(l.rows + l.cols) * 32;
     return {pool * 64, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
