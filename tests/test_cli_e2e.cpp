@@ -206,8 +206,11 @@ TEST_CASE("usage errors exit 2: output equal to input, an unknown flag, bad opti
     CHECK(log == "quantflow: error: --optimizer 'sgd' is not one of original, adamw, radam\n");
     CHECK(qftest::run_command(kBinary + " -i " + in + " --comfy_quant --manual_seed 0 --rounding-budget 12", log) == 2);
     CHECK(log == "quantflow: error: --rounding-budget '12' is not a percentage between 0 and 10\n");
-    CHECK(qftest::run_command(kBinary + " -i " + in + " --comfy_quant --manual_seed 0 --rounding-effort max", log) == 2);
+    const std::string effort_dir = qftest::temp_dir("usage_effort");
+    CHECK(qftest::run_command(kBinary + " -i " + in + " -o " + effort_dir + "/x.safetensors --comfy_quant --manual_seed 0 --rounding-effort max",
+                              log) == 2);
     CHECK(log == "quantflow: error: --rounding-effort 'max' is not normal or thorough\n");
+    CHECK(qftest::list_dir(effort_dir).empty());  // no output, no temp file
     CHECK(qftest::run_command(kBinary + " -i " + in + " --comfy_quant --manual_seed 0 --min_k 4 --max_k 2", log) == 2);
     CHECK(log == "quantflow: error: --min_k/--max_k must satisfy 1 <= min_k <= max_k, got 4/2\n");
     CHECK(qftest::run_command(kBinary + " -i " + in + " --comfy_quant --manual_seed 0 --lr 0", log) == 2);
