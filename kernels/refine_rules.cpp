@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "kernels/rounding_work.hpp"
 
@@ -33,23 +34,24 @@ void keep_best_moves(std::vector<MidpointMove>& moves, const MidpointQuery& quer
         return;
     }
     if (moves.size() <= query.keep) return;
-    std::vector<double> value(moves.size());
+    // (value, index) side by side for the selection, which then marks the kept ones: they come out in element
+    // order without a sort (the order of indices cost as much as the selection, perf).
+    std::vector<std::pair<double, std::uint32_t>> ranked(moves.size());
     oneapi::tbb::parallel_for(std::size_t{0}, moves.size(), [&](std::size_t i) {
         const MidpointMove& mv = moves[i];
         const auto r = static_cast<std::size_t>(mv.element / cols), c = static_cast<std::size_t>(mv.element % cols);
         const double lev = midpoint_leverage(mv.delta, query.row[r], query.col[c], query.row_p[r], query.col_p[c], query.priority_extra);
-        value[i] = midpoint_value(mv.delta, mv.cost, lev, query.lambda);
+        ranked[i] = {midpoint_value(mv.delta, mv.cost, lev, query.lambda), static_cast<std::uint32_t>(i)};
     });
-    std::vector<std::uint32_t> order(moves.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<std::uint32_t>(i);
     const auto keep = static_cast<std::ptrdiff_t>(query.keep);
-    std::nth_element(order.begin(), order.begin() + keep, order.end(),
-                     [&](std::uint32_t a, std::uint32_t b) { return value[a] != value[b] ? value[a] > value[b] : a < b; });
-    order.resize(query.keep);
-    std::sort(order.begin(), order.end());  // moves are in element order, so indices are too
+    std::nth_element(ranked.begin(), ranked.begin() + keep, ranked.end(),
+                     [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    std::vector<char> kept_flag(moves.size(), 0);
+    for (std::ptrdiff_t i = 0; i < keep; ++i) kept_flag[ranked[static_cast<std::size_t>(i)].second] = 1;
     std::vector<MidpointMove> kept;
-    kept.reserve(order.size());
-    for (const std::uint32_t i : order) kept.push_back(moves[i]);
+    kept.reserve(query.keep);
+    for (std::size_t i = 0; i < moves.size(); ++i)
+        if (kept_flag[i]) kept.push_back(moves[i]);
     moves = std::move(kept);
 }
 

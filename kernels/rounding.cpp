@@ -32,10 +32,10 @@ std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, 
     const std::uint64_t svd = elements * 4;
     const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? 0 : elements * 12;
     // The rounding-aware finish's admissible moves (24 bytes each: about 5% of the elements, or on the CPU about
-    // twice the pool where a sampled floor applies, also for the wide finish) and its pool. Per pool move, at the
-    // peak: while the pool is selected (keep_best_moves), the moves found (2 x 24 bytes), a value and an index
-    // each (2 x 12) and the kept move (24); later the rounds (move_rounds_host.cpp: 32 bytes, the leverage 8, the
-    // driver's two runs 2) beside the pool, less.
+    // 1.5 times the pool where a sampled floor applies, also for the wide finish) and its pool. Per pool move, at
+    // the peak: while the pool is selected (keep_best_moves), the moves found (1.5 x 24 bytes), a value and an
+    // index each (1.5 x 16), a flag each (1.5) and the kept move (24), 86 in all; later the rounds
+    // (move_rounds_host.cpp: 32 bytes, the leverage 8, the driver's two runs 2) beside the pool, less.
     const std::uint64_t finish = std::max(elements * 2, finish_pool * 96);
     return std::max(svd, optimizer_bytes) + finish + basis;
 }

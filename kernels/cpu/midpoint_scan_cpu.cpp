@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/cpu_backend.hpp"
@@ -16,39 +17,6 @@
 
 namespace quantflow {
 namespace {
-
-// One row's errors: e = value * scale - w for every element, summed squared (returned, in 4 fixed lanes); e is
-// kept only where the element may have an admissible move (|e| >= floor_share of its step towards W), else set
-// to 0. The codes' records are copied first, in a loop of their own: GCC's generic tuning uses no gathers, so a
-// loop that reads a table by code stays scalar, and only the loops after it vectorise (measured: the function went
-// from 6.7% to 4.6% of a 2-core default run).
-QF_VECTOR_CLONES double midpoint_errors(const CodeRecord* table, const std::uint8_t* codes, const float* d, const float* w, float* e,
-                                        CodeRecord* rec, std::int64_t n, float floor_share) {
-    for (std::int64_t c = 0; c < n; ++c) rec[c] = table[codes[c]];
-    for (std::int64_t c = 0; c < n; ++c) e[c] = rec[c].value * d[c] - w[c];
-    const double error2 = sum_of_squares(e, n);
-    // The neighbour towards W picked by the error's sign bit as a mask, the filter as another: the sign is a coin
-    // flip, so a branch on it would mispredict (measured: the pass took 2x as long).
-    for (std::int64_t c = 0; c < n; ++c) {
-        const std::uint32_t xb = f32_bits(e[c]);
-        const std::uint32_t negative = 0u - (xb >> 31);
-        const float step = bits_f32((f32_bits(rec[c].up) & negative) | (f32_bits(rec[c].down) & ~negative)) * d[c];
-        const std::uint32_t keep = 0u - static_cast<std::uint32_t>(bits_f32(xb & 0x7FFFFFFFu) >= floor_share * step);
-        e[c] = bits_f32(xb & keep);
-    }
-    return error2;
-}
-
-// The columns whose e is not 0 (+0 or -0), in order; returns their count. Store and advance: every column is
-// written, the count moves past the kept ones only.
-std::int64_t nonzero_columns(const float* e, std::int64_t n, std::uint32_t* cols) {
-    std::int64_t count = 0;
-    for (std::int64_t c = 0; c < n; ++c) {
-        cols[count] = static_cast<std::uint32_t>(c);
-        count += static_cast<std::int64_t>((f32_bits(e[c]) << 1) != 0);
-    }
-    return count;
-}
 
 // midpoint_move (refine_rules.hpp) for an e that is neither 0 nor NaN (all the filter leaves), with its branches
 // turned into a table offset (e > 0 is e's sign bit clear) and masks. `admissible` is what midpoint_move returns;
@@ -73,34 +41,64 @@ inline Candidate midpoint_candidate(const RefineTables& t, std::uint8_t code, fl
 MidpointScanCpu::MidpointScanCpu(const TensorView& w, const QuantizedTensor& q, const MidpointQuery& query)
     : w_(w), q_(q), query_(query), tables_(refine_tables(q.spec.format)) {
     const std::array<float, 256> values = code_values(q.spec.format);
-    for (std::size_t c = 0; c < 256; ++c) records_[c] = {values[c], std::fabs(tables_.step_up[c]), std::fabs(tables_.step_down[c]), 0};
+    for (std::size_t c = 0; c < 256; ++c) {
+        records_[c] = {values[c], std::fabs(tables_.step_up[c]), std::fabs(tables_.step_down[c]), 0};
+        values_[c] = values[c];
+        steps_[c] = records_[c].up;
+        steps_[256 + c] = records_[c].down;
+    }
+    if (query.col.empty() || !(query.lambda > 0) || !(query.priority_extra >= 0)) return;
+    // A column's bound, rounded up to a float.
+    bound_.resize(query.col.size());
+    for (std::size_t c = 0; c < bound_.size(); ++c) {
+        const double b = std::max(query.col[c], query.col_p[c]);
+        bound_[c] = static_cast<float>(b);
+        if (static_cast<double>(bound_[c]) < b) bound_[c] = std::nextafter(bound_[c], std::numeric_limits<float>::infinity());
+    }
 }
 
-std::vector<MidpointMove> MidpointScanCpu::band(std::int64_t r0, std::int64_t rows, double floor, double& error2) const {
+std::vector<MidpointMove> MidpointScanCpu::band(std::int64_t r0, std::int64_t rows, double floor, double* error2) const {
     return floor > 0 ? band_moves<true>(r0, rows, floor, error2) : band_moves<false>(r0, rows, floor, error2);
 }
 
+float MidpointScanCpu::row_threshold(std::int64_t r, double floor) const {
+    // value = lev / (cost + lambda delta^2) <= delta^2 L / (lambda delta^2) with L = row col + extra row_p col_p
+    // <= a max(col, col_p), a = row + extra row_p; the value computed in double is within 8 ulps of that. So an
+    // element whose column bound is below (1 - 1e-9) floor lambda / a cannot reach the floor; the threshold is
+    // rounded down to a float.
+    const auto r_ = static_cast<std::size_t>(r);
+    const double a = query_.row[r_] + query_.priority_extra * query_.row_p[r_];
+    if (!(a > 0)) return std::numeric_limits<float>::infinity();  // no leverage: every value is 0
+    const double t = floor * query_.lambda * (1 - 1e-9) / a;
+    float f = static_cast<float>(t);
+    if (static_cast<double>(f) > t) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+    return f;
+}
+
 template <bool kFloor>
-std::vector<MidpointMove> MidpointScanCpu::band_moves(std::int64_t r0, std::int64_t rows, double floor, double& error2) const {
+std::vector<MidpointMove> MidpointScanCpu::band_moves(std::int64_t r0, std::int64_t rows, double floor, double* error2) const {
     const float cost_share = query_.cost_share;
     const float floor_share = (1 - cost_share) / 2 - 0.01f;
     const std::int64_t n = q_.cols;
-    std::vector<float> wrow(static_cast<std::size_t>(n)), d(static_cast<std::size_t>(n)), e(static_cast<std::size_t>(n));
-    std::vector<CodeRecord> rec(static_cast<std::size_t>(n));
+    std::vector<float> d(static_cast<std::size_t>(n)), e(static_cast<std::size_t>(n));
     std::vector<std::uint32_t> cols(static_cast<std::size_t>(n));
+    MidpointScratch scratch;
     // A row's candidates are each written to the next free slot of `row_moves` and kept by advancing past it;
     // the kept ones are then appended to `out`, which so holds no more than the band's moves.
     std::vector<MidpointMove> row_moves(static_cast<std::size_t>(n)), out;
     out.reserve(static_cast<std::size_t>(rows * n / (kFloor ? 256 : 16)));
-    error2 = 0;
+    const bool prune = kFloor && !bound_.empty();
+    MidpointFilter filter{records_.data(), values_.data(), steps_.data(), floor_share, prune ? bound_.data() : nullptr, 0.0f};
+    double sum = 0;
     for (std::int64_t r = r0; r < r0 + rows; ++r) {
-        decode_row_cpu(w_, r, 0, n, wrow.data());
         row_scales(q_, r, d.data());
         const std::uint8_t* codes = q_.codes.data() + r * n;
-        error2 += midpoint_errors(records_.data(), codes, d.data(), wrow.data(), e.data(), rec.data(), n, floor_share);
-        // e now holds the errors of the elements that may qualify (a superset of cost <= cost_share delta^2, i.e.
-        // |e| >= (1 - cost_share) / 2 |delta|) and 0 elsewhere.
-        const std::int64_t count = nonzero_columns(e.data(), n, cols.data());
+        if (prune) filter.threshold = row_threshold(r, floor);
+        // The columns that may qualify (a superset of cost <= cost_share delta^2, i.e. |e| >= (1 - cost_share) / 2
+        // |delta|, and of the floor's leverage bound), and every column's e.
+        double row_error2 = 0;
+        const std::int64_t count = filter_row(filter, w_, r, codes, d.data(), e.data(), cols.data(), error2 ? &row_error2 : nullptr, scratch);
+        sum += row_error2;
         const auto r_ = static_cast<std::size_t>(r);
         std::size_t used = 0;
         for (std::int64_t j = 0; j < count; ++j) {
@@ -121,6 +119,7 @@ std::vector<MidpointMove> MidpointScanCpu::band_moves(std::int64_t r0, std::int6
         }
         out.insert(out.end(), row_moves.begin(), row_moves.begin() + static_cast<std::ptrdiff_t>(used));
     }
+    if (error2) *error2 = sum;
     return out;
 }
 

@@ -68,26 +68,56 @@ struct CodeRecord {
     float value, up, down, unused;
 };
 
+// One row of the finish's candidate filter (midpoint_filter_cpu.cpp): e[c] = value(codes[c]) * d[c] - W[row, c]
+// for every column c of W, and in cols, in order, the columns whose e is neither 0 nor NaN and at least floor_share of
+// its step towards W (the code's |step_up| when e < 0, else |step_down|, times d[c]), and, with bound given, whose
+// bound[c] >= threshold; returns their count. error2, when given, receives the sum of e^2 in four fixed lanes
+// (sum_of_squares). Where the CPU has AVX-512 the tables are read by gather and the columns listed by compress;
+// the result is the same, bit for bit, as the portable loops' (`portable` forces them: tests).
+struct MidpointFilter {
+    const CodeRecord* records;  // 256
+    const float* values;        // 256 code values
+    const float* steps;         // 512: |step_up| of each code, then |step_down|
+    float floor_share;
+    const float* bound = nullptr;
+    float threshold = 0;
+};
+struct MidpointScratch {  // the portable loops' buffers
+    std::vector<float> w, marked;
+    std::vector<CodeRecord> rec;
+};
+std::int64_t filter_row(const MidpointFilter& f, const TensorView& w, std::int64_t row, const std::uint8_t* codes, const float* d, float* e,
+                        std::uint32_t* cols, double* error2, MidpointScratch& scratch, bool portable = false);
+
 // The rounding-aware finish's candidate pass (RoundingWork::midpoint_moves) over one band of rows
 // (midpoint_scan_cpu.cpp). band(r0, rows, floor, error2) returns the admissible moves (refine_rules.hpp,
 // midpoint_move) of rows [r0, r0 + rows) whose value (midpoint_value) is at least `floor`, or all of them when
-// floor is 0, in element order; error2 receives ||dequant(q) - W||^2 over those rows, added row after row, each
-// row's sum in four fixed lanes (sum_of_squares). query's leverage spans are read only when floor > 0. The
-// object holds references to w, q and query, which must outlive it.
+// floor is 0, in element order; error2 (when given) receives ||dequant(q) - W||^2 over those rows, added row
+// after row, each row's sum in four fixed lanes (sum_of_squares). query's column leverage is read on construction
+// when given, the rest of it only when floor > 0. The object holds references to w, q and query, which must
+// outlive it.
 class MidpointScanCpu {
 public:
     MidpointScanCpu(const TensorView& w, const QuantizedTensor& q, const MidpointQuery& query);
-    std::vector<MidpointMove> band(std::int64_t r0, std::int64_t rows, double floor, double& error2) const;
+    std::vector<MidpointMove> band(std::int64_t r0, std::int64_t rows, double floor, double* error2) const;
 
 private:
     template <bool kFloor>
-    std::vector<MidpointMove> band_moves(std::int64_t r0, std::int64_t rows, double floor, double& error2) const;
+    std::vector<MidpointMove> band_moves(std::int64_t r0, std::int64_t rows, double floor, double* error2) const;
+    float row_threshold(std::int64_t r, double floor) const;
 
     const TensorView& w_;
     const QuantizedTensor& q_;
     const MidpointQuery& query_;
     RefineTables tables_;
     std::array<CodeRecord, 256> records_;
+    std::array<float, 256> values_;
+    std::array<float, 512> steps_;
+    // With a floor, elements are first filtered by their leverage bound: a move's value is at most
+    // (row + extra row_p) max(col, col_p) / lambda (row_threshold), which about half the candidates of a WAN
+    // block fail. bound_: max(col, col_p) per column, rounded up to a float (empty when lambda <= 0 or
+    // extra < 0, where there is no such bound, or without columns).
+    std::vector<float> bound_;
 };
 
 // sum of x[c]^2 over c < n in double, in four fixed lanes: one chain of dependent adds would cost more than the
