@@ -11,6 +11,9 @@
 // Loops written with std::fma: one fused multiply-add instruction on x86-64-v3 (AVX2 + FMA) and v4 (AVX-512), the
 // C library's correctly rounded fmaf on older machines — the same bits on all three, only slower on the last.
 #define QF_FMA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// A loop compiled for AVX-512 with 16 lanes (a target_clones clone keeps generic tuning's 8), called where
+// cpu_has_avx512() (kernels/cpu/code_gather_cpu.hpp) beside a portable twin of the same bits.
+#define QF_AVX512_WIDE __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
 #else
 #define QF_VECTOR_CLONES
 #define QF_WIDE_CLONES

@@ -3,6 +3,7 @@
 // that leaves a remainder after the 16-lane blocks. On a CPU without AVX-512 both calls run the twin.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -51,6 +52,22 @@ TEST_CASE("avx-512 code gathers equal their portable twins bit for bit") {
         code_errors_f64(table.data(), codes.data(), d.data(), w.data(), kCols, e_fast.data());
         code_errors_f64(table.data(), codes.data(), d.data(), w.data(), kCols, e_twin.data(), true);
         CHECK(same_bits(e_fast.data(), e_twin.data(), e_fast.size() * 8));
+    }
+}
+
+TEST_CASE("avx-512 fp8 encoding equals its portable twin bit for bit") {
+    std::mt19937 g(3);
+    std::normal_distribution<float> normal;
+    std::vector<float> x(kCols * 4);
+    for (std::size_t i = 0; i < x.size(); ++i) {  // normals, subnormals of e4m3, values past 448, exact ties
+        const float v = normal(g);
+        x[i] = i % 4 == 0 ? v * 1e-3f : i % 4 == 1 ? v * 300 : i % 4 == 2 ? v : std::ldexp(std::round(v * 16) + 0.5f, -4);
+    }
+    for (const float multiplier : {1.0f, 37.5f}) {
+        std::vector<std::uint8_t> fast(x.size()), twin(x.size());
+        encode_fp8_cpu(x.data(), static_cast<std::int64_t>(x.size()), multiplier, fast.data());
+        encode_fp8_cpu(x.data(), static_cast<std::int64_t>(x.size()), multiplier, twin.data(), true);
+        CHECK(fast == twin);
     }
 }
 

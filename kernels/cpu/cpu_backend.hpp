@@ -34,7 +34,8 @@ void quantize_block_scaled_cpu(std::string_view name, const TensorView& w, Quant
 double search_block_scales_cpu(const TensorView& w, QuantizedTensor& q);
 // nvfp4: q's codes = round-to-nearest of w with the block scales and global scale q holds.
 void encode_nvfp4_cpu(const TensorView& w, QuantizedTensor& q);
-void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out);
+// 16 lanes where the CPU has AVX-512 (QF_AVX512_WIDE); `portable` forces the twin of the same bits (tests).
+void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out, bool portable = false);
 
 // amax of |x| through the float bits: for non-NaN values the order of |bits| is the order of |x|, and an
 // integer max vectorises where a float max (NaN semantics) does not. Returns the largest |bits|.

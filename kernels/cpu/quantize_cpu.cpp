@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/code_gather_cpu.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/lanes.hpp"
 #include "kernels/error.hpp"
@@ -156,8 +157,26 @@ void quantize_tiles(std::string_view name, const TensorView& w, QuantFormat form
 }  // namespace
 
 // One e4m3_lane per element (kernels/lanes.hpp), vectorised.
-QF_VECTOR_CLONES void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out) {
+namespace {
+
+QF_VECTOR_CLONES void encode_fp8_portable(const float* x, std::int64_t n, float multiplier, std::uint8_t* out) {
     for (std::int64_t i = 0; i < n; ++i) out[i] = e4m3_lane(x[i] * multiplier);
+}
+
+#ifdef QF_AVX512_WIDE
+QF_AVX512_WIDE void encode_fp8_avx512(const float* x, std::int64_t n, float multiplier, std::uint8_t* out) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = e4m3_lane(x[i] * multiplier);
+}
+#endif
+
+}  // namespace
+
+void encode_fp8_cpu(const float* x, std::int64_t n, float multiplier, std::uint8_t* out, bool portable) {
+#ifdef QF_AVX512_WIDE
+    if (!portable && cpu_has_avx512()) return encode_fp8_avx512(x, n, multiplier, out);
+#endif
+    (void)portable;
+    encode_fp8_portable(x, n, multiplier, out);
 }
 
 QuantizedTensor quantize_cpu(std::string_view name, const TensorView& w, const QuantSpec& spec) {
