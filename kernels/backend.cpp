@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <charconv>
 #include <string>
+#include <thread>
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/error.hpp"
@@ -30,7 +31,11 @@ DeviceChoice parse_device(std::string_view text) {
 LayerMemory Backend::layer_memory(const LayerWork& layer) const {
     const auto elements = static_cast<std::uint64_t>(layer.rows) * static_cast<std::uint64_t>(layer.cols);
     const std::uint64_t pool = finish_pool_size(elements, finish_tuning(layer.thorough_finish).pool_divisor);
-    return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer, pool) : 0, 0};
+    const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+    return {layer.basis_k > 0 ? learned_rounding_work_bytes(layer.rows, layer.cols, layer.basis_k, layer.optimizer, pool,
+                                                            layer.exact_svd, threads)
+                              : 0,
+            0};
 }
 
 namespace {

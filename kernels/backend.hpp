@@ -41,6 +41,7 @@ struct LayerWork {
     Optimizer optimizer = Optimizer::Original;
     QuantFormat format = QuantFormat::Fp8Tensor;
     bool thorough_finish = false;  // --rounding-effort thorough: the finish's pool is 8x larger
+    bool exact_svd = false;        // --full_matrix or a small side (exact_svd_is_cheap): LAPACK gesdd on the host
 };
 
 class Backend {

@@ -23,14 +23,29 @@ std::string_view optimizer_name(Optimizer optimizer) {
     return "?";
 }
 
+std::uint64_t svd_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, bool exact, unsigned threads) {
+    const auto m = static_cast<std::uint64_t>(rows), n = static_cast<std::uint64_t>(cols);
+    const std::uint64_t r = std::min(m, n);
+    if (exact) {
+        // decode_matrix's copy and LAPACKE's transposed one, U and VT with their transposes, gesdd's workspace
+        // (3 r^2 + max(max(m, n), 4 r^2 + 4 r) floats for jobz 'S') and integer workspace (8 r).
+        return 4 * (2 * m * n + 2 * m * r + 2 * r * n + 3 * r * r + std::max(std::max(m, n), 4 * r * r + 4 * r) + r) + 32 * r;
+    }
+    // Y [m, l], Z and Omega [n, l], B [l, n] with small_svd's copies of it (about 3 more), U [m, k] (l = k + the
+    // default oversampling of 16); per thread, gemm_nn's 8 decoded rows or gemm_tn's rows and partial sums.
+    const std::uint64_t l = std::min(r, static_cast<std::uint64_t>(k) + 16);
+    return 4 * ((m + 6 * n) * l + m * static_cast<std::uint64_t>(k)) + std::uint64_t{threads} * 4 * (8 * n + 40960);
+}
+
 std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer,
-                                          std::uint64_t finish_pool) {
+                                          std::uint64_t finish_pool, bool exact_svd, unsigned threads) {
     const auto elements = static_cast<std::uint64_t>(rows) * static_cast<std::uint64_t>(cols);
     const auto basis = static_cast<std::uint64_t>((rows + cols) * k) * 4;
-    // The SVD holds the weight in float32; Adam-family optimizers hold two offset buffers and the second
-    // moment (the first moment lives in the k x k space).
-    const std::uint64_t svd = elements * 4;
-    const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? 0 : elements * 12;
+    // The SVD reads the weight in its file dtype (a float32 copy only for the exact SVD); `original`'s passes hold
+    // a band of errors in double and of offsets in float per thread (1 MiB); Adam-family optimizers hold two offset
+    // buffers and the second moment (the first moment lives in the k x k space).
+    const std::uint64_t svd = svd_work_bytes(rows, cols, k, exact_svd, threads);
+    const std::uint64_t optimizer_bytes = optimizer == Optimizer::Original ? std::uint64_t{threads} << 20 : elements * 12;
     // The rounding-aware finish's admissible moves (24 bytes each: about 5% of the elements, or on the CPU about
     // 1.5 times the pool where a sampled floor applies, also for the wide finish) and its pool. Per pool move, at
     // the peak: while the pool is selected (keep_best_moves), the moves found (1.5 x 24 bytes), a value and an

@@ -140,9 +140,13 @@ inline std::int64_t choose_k(std::int64_t rows, std::int64_t cols, double top_p,
     return std::max<std::int64_t>(1, std::min(k, small));
 }
 
-// Bytes a learned rounding holds beyond the input pages and the codes, for the byte budget and `plan`.
+// Bytes the host's SVD holds for a [rows, cols] weight: the sketch's few columns and each thread's decoded rows,
+// or for the exact SVD the float32 weight and LAPACK gesdd's row-major copies, factors and workspace.
+std::uint64_t svd_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, bool exact, unsigned threads);
+
+// Bytes a learned rounding on the host holds beyond the input pages and the codes, for the byte budget and `plan`.
 std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer,
-                                          std::uint64_t finish_pool);
+                                          std::uint64_t finish_pool, bool exact_svd, unsigned threads);
 
 // The reference's adaptive learning rate for `original` (spec 5.3 table). One call per loop iteration with
 // the loss of the current iterate; says whether it improved (the iterate to keep) and whether to stop

@@ -278,7 +278,8 @@ void plan_memory(Plan& plan, const Backend& backend, const Options& options) {
         if (lp.stored) t.shape = {lp.stored->rows, lp.stored->cols}, t.dtype = DType::F32;  // decoded to float32
         const std::int64_t basis_k = lp.rank_k > 0 && options.rounding_aware ? std::max(lp.rank_k, kRefineRank) : lp.rank_k;
         const LayerWork work{t.shape[0], t.shape[1], t.dtype, basis_k, parse_optimizer(options.optimizer), lp.spec.format,
-                             options.rounding_aware && options.rounding_thorough};
+                             options.rounding_aware && options.rounding_thorough,
+                             options.full_matrix || exact_svd_is_cheap(t.shape[0], t.shape[1])};
         const LayerMemory m = backend.layer_memory(work);
         // A layer the backend's device cannot optimize runs on the host: decided here, shown by `plan`.
         const std::string fallback = basis_k > 0 ? backend.host_fallback(work) : std::string();

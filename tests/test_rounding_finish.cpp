@@ -129,6 +129,23 @@ TEST_CASE("thorough finish: a larger pool lowers the projected error further wit
     CHECK(cpu->layer_memory(wide).host >= cpu->layer_memory(plain).host + static_cast<std::uint64_t>(rows * cols / 16 * 96 - 2 * rows * cols));
 }
 
+// The host SVD's memory as it is: the sketch reads W in its file dtype and holds a few columns (until 2da11bf it
+// held a float32 copy, and the plan still counted one: 283 MB per WAN FFN layer, which kept two FFN layers from
+// running together on 2 cores); the exact SVD holds the copy, LAPACKE's row-major copies and gesdd's workspace
+// (a 3072 x 2048 layer with --full_matrix peaked 121 MB above the sketch's run; counted: 252 MB).
+TEST_CASE("host SVD memory: the sketch's columns, or the exact SVD's copies and workspace") {
+    const std::uint64_t ffn = 13824ull * 5120ull;
+    CHECK(svd_work_bytes(13824, 5120, 16, false, 2) > 4ull * (13824 + 5120) * 32);  // Y and Z at least
+    CHECK(svd_work_bytes(13824, 5120, 16, false, 2) < 8ull << 20);
+    CHECK(svd_work_bytes(3072, 2048, 16, true, 2) >= 4ull * (3072 * 2048 + 4 * 2048 * 2048));
+    const LayerWork sketch{13824, 5120, DType::BF16, 16, Optimizer::Original, QuantFormat::Fp8Tensor};
+    LayerWork exact = sketch;
+    exact.exact_svd = true;
+    const std::unique_ptr<Backend> cpu = make_cpu_backend();
+    CHECK(cpu->layer_memory(sketch).host < 2 * ffn + (16ull << 20));  // the finish's 2 bytes per element lead
+    CHECK(cpu->layer_memory(exact).host >= cpu->layer_memory(sketch).host + 4 * ffn);
+}
+
 // Issue 11: learned NVFP4 starts from block scales searched for the least error (Backend::search_block_scales), keeps
 // its Frobenius error relative to round-to-nearest's, and the wide finish spends the room on the projected error.
 TEST_CASE("nvfp4: the scale search lowers the Frobenius error; learned rounding spends it on the projected error") {

@@ -37,7 +37,9 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, finish_pool_size(n, finish_tuning(l.thorough_finish).pool_divisor));
     const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                  static_cast<std::uint64_t>(l.rows + l.cols) * 32;
-    return {pool * 64, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
+    // The exact SVD (--full_matrix, small sides) runs on the host: LAPACK's copies and workspace count there.
+    const std::uint64_t exact = l.exact_svd ? svd_work_bytes(l.rows, l.cols, l.basis_k, true, 1) : 0;
+    return {pool * 64 + exact, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
 }
 
 std::string CudaBackend::host_fallback(const LayerWork& l) const {
