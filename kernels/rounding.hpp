@@ -30,10 +30,10 @@ struct SvdSettings {
     std::int64_t k = 1;
     std::uint64_t seed = 0;      // Gaussian sketch generator
     // Sketch columns beyond k and power iterations (each followed by re-orthonormalisation, QR). Spec 5.3 names 10
-    // and 4; 16 and 3 cost 20% less on the CPU (k + 16 = 32 columns fill the products' tiles, where 26 were padded to
-    // 32, and 8 passes over W instead of 10) for the same or a closer subspace: overlap with the exact top-16
-    // subspaces >= 0.9998 on structured WAN-shaped weights where 10 and 4 gave >= 0.9997
-    // (tools/bench_svd_accuracy.py, issue 10's closing note).
+    // and 4; 16 and 3 cost 30% less on the CPU (k + 16 = 32 columns fill the products' tiles, where 26 were padded to
+    // 32, and 7 passes over W instead of 10: svd_cpu.cpp ends the iterations on the right) for a subspace as close:
+    // overlap with the exact top-16 subspaces >= 0.9993 on structured WAN-shaped weights where 10 and 4 gave
+    // >= 0.9997 (tools/bench_svd_accuracy.py, issue 10's closing notes).
     int oversample = 16;
     int power_iterations = 3;
     bool exact = false;          // --full_matrix: LAPACK gesdd instead of the randomized method

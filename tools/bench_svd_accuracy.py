@@ -4,8 +4,10 @@
 For each shape, builds one weight (tools/make_structured_model.py's generator, or i.i.d. Gaussian with --iid),
 computes its exact top-k singular subspaces in float64 (eigh of the smaller Gram matrix, the other side
 recovered as W v / sigma or W^T u / sigma), then runs in float32, as the C++ code does:
-  * rsvd p q: the range finder of kernels/cpu/svd_cpu.cpp (Halko, Martinsson & Tropp 2011, alg. 4.4):
+  * rsvd p q: the range finder (Halko, Martinsson & Tropp 2011, alg. 4.4):
     Y = W Omega [N, k+p]; QR; q times {Z = W^T Y; QR; Y = W Z; QR}; B = Y^T W; SVD of B; U = Y Ub;
+  * right p q: kernels/cpu/svd_cpu.cpp's, the same iterations ending on the right, one product fewer:
+    Y = W Omega; QR; q times {Z = W^T Y; QR; Y = W Z (QR but the last)}; SVD of Y = Uy S Vy^T; U = Uy, V = Z Vy;
   * krylov p q: block Krylov (Musco & Musco 2015): K = [W Omega, (W W^T) W Omega, ..., (W W^T)^q W Omega],
     each block orthonormalised against the previous ones, then Rayleigh-Ritz (SVD of K^T W).
 overlap_u = ||U_exact^T U||_F^2 / k (1 = same subspace), overlap_v likewise; passes = products with W or W^T;
@@ -23,6 +25,7 @@ from make_structured_model import iid_weight, structured_weight  # noqa: E402
 
 SHAPES = {"wan": [(5120, 5120), (13824, 5120), (5120, 13824)], "small": [(512, 512), (1382, 512)]}
 RSVD = [(10, 4)] + [(16, q) for q in (1, 2, 3, 4)]
+RIGHT = [(16, q) for q in (2, 3)]
 KRYLOV = [(4, 2), (16, 1), (16, 2)]
 TARGET = 0.99
 
@@ -50,6 +53,17 @@ def rsvd(w, k, p, q, rng):
         y = orth(w @ orth(w.T @ y))
     ub, _, vt = np.linalg.svd(y.T @ w, full_matrices=False)
     return y @ ub[:, :k], vt[:k].T, [l] * (2 * q + 2)
+
+
+def rsvd_right(w, k, p, q, rng):
+    m, n = w.shape
+    l = min(k + p, m, n)
+    y = orth(w @ rng.standard_normal((n, l), dtype=np.float32))
+    for i in range(max(q, 1)):
+        z = orth(w.T @ (y if i == 0 else orth(y)))
+        y = w @ z
+    uy, _, vyt = np.linalg.svd(y, full_matrices=False)
+    return uy[:, :k], z @ vyt[:k].T, [l] * (2 * max(q, 1) + 1)
 
 
 def block_krylov(w, k, p, q, rng):
@@ -81,7 +95,7 @@ def bench_shape(m, n, args):
     u_ex, v_ex = u_ex[:, :args.k], v_ex[:, :args.k]
     print(f"{'variant':<8} {'p':>3} {'q':>3} {'passes':>6} {'GFLOP':>8} {'time_s':>7} {'overlap_u':>10} {'overlap_v':>10}")
     rows = []
-    for name, fn, settings in (("rsvd", rsvd, RSVD), ("krylov", block_krylov, KRYLOV)):
+    for name, fn, settings in (("rsvd", rsvd, RSVD), ("right", rsvd_right, RIGHT), ("krylov", block_krylov, KRYLOV)):
         for p, q in settings:
             t0 = time.perf_counter()
             u, v, cols = fn(w, args.k, p, q, np.random.default_rng([args.seed, p, q]))
