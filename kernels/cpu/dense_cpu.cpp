@@ -205,6 +205,17 @@ void row_scales(const QuantizedTensor& q, std::int64_t r, float* out) {
         std::fill(out + b * block_cols, out + std::min((b + 1) * block_cols, q.cols), q.global_scale * s[b]);
 }
 
+RowScales::RowScales(const QuantizedTensor& q)
+    : q_(q), block_rows_(std::max<std::int64_t>(1, scale_block_rows(q.spec, q.rows))), d_(static_cast<std::size_t>(q.cols)) {}
+
+const float* RowScales::at(std::int64_t r) {
+    if (r / block_rows_ != filled_) {
+        row_scales(q_, r, d_.data());
+        filled_ = r / block_rows_;
+    }
+    return d_.data();
+}
+
 }  // namespace quantflow
 
 namespace quantflow {

@@ -80,7 +80,7 @@ std::vector<MidpointMove> MidpointScanCpu::band_moves(std::int64_t r0, std::int6
     const float cost_share = query_.cost_share;
     const float floor_share = (1 - cost_share) / 2 - 0.01f;
     const std::int64_t n = q_.cols;
-    std::vector<float> d(static_cast<std::size_t>(n)), e(static_cast<std::size_t>(n));
+    std::vector<float> e(static_cast<std::size_t>(n));
     std::vector<std::uint32_t> cols(static_cast<std::size_t>(n));
     MidpointScratch scratch;
     // A row's candidates are each written to the next free slot of `row_moves` and kept by advancing past it;
@@ -90,14 +90,15 @@ std::vector<MidpointMove> MidpointScanCpu::band_moves(std::int64_t r0, std::int6
     const bool prune = kFloor && !bound_.empty();
     MidpointFilter filter{records_.data(), values_.data(), steps_.data(), floor_share, prune ? bound_.data() : nullptr, 0.0f};
     double sum = 0;
+    RowScales scales(q_);
     for (std::int64_t r = r0; r < r0 + rows; ++r) {
-        row_scales(q_, r, d.data());
+        const float* d = scales.at(r);
         const std::uint8_t* codes = q_.codes.data() + r * n;
         if (prune) filter.threshold = row_threshold(r, floor);
         // The columns that may qualify (a superset of cost <= cost_share delta^2, i.e. |e| >= (1 - cost_share) / 2
         // |delta|, and of the floor's leverage bound), and every column's e.
         double row_error2 = 0;
-        const std::int64_t count = filter_row(filter, w_, r, codes, d.data(), e.data(), cols.data(), error2 ? &row_error2 : nullptr, scratch);
+        const std::int64_t count = filter_row(filter, w_, r, codes, d, e.data(), cols.data(), error2 ? &row_error2 : nullptr, scratch);
         sum += row_error2;
         const auto r_ = static_cast<std::size_t>(r);
         std::size_t used = 0;

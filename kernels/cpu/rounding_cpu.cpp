@@ -48,9 +48,9 @@ public:
         std::vector<CodeChange> changes;
         round_offsets(q_, [&](std::int64_t r0, std::int64_t rows, float* out) {
             low_rank_rows(uz, b, r0, rows, out);
-            std::vector<float> d(static_cast<std::size_t>(n));
+            RowScales scales(q_);
             for (std::int64_t i = 0; i < rows; ++i) {
-                row_scales(q_, r0 + i, d.data());
+                const float* d = scales.at(r0 + i);
                 float* o = out + i * n;
                 for (std::int64_t c = 0; c < n; ++c) {
                     const float s = d[static_cast<std::size_t>(c)];
@@ -221,14 +221,14 @@ std::vector<double> initial_projection(const TensorView& w, const QuantizedTenso
     const std::int64_t n = basis.cols, band = band_rows(n);
     std::vector<double> partial(static_cast<std::size_t>((basis.rows + band - 1) / band), 0.0);  // per band, summed in order
     std::vector<double> p = project_error_f64(basis, [&](std::int64_t r0, std::int64_t rows, double* e) {
-        std::vector<float> d(static_cast<std::size_t>(n)), wrow(static_cast<std::size_t>(n));
+        std::vector<float> wrow(static_cast<std::size_t>(n));
+        RowScales scales(q);
         double e2 = 0;
         for (std::int64_t i = 0; i < rows; ++i) {
             decode_row_cpu(w, r0 + i, 0, n, wrow.data());
-            row_scales(q, r0 + i, d.data());
             const std::uint8_t* codes = q.codes.data() + (r0 + i) * n;
             double* er = e + i * n;
-            code_errors_f64(values.data(), codes, d.data(), wrow.data(), n, er);
+            code_errors_f64(values.data(), codes, scales.at(r0 + i), wrow.data(), n, er);
             if (error2) e2 += sum_of_squares(er, n);
         }
         partial[static_cast<std::size_t>(r0 / band)] = e2;
