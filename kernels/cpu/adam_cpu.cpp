@@ -52,12 +52,12 @@ AdamLoopState AdamCpu::steps(int t0, int count, std::vector<double>& losses) {
         const Matrix ug = times_u(basis_, grad_), um = times_u(basis_, m1_);
         const std::vector<double> moved = project_error(basis_, [&](std::int64_t r0, std::int64_t rows, float* e, float* g) {
             low_rank_rows(ug, basis_, r0, rows, g);
-            std::vector<float> mrow(static_cast<std::size_t>(rows * n)), d(static_cast<std::size_t>(n));
+            std::vector<float> mrow(static_cast<std::size_t>(rows * n));
             low_rank_rows(um, basis_, r0, rows, mrow.data());
+            RowScales scales(q_);
             for (std::int64_t i = 0; i < rows; ++i) {
-                row_scales(q_, r0 + i, d.data());
                 const std::size_t off = static_cast<std::size_t>((r0 + i) * n);
-                (adamw ? adam_row<true> : adam_row<false>)(g + i * n, mrow.data() + i * n, d.data(), src + off, second_.data() + off,
+                (adamw ? adam_row<true> : adam_row<false>)(g + i * n, mrow.data() + i * n, scales.at(r0 + i), src + off, second_.data() + off,
                                                            dst + off, e + i * n, n, s);
             }
         });

@@ -9,9 +9,8 @@
 #include "kernels/numerics.hpp"
 #include "kernels/vector_clones.hpp"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef QF_AVX512_INTRINSICS
 #include <immintrin.h>
-#define QF_FILTER_AVX512 1
 #endif
 
 namespace quantflow {
@@ -60,12 +59,12 @@ std::int64_t filter_portable(const MidpointFilter& f, const std::uint8_t* codes,
     return marked_columns(scratch.marked.data(), n, cols);
 }
 
-#ifdef QF_FILTER_AVX512
+#ifdef QF_AVX512_INTRINSICS
 // 16 columns at a time (the masked intrinsics with all lanes set: GCC 12 warns of the plain ones' undefined
-// sources): the value and the step towards W gathered by code (the step table holds |step_up| then
-// |step_down|, the sign of e picks the half), e and the tests as in filter_marks, the kept columns compressed.
+// sources): the value and the step towards W gathered from the code's record (floats 0 and 1 or 2, the sign of
+// e picks up or down), e and the tests as in filter_marks, the kept columns compressed.
 // W's row is read in its file dtype (the conversions to float are exact).
-__attribute__((target("avx512f,avx512dq"))) __m512 weights16(const TensorView& w, std::size_t i) {
+QF_AVX512_INTRINSICS __m512 weights16(const TensorView& w, std::size_t i) {
     switch (w.dtype) {
         case DType::BF16: {
             const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const std::uint16_t*>(w.data) + i));
@@ -77,25 +76,28 @@ __attribute__((target("avx512f,avx512dq"))) __m512 weights16(const TensorView& w
     }
 }
 
-__attribute__((target("avx512f,avx512dq"))) std::int64_t filter_avx512(const MidpointFilter& f, const std::uint8_t* codes, const float* d,
+QF_AVX512_INTRINSICS std::int64_t filter_avx512(const MidpointFilter& f, const std::uint8_t* codes, const float* d,
                                                                       const TensorView& w, std::int64_t row, float* e, std::uint32_t* cols) {
     const std::int64_t n = w.cols;
     const auto base = static_cast<std::size_t>(row * n);
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i half = _mm512_set1_epi32(256);
+    static_assert(sizeof(CodeRecord) == 4 * sizeof(float));
+    const auto* fields = reinterpret_cast<const float*>(f.records);  // value, up, down, unused per code
+    const __m512i up = _mm512_set1_epi32(1), down = _mm512_set1_epi32(2);
     const __m512 share = _mm512_set1_ps(f.floor_share), threshold = _mm512_set1_ps(f.threshold);
     const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF);
     std::int64_t count = 0, c = 0;
     for (; c + 16 <= n; c += 16) {
-        const __m512i code = _mm512_maskz_cvtepu8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + c)));
+        const __m512i record = _mm512_maskz_slli_epi32(
+            0xFFFF, _mm512_maskz_cvtepu8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + c))), 2);
         const __m512 dc = _mm512_loadu_ps(d + c);
-        const __m512 ec = _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, code, f.values, 4), dc),
+        const __m512 ec = _mm512_sub_ps(_mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, record, fields, 4), dc),
                                         weights16(w, base + static_cast<std::size_t>(c)));
         _mm512_storeu_ps(e + c, ec);
         const __m512i bits = _mm512_castps_si512(ec);
         const __mmask16 negative = _mm512_movepi32_mask(bits);
-        const __m512i which = _mm512_mask_blend_epi32(negative, _mm512_add_epi32(code, half), code);
-        const __m512 step = _mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, which, f.steps, 4), dc);
+        const __m512i which = _mm512_add_epi32(record, _mm512_mask_blend_epi32(negative, down, up));
+        const __m512 step = _mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, which, fields, 4), dc);
         const __m512 size = _mm512_castsi512_ps(_mm512_and_si512(bits, magnitude));
         __mmask16 keep = _mm512_cmp_ps_mask(size, _mm512_mul_ps(share, step), _CMP_GE_OQ) & _mm512_test_epi32_mask(bits, magnitude);
         if (f.bound != nullptr) keep &= _mm512_cmp_ps_mask(_mm512_loadu_ps(f.bound + c), threshold, _CMP_GE_OQ);
@@ -124,7 +126,7 @@ __attribute__((target("avx512f,avx512dq"))) std::int64_t filter_avx512(const Mid
 std::int64_t filter_row(const MidpointFilter& f, const TensorView& w, std::int64_t row, const std::uint8_t* codes, const float* d, float* e,
                         std::uint32_t* cols, double* error2, MidpointScratch& scratch, bool portable) {
     std::int64_t count = 0;
-#ifdef QF_FILTER_AVX512
+#ifdef QF_AVX512_INTRINSICS
     if (!portable && cpu_has_avx512()) count = filter_avx512(f, codes, d, w, row, e, cols);
     else count = filter_portable(f, codes, d, w, row, e, cols, scratch);
 #else

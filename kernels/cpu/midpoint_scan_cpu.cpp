@@ -41,12 +41,7 @@ inline Candidate midpoint_candidate(const RefineTables& t, std::uint8_t code, fl
 MidpointScanCpu::MidpointScanCpu(const TensorView& w, const QuantizedTensor& q, const MidpointQuery& query)
     : w_(w), q_(q), query_(query), tables_(refine_tables(q.spec.format)) {
     const std::array<float, 256> values = code_values(q.spec.format);
-    for (std::size_t c = 0; c < 256; ++c) {
-        records_[c] = {values[c], std::fabs(tables_.step_up[c]), std::fabs(tables_.step_down[c]), 0};
-        values_[c] = values[c];
-        steps_[c] = records_[c].up;
-        steps_[256 + c] = records_[c].down;
-    }
+    for (std::size_t c = 0; c < 256; ++c) records_[c] = {values[c], std::fabs(tables_.step_up[c]), std::fabs(tables_.step_down[c]), 0};
     if (query.col.empty() || !(query.lambda > 0) || !(query.priority_extra >= 0)) return;
     // A column's bound, rounded up to a float.
     bound_.resize(query.col.size());
@@ -88,7 +83,7 @@ std::vector<MidpointMove> MidpointScanCpu::band_moves(std::int64_t r0, std::int6
     std::vector<MidpointMove> row_moves(static_cast<std::size_t>(n)), out;
     out.reserve(static_cast<std::size_t>(rows * n / (kFloor ? 256 : 16)));
     const bool prune = kFloor && !bound_.empty();
-    MidpointFilter filter{records_.data(), values_.data(), steps_.data(), floor_share, prune ? bound_.data() : nullptr, 0.0f};
+    MidpointFilter filter{records_.data(), floor_share, prune ? bound_.data() : nullptr, 0.0f};
     double sum = 0;
     RowScales scales(q_);
     for (std::int64_t r = r0; r < r0 + rows; ++r) {

@@ -27,16 +27,17 @@ QualityMetrics measure_cpu(const TensorView& w, const QuantizedTensor& q, const 
     Matrix t(m, std::max<std::int64_t>(k, 1));
     oneapi::tbb::parallel_for(std::int64_t{0}, count, [&](std::int64_t b) {
         const std::int64_t r0 = b * band, rows = std::min(m, r0 + band) - r0;
-        std::vector<float> wb(static_cast<std::size_t>(rows * n)), eb(wb.size()), d(static_cast<std::size_t>(n));
+        std::vector<float> wb(static_cast<std::size_t>(rows * n)), eb(wb.size());
+        RowScales scales(q);
         Partial& acc = partial[static_cast<std::size_t>(b)];
         for (std::int64_t i = 0; i < rows; ++i) {
             float* wr = wb.data() + i * n;
             float* er = eb.data() + i * n;
             decode_row_cpu(w, r0 + i, 0, n, wr);
-            row_scales(q, r0 + i, d.data());
+            const float* d = scales.at(r0 + i);
             const std::uint8_t* codes = q.codes.data() + (r0 + i) * n;
             for (std::int64_t c = 0; c < n; ++c) {
-                er[c] = values[codes[c]] * d[static_cast<std::size_t>(c)] - wr[c];
+                er[c] = values[codes[c]] * d[c] - wr[c];
                 acc.w2 += static_cast<double>(wr[c]) * wr[c];
                 acc.e2 += static_cast<double>(er[c]) * er[c];
             }

@@ -53,7 +53,7 @@ public:
                 const float* d = scales.at(r0 + i);
                 float* o = out + i * n;
                 for (std::int64_t c = 0; c < n; ++c) {
-                    const float s = d[static_cast<std::size_t>(c)];
+                    const float s = d[c];
                     o[c] = fp8 ? -o[c] * (1.0f / s) : -o[c] * s;
                 }
             }
@@ -74,12 +74,12 @@ public:
         return project_error_f64(b, [&](std::int64_t r0, std::int64_t rows, double* e) {
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(n), static_cast<int>(k), 1.0,
                         uy.data() + r0 * k, static_cast<int>(k), v.data(), static_cast<int>(n), 0.0, e, static_cast<int>(n));
-            std::vector<float> d(static_cast<std::size_t>(n));
+            RowScales scales(q_);
             for (std::int64_t i = 0; i < rows; ++i) {
-                row_scales(q_, r0 + i, d.data());
+                const float* d = scales.at(r0 + i);
                 double* er = e + i * n;
                 for (std::int64_t c = 0; c < n; ++c) {
-                    const double s = d[static_cast<std::size_t>(c)];
+                    const double s = d[c];
                     er[c] *= s * s;
                 }
             }

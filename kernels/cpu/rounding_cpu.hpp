@@ -76,8 +76,6 @@ struct CodeRecord {
 // the result is the same, bit for bit, as the portable loops' (`portable` forces them: tests).
 struct MidpointFilter {
     const CodeRecord* records;  // 256
-    const float* values;        // 256 code values
-    const float* steps;         // 512: |step_up| of each code, then |step_down|
     float floor_share;
     const float* bound = nullptr;
     float threshold = 0;
@@ -111,8 +109,6 @@ private:
     const MidpointQuery& query_;
     RefineTables tables_;
     std::array<CodeRecord, 256> records_;
-    std::array<float, 256> values_;
-    std::array<float, 512> steps_;
     // With a floor, elements are first filtered by their leverage bound: a move's value is at most
     // (row + extra row_p) max(col, col_p) / lambda (row_threshold), which about half the candidates of a WAN
     // block fail. bound_: max(col, col_p) per column, rounded up to a float (empty when lambda <= 0 or
