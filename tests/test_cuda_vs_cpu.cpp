@@ -79,7 +79,7 @@ TEST_CASE("gpu bias-correction product: bit-identical to the CPU's fixed-lane su
     }
 }
 
-TEST_CASE("gpu randomized SVD (cusolverDnXgesvdr) finds LAPACK's top-k subspace, both orientations") {
+TEST_CASE("gpu randomized SVD (cuBLASLt products, host QR) finds LAPACK's top-k subspace, both orientations") {
     for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{512, 1536}, {1536, 512}}) {
         CAPTURE(rows);
         std::vector<float> w(static_cast<std::size_t>(rows * cols));
@@ -173,7 +173,7 @@ TEST_CASE("gpu learned rounding, original: the same codes and losses as the CPU 
     }
 }
 
-// Issue 10: the GPU's basis (cuSOLVER's randomized SVD with SvdSettings' default sketch) is the one an exact
+// Issue 10: the GPU's basis (the randomized SVD of kernels/sketch_svd.hpp with SvdSettings' default sketch) is the one an exact
 // SVD finds on weights with a decaying spectrum: subspace overlap >= 0.99, as on the CPU.
 TEST_CASE("gpu randomized SVD overlaps the exact top-16 subspaces on structured weights") {
     const std::vector<std::byte> bytes = qftest::structured_bf16(512, 768, 83);
@@ -183,6 +183,13 @@ TEST_CASE("gpu randomized SVD overlaps the exact top-16 subspaces on structured 
     MESSAGE("GPU SVD overlap with the exact one: u " << ou << ", v " << ov);
     CHECK(ou >= 0.99);
     CHECK(ov >= 0.99);
+    // Both backends run kernels/sketch_svd.cpp from the same sketch: only the products' summation order differs.
+    const LowRank c = top_k_svd_cpu("w", w, {16, 83, 10, 4, false});
+    const double cu = qftest::subspace_overlap(g.u, c.u, 512, 16, true), cv = qftest::subspace_overlap(g.v, c.v, 768, 16, false);
+    MESSAGE("GPU SVD overlap with the CPU's: u " << cu << ", v " << cv);
+    CHECK(cu >= 1 - 1e-4);
+    CHECK(cv >= 1 - 1e-4);
+    for (std::size_t i = 0; i < 16; ++i) CHECK(g.sigma[i] == qftest::relative(c.sigma[i], 1e-5));
 }
 
 TEST_CASE("gpu rounding work: midpoint moves and moved codes identical to the CPU work's") {

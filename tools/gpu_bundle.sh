@@ -21,7 +21,6 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DQF_CUDA=ON -DCMAKE_CUD
 cmake --build "$build" -j"$(nproc)" --target quantflow qf_gpu_tests qf_bench_skinny
 rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fixtures"
 cp "$build/quantflow" "$build/tests/qf_gpu_tests" "$build/qf_bench_skinny" "$bundle/bin/"
-nvcc -O2 -arch="sm_${archs%% *}" -o "$bundle/bin/initcheck_gesvdr" "$root/tools/initcheck_gesvdr.cu" -lcusolver
 strip "$bundle"/bin/*
 # Shared libraries outside the C library and the CUDA toolkit.
 for exe in "$bundle"/bin/*; do ldd "$exe"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do

@@ -1,7 +1,6 @@
 #include "kernels/cpu/dense_cpu.hpp"
 
 #include <cblas.h>
-#include <lapacke.h>
 #include <oneapi/tbb/parallel_for.h>
 
 #include <algorithm>
@@ -20,8 +19,6 @@ namespace {
 std::int64_t bands(std::int64_t n, std::int64_t band) { return (n + band - 1) / band; }
 
 }  // namespace
-
-void use_single_threaded_blas() { openblas_set_num_threads(1); }
 
 std::int64_t band_rows(std::int64_t cols) { return std::max<std::int64_t>(1, (1 << 16) / std::max<std::int64_t>(cols, 1)); }
 
@@ -179,15 +176,6 @@ void gemm_tn_cols(const float* a, std::int64_t p, const TensorView& b, float* c)
     gemm_tn(b, a, p, z.data());
     for (std::int64_t i = 0; i < n; ++i)
         for (std::int64_t j = 0; j < p; ++j) c[j * n + i] = z[static_cast<std::size_t>(i * p + j)];
-}
-
-void orthonormalize_columns(Matrix& y) {
-    const auto m = static_cast<lapack_int>(y.rows), n = static_cast<lapack_int>(y.cols);
-    std::vector<float> tau(static_cast<std::size_t>(n));
-    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, m, n, y.data.data(), n, tau.data());
-    if (info == 0) info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, m, n, n, y.data.data(), n, tau.data());
-    QF_EXPECT(info == 0, "QR of a " + std::to_string(m) + "x" + std::to_string(n) + " sketch failed (LAPACK info " +
-                             std::to_string(info) + ")");
 }
 
 std::array<float, 256> code_values(QuantFormat format) {

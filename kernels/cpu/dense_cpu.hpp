@@ -13,24 +13,11 @@
 #include <span>
 #include <vector>
 
+#include "kernels/host_linalg.hpp"
 #include "kernels/quant_types.hpp"
 #include "kernels/rounding.hpp"
 
 namespace quantflow {
-
-// Row-major float matrix.
-struct Matrix {
-    std::int64_t rows = 0, cols = 0;
-    std::vector<float> data;
-    Matrix() = default;
-    Matrix(std::int64_t r, std::int64_t c) : rows(r), cols(c), data(static_cast<std::size_t>(r * c), 0.0f) {}
-    float* row(std::int64_t r) { return data.data() + r * cols; }
-    const float* row(std::int64_t r) const { return data.data() + r * cols; }
-};
-
-// OpenBLAS runs single-threaded inside our tasks: every CPU kernel entry point calls this itself (the setting
-// is process-global, so a caller or another library may have changed it).
-void use_single_threaded_blas();
 
 // The whole weight as float32 (exact for F32/F16/BF16).
 Matrix decode_matrix(const TensorView& w);
@@ -42,9 +29,6 @@ void gemm_nn(const TensorView& a, const float* b, std::int64_t p, float* c);
 void gemm_tn(const TensorView& a, const float* b, std::int64_t p, float* c);
 // C = A^T * B, A [m, p] float, B [m, n] the weight, C [p, n].
 void gemm_tn_cols(const float* a, std::int64_t p, const TensorView& b, float* c);
-
-// Replaces the columns of y [rows, cols] (rows >= cols) by an orthonormal basis of their span (QR).
-void orthonormalize_columns(Matrix& y);
 
 // The 256 values a code byte decodes to (e4m3 or int8), before the scale.
 std::array<float, 256> code_values(QuantFormat format);

@@ -66,17 +66,18 @@ std::unique_ptr<WeightHold> CudaBackend::hold(std::string_view name, const Tenso
 }
 
 LowRank CudaBackend::top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) {
-    if (settings.exact) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd: cuSOLVER's gesvd needs m >= n
+    if (settings.exact) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd on the host
     const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
-    // A solver of its own (from a pool): the jobs in flight run their SVDs side by side (one shared handle
-    // serialised them: 40 layers of a WAN-14B block model waited ~2 s in line on an H200).
-    SolverLease lease(*this);
+    // A stream and cuBLASLt handle of its own (from a pool): the jobs in flight run their SVDs side by side (one
+    // shared cuSOLVER handle serialised them: 40 layers of a WAN-14B block model waited ~2 s in line on an H200).
+    SketchLease lease(*this);
     const auto& s = lease.slot->stream;
     const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
     const DeviceWeightRef uw = device_weight(w, s);
     DeviceBuffer<float> f32(n, s.get());
     cuda::decode(uw.view, f32.get(), s.get());
-    return cuda::randomized_svd(lease.slot->solver, s, f32.get(), w.rows, w.cols, settings);
+    cuda::DeviceProducts products(lease.slot->lt, s, f32.get(), w.rows, w.cols);
+    return sketch_svd(name, w.rows, w.cols, settings, products);
 }
 
 std::unique_ptr<RoundingWork> CudaBackend::rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,

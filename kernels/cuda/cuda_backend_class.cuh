@@ -49,7 +49,7 @@ public:
     void set_staging(std::uint64_t slab_bytes, int slabs) override;
 
     // Device memory of one layer in flight: the weight and its codes, plus the largest phase of learned
-    // rounding (the SVD's float32 copy and cuSOLVER's workspace; AdamW/RAdam's two offset buffers and second
+    // rounding (the SVD's float32 copy; AdamW/RAdam's two offset buffers and second
     // moment; the rounding-aware finish's first candidate buffer of n/16 + 1M moves with its selection: a value,
     // an index and the sort's copy of it per candidate, the kept pool twice and the leverage), the error in
     // double for the projections and the round-to-nearest codes kept for reset_codes. The finish's rounds
@@ -138,29 +138,29 @@ private:
     std::unique_ptr<cuda::StagingRing> ring_;
     std::mutex held_mutex_;
     std::unordered_map<const void*, std::unique_ptr<Held>> held_;
-    // cuSOLVER handles with their streams, reused across calls (one per SVD in flight).
-    struct SolverSlot {
+    // Streams with a cuBLASLt handle each, reused across SVDs (one per SVD in flight).
+    struct SketchSlot {
         cuda::Stream stream;
-        cuda::Solver solver{stream.get()};
+        cuda::LtHandle lt;
     };
-    struct SolverLease {
-        explicit SolverLease(CudaBackend& b) : backend(b) {
-            std::lock_guard lock(b.solvers_mutex_);
-            if (!b.solvers_.empty()) {
-                slot = std::move(b.solvers_.back());
-                b.solvers_.pop_back();
+    struct SketchLease {
+        explicit SketchLease(CudaBackend& b) : backend(b) {
+            std::lock_guard lock(b.sketch_mutex_);
+            if (!b.sketch_slots_.empty()) {
+                slot = std::move(b.sketch_slots_.back());
+                b.sketch_slots_.pop_back();
             }
-            if (!slot) slot = std::make_unique<SolverSlot>();
+            if (!slot) slot = std::make_unique<SketchSlot>();
         }
-        ~SolverLease() {
-            std::lock_guard lock(backend.solvers_mutex_);
-            backend.solvers_.push_back(std::move(slot));
+        ~SketchLease() {
+            std::lock_guard lock(backend.sketch_mutex_);
+            backend.sketch_slots_.push_back(std::move(slot));
         }
         CudaBackend& backend;
-        std::unique_ptr<SolverSlot> slot;
+        std::unique_ptr<SketchSlot> slot;
     };
-    std::mutex solvers_mutex_;
-    std::vector<std::unique_ptr<SolverSlot>> solvers_;
+    std::mutex sketch_mutex_;
+    std::vector<std::unique_ptr<SketchSlot>> sketch_slots_;
 };
 
 }  // namespace quantflow::cuda

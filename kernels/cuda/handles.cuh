@@ -1,4 +1,4 @@
-// kernels/cuda/handles.cuh: RAII for device memory, pinned host memory, streams, events and solver handles.
+// kernels/cuda/handles.cuh: RAII for device memory, pinned host memory, streams and events.
 // Move-only; nothing CUDA lives in a static (STYLE convention 4).
 #pragma once
 
@@ -150,29 +150,6 @@ public:
 
 private:
     cudaEvent_t e_ = nullptr;
-    int device_ = 0;
-};
-
-class Solver {
-public:
-    explicit Solver(cudaStream_t stream) : device_(current_device()) {
-        QF_CUSOLVER_CHECK(cusolverDnCreate(&h_));
-        QF_CUSOLVER_CHECK(cusolverDnSetStream(h_, stream));
-        QF_CUSOLVER_CHECK(cusolverDnCreateParams(&params_));
-    }
-    ~Solver() {
-        const DeviceScope on(device_);
-        if (params_) cusolverDnDestroyParams(params_);
-        if (h_) cusolverDnDestroy(h_);
-    }
-    Solver(const Solver&) = delete;
-    Solver& operator=(const Solver&) = delete;
-    cusolverDnHandle_t get() const { return h_; }
-    cusolverDnParams_t params() const { return params_; }
-
-private:
-    cusolverDnHandle_t h_ = nullptr;
-    cusolverDnParams_t params_ = nullptr;
     int device_ = 0;
 };
 
