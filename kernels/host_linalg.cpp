@@ -43,4 +43,35 @@ void orthonormalize_columns(Matrix& y) {
                              std::to_string(info) + ")");
 }
 
+bool cholesky_inverse(const double* g, std::int64_t n, double min_ratio, std::vector<float>& r_inverse) {
+    std::vector<double> r(g, g + n * n);
+    const auto ln = static_cast<lapack_int>(n);
+    if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', ln, r.data(), ln) != 0) return false;
+    double lo = r[0], hi = r[0];
+    for (std::int64_t i = 0; i < n; ++i) {
+        lo = std::min(lo, r[static_cast<std::size_t>(i * n + i)]);
+        hi = std::max(hi, r[static_cast<std::size_t>(i * n + i)]);
+    }
+    if (!(lo > min_ratio * hi)) return false;
+    if (LAPACKE_dtrtri(LAPACK_ROW_MAJOR, 'U', 'N', ln, r.data(), ln) != 0) return false;
+    r_inverse.assign(static_cast<std::size_t>(n * n), 0.0f);
+    for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = i; j < n; ++j) r_inverse[static_cast<std::size_t>(i * n + j)] = static_cast<float>(r[static_cast<std::size_t>(i * n + j)]);
+    return true;
+}
+
+void symmetric_eigen(const double* g, std::int64_t n, std::vector<double>& values, std::vector<double>& vectors) {
+    std::vector<double> a(g, g + n * n), w(static_cast<std::size_t>(n));
+    const auto ln = static_cast<lapack_int>(n);
+    const lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', ln, a.data(), ln, w.data());
+    QF_EXPECT(info == 0, "eigendecomposition of a " + std::to_string(n) + "x" + std::to_string(n) + " Gram matrix failed (LAPACK info " +
+                             std::to_string(info) + ")");
+    values.resize(static_cast<std::size_t>(n));
+    vectors.resize(static_cast<std::size_t>(n * n));
+    for (std::int64_t j = 0; j < n; ++j) {  // ascending from LAPACK: column n - 1 - j is the j-th largest
+        values[static_cast<std::size_t>(j)] = w[static_cast<std::size_t>(n - 1 - j)];
+        for (std::int64_t i = 0; i < n; ++i) vectors[static_cast<std::size_t>(i * n + j)] = a[static_cast<std::size_t>(i * n + n - 1 - j)];
+    }
+}
+
 }  // namespace quantflow

@@ -21,4 +21,13 @@ void host_svd(std::string_view name, Matrix& a, std::int64_t k, Matrix& u, std::
 // Replaces the columns of y [rows, cols] (rows >= cols) by an orthonormal basis of their span (QR).
 void orthonormalize_columns(Matrix& y);
 
+// R^-1 for the upper Cholesky factor R of the symmetric positive definite g [n, n] (g = R^T R), row-major in
+// float; false where the factorisation fails or R's diagonal spans more than 1 / min_ratio (g too
+// ill-conditioned for CholeskyQR in float).
+bool cholesky_inverse(const double* g, std::int64_t n, double min_ratio, std::vector<float>& r_inverse);
+
+// The eigenvalues of the symmetric g [n, n], descending, and their eigenvectors as the columns of vectors [n, n]
+// (row-major). LAPACK dsyevd.
+void symmetric_eigen(const double* g, std::int64_t n, std::vector<double>& values, std::vector<double>& vectors);
+
 }  // namespace quantflow

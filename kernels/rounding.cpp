@@ -31,10 +31,12 @@ std::uint64_t svd_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t 
         // (3 r^2 + max(max(m, n), 4 r^2 + 4 r) floats for jobz 'S') and integer workspace (8 r).
         return 4 * (2 * m * n + 2 * m * r + 2 * r * n + 3 * r * r + std::max(std::max(m, n), 4 * r * r + 4 * r) + r) + 32 * r;
     }
-    // Y [m, l], Z and Omega [n, l], B [l, n] with small_svd's copies of it (about 3 more), U [m, k] (l = k + the
-    // default oversampling of 16); per thread, gemm_nn's 8 decoded rows or gemm_tn's rows and partial sums.
+    // The sketch (kernels/sketch_svd.cpp, l = k + the default oversampling of 16): Y [m, l] and Z [n, l], the
+    // Gaussian columns [n, l], a right product's new panel and the Gram matrix's double copy of one (3 max(m, n) l
+    // floats), U [m, l] and the last Z brought back, V^T [k, n]; per thread, gemm_nn's 8 decoded rows or gemm_tn's
+    // rows and partial sums.
     const std::uint64_t l = std::min(r, static_cast<std::uint64_t>(k) + 16);
-    return 4 * ((m + 6 * n) * l + m * static_cast<std::uint64_t>(k)) + std::uint64_t{threads} * 4 * (8 * n + 40960);
+    return 4 * ((2 * m + 3 * n + 3 * std::max(m, n)) * l + n * static_cast<std::uint64_t>(k)) + std::uint64_t{threads} * 4 * (8 * n + 40960);
 }
 
 std::uint64_t learned_rounding_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t k, Optimizer optimizer,

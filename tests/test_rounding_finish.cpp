@@ -136,7 +136,7 @@ TEST_CASE("thorough finish: a larger pool lowers the projected error further wit
 TEST_CASE("host SVD memory: the sketch's columns, or the exact SVD's copies and workspace") {
     const std::uint64_t ffn = 13824ull * 5120ull;
     CHECK(svd_work_bytes(13824, 5120, 16, false, 2) > 4ull * (13824 + 5120) * 32);  // Y and Z at least
-    CHECK(svd_work_bytes(13824, 5120, 16, false, 2) < 8ull << 20);
+    CHECK(svd_work_bytes(13824, 5120, 16, false, 2) < 16ull << 20);  // 11.8 MB, against 283 MB for a float copy
     CHECK(svd_work_bytes(3072, 2048, 16, true, 2) >= 4ull * (3072 * 2048 + 4 * 2048 * 2048));
     const LayerWork sketch{13824, 5120, DType::BF16, 16, Optimizer::Original, QuantFormat::Fp8Tensor};
     LayerWork exact = sketch;

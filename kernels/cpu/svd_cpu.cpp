@@ -1,6 +1,9 @@
-// Top-k singular subspaces on the CPU (spec 5.3): the randomized range finder of kernels/sketch_svd.cpp with
-// the products read the weight in its file dtype (dense_cpu.cpp) by default, LAPACK gesdd with --full_matrix.
+// Top-k singular subspaces on the CPU (spec 5.3): the randomized SVD of kernels/sketch_svd.cpp, its products
+// reading the weight in its file dtype (dense_cpu.cpp), by default; LAPACK gesdd with --full_matrix.
+#include <cblas.h>
+
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cpu/dense_cpu.hpp"
@@ -9,14 +12,37 @@
 namespace quantflow {
 namespace {
 
-class CpuProducts final : public SketchProducts {
+class CpuPanels final : public SketchPanels {
 public:
-    explicit CpuProducts(const TensorView& w) : w_(w) {}
-    void times(const float* x, std::int64_t l, float* y) override { gemm_nn(w_, x, l, y); }
-    void times_transposed(const float* y, std::int64_t l, float* z) override { gemm_tn(w_, y, l, z); }
+    CpuPanels(const TensorView& w, std::int64_t l) : w_(w), l_(l), y_(w.rows, l), z_(w.cols, l) {}
+    void set(SketchPanel p, const float* host) override { std::copy_n(host, panel(p).data.size(), panel(p).data.data()); }
+    void get(SketchPanel p, float* host) override { std::copy(panel(p).data.begin(), panel(p).data.end(), host); }
+    void multiply(SketchPanel to) override {
+        if (to == SketchPanel::Left) gemm_nn(w_, z_.data.data(), l_, y_.data.data());
+        else gemm_tn(w_, y_.data.data(), l_, z_.data.data());
+    }
+    void gram(SketchPanel p, double* g) override {
+        const Matrix& a = panel(p);
+        std::vector<double> d(a.data.begin(), a.data.end());
+        const auto l = static_cast<int>(l_);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, l, static_cast<int>(a.rows), 1.0, d.data(), l, 0.0, g, l);
+        for (std::int64_t i = 0; i < l_; ++i)
+            for (std::int64_t j = 0; j < i; ++j) g[i * l_ + j] = g[j * l_ + i];
+    }
+    void right_multiply(SketchPanel p, const float* r) override {
+        Matrix& a = panel(p);
+        Matrix out(a.rows, l_);
+        const auto l = static_cast<int>(l_);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(a.rows), l, l, 1.0f, a.data.data(), l, r, l, 0.0f,
+                    out.data.data(), l);
+        a = std::move(out);
+    }
 
 private:
+    Matrix& panel(SketchPanel p) { return p == SketchPanel::Left ? y_ : z_; }
     const TensorView& w_;
+    std::int64_t l_;
+    Matrix y_, z_;
 };
 
 }  // namespace
@@ -24,8 +50,8 @@ private:
 LowRank top_k_svd_cpu(std::string_view name, const TensorView& w, const SvdSettings& settings) {
     use_single_threaded_blas();
     if (!settings.exact) {
-        CpuProducts products(w);
-        return sketch_svd(name, w.rows, w.cols, settings, products);
+        CpuPanels panels(w, sketch_columns(w.rows, w.cols, settings));
+        return sketch_svd(name, w.rows, w.cols, settings, panels);
     }
     LowRank out;
     out.rows = w.rows;

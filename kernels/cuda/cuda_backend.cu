@@ -5,6 +5,7 @@
 // (hold()) are copied once per layer, and every large copy goes through the pinned staging ring.
 #include "kernels/cuda/cuda_backend.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -28,7 +29,10 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     const std::uint64_t weight = n * static_cast<std::uint64_t>(dtype_bits(l.dtype) / 8) + n;
     if (l.basis_k == 0) return {0, weight + n / 2};  // + amax cells and scale factors (at most n / 2 bytes)
     const auto basis = static_cast<std::uint64_t>(l.rows + l.cols) * static_cast<std::uint64_t>(l.basis_k + 10) * 4;
-    const std::uint64_t svd = 8 * n + 4 * basis;
+    // The sketch's panels (kernels/cuda/svd.cu): Y, Z and a spare of max(rows, cols) x l floats, and the partial
+    // sums of W^T Y (up to 32 slices of cols x l), l = k + the default oversampling.
+    const auto l_cols = static_cast<std::uint64_t>(l.basis_k + SvdSettings{}.oversample);
+    const std::uint64_t svd = 4 * l_cols * (3 * static_cast<std::uint64_t>(std::max(l.rows, l.cols)) + 32 * static_cast<std::uint64_t>(l.cols));
     if (!host_fallback(l).empty()) return {Backend::layer_memory(l).host, weight + svd + basis};
     const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
     // nvfp4's learned rounding takes the wide finish (cost share 1: nearly every element has an admissible move,
@@ -38,8 +42,10 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                  static_cast<std::uint64_t>(l.rows + l.cols) * 32;
     // The exact SVD (--full_matrix, small sides) runs on the host: LAPACK's copies and workspace count there.
+    // The sketch's host side (its Gaussian columns, U and the last Z) comes before the pool.
     const std::uint64_t exact = l.exact_svd ? svd_work_bytes(l.rows, l.cols, l.basis_k, true, 1) : 0;
-    return {pool * 64 + exact, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
+    const std::uint64_t sketch = l.exact_svd ? 0 : svd_work_bytes(l.rows, l.cols, l.basis_k, false, 0);
+    return {std::max(pool * 64, sketch) + exact, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
 }
 
 std::string CudaBackend::host_fallback(const LayerWork& l) const {
@@ -68,16 +74,12 @@ std::unique_ptr<WeightHold> CudaBackend::hold(std::string_view name, const Tenso
 LowRank CudaBackend::top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) {
     if (settings.exact) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd on the host
     const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
-    // A stream and cuBLASLt handle of its own (from a pool): the jobs in flight run their SVDs side by side (one
-    // shared cuSOLVER handle serialised them: 40 layers of a WAN-14B block model waited ~2 s in line on an H200).
+    // A stream of its own (from a pool): the jobs in flight run their SVDs side by side.
     SketchLease lease(*this);
     const auto& s = lease.slot->stream;
-    const std::size_t n = static_cast<std::size_t>(w.rows * w.cols);
     const DeviceWeightRef uw = device_weight(w, s);
-    DeviceBuffer<float> f32(n, s.get());
-    cuda::decode(uw.view, f32.get(), s.get());
-    cuda::DeviceProducts products(lease.slot->lt, s, f32.get(), w.rows, w.cols);
-    return sketch_svd(name, w.rows, w.cols, settings, products);
+    cuda::DevicePanels panels(uw.view, sketch_columns(w.rows, w.cols, settings), s);
+    return sketch_svd(name, w.rows, w.cols, settings, panels);
 }
 
 std::unique_ptr<RoundingWork> CudaBackend::rounding_work(std::string_view name, const TensorView& w, const LowRank& basis,

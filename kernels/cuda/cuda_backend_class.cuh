@@ -138,10 +138,9 @@ private:
     std::unique_ptr<cuda::StagingRing> ring_;
     std::mutex held_mutex_;
     std::unordered_map<const void*, std::unique_ptr<Held>> held_;
-    // Streams with a cuBLASLt handle each, reused across SVDs (one per SVD in flight).
+    // Streams reused across SVDs (one per SVD in flight).
     struct SketchSlot {
         cuda::Stream stream;
-        cuda::LtHandle lt;
     };
     struct SketchLease {
         explicit SketchLease(CudaBackend& b) : backend(b) {

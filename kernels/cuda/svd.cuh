@@ -1,33 +1,38 @@
-// kernels/cuda/svd.cuh: the products of the randomized top-k SVD (kernels/sketch_svd.hpp) on the GPU, as
-// cuBLASLt float32 GEMMs with the decoded weight; the sketch's QR factorisations and small SVD run on the host.
+// kernels/cuda/svd.cuh: the randomized top-k SVD's panels (kernels/sketch_svd.hpp) on the GPU, with kernels of
+// our own: the products with the weight read in its file dtype, the Gram matrices summed in double, the small
+// right products. Every sum runs in a fixed order (partial sums per slice of rows, added in slice order), so the
+// results do not depend on scheduling.
 //
-// This replaced cuSOLVER's randomized SVD (cusolverDnXgesvdr): it loaded its kernels on first use, which held each
-// layer of the first wave 0.16-0.18 s on an H200 while the writer waited (with CUDA_MODULE_LOADING=EAGER, 2.6 s).
-// The GEMMs are one or two kernels, and both backends now run the same algorithm from the same sketch.
+// This replaced cuSOLVER's randomized SVD (cusolverDnXgesvdr), which loaded its kernels on first use and held each
+// layer of the first wave 0.16-0.18 s on an H200 while the writer waited, and then cuBLASLt float GEMMs with host
+// QR, whose first GEMM costs 137 ms (70 ms for the first double one) and whose 5120 x 32 QR takes 3.4 ms.
 #pragma once
 
 #include "kernels/cuda/handles.cuh"
-#include "kernels/cuda/skinny.cuh"
+#include "kernels/cuda/quantize.cuh"
 #include "kernels/sketch_svd.hpp"
 
 namespace quantflow::cuda {
 
-class DeviceProducts final : public SketchProducts {
+class DevicePanels final : public SketchPanels {
 public:
-    // w_f32: the weight [rows, cols] as row-major float32 on the device, read on `stream` (both outlive this).
-    DeviceProducts(const LtHandle& lt, const Stream& stream, const float* w_f32, std::int64_t rows, std::int64_t cols);
-    void times(const float* x, std::int64_t l, float* y) override;
-    void times_transposed(const float* y, std::int64_t l, float* z) override;
+    // w: the weight on the device, read on `stream` (both outlive this); l: the sketch's width.
+    DevicePanels(const DeviceWeight& w, std::int64_t l, const Stream& stream);
+    void set(SketchPanel p, const float* host) override;
+    void get(SketchPanel p, float* host) override;
+    void multiply(SketchPanel to) override;
+    void gram(SketchPanel p, double* g) override;
+    void right_multiply(SketchPanel p, const float* r) override;
 
 private:
-    // out [out_rows, l] = op(W) in [in_rows, l], through the device's copies of both.
-    void product(cublasOperation_t op, const float* in, std::int64_t in_rows, std::int64_t l, float* out, std::int64_t out_rows);
+    DeviceBuffer<float>& panel(SketchPanel p) { return p == SketchPanel::Left ? y_ : z_; }
+    std::int64_t length(SketchPanel p) const { return p == SketchPanel::Left ? w_.rows : w_.cols; }
 
-    const LtHandle& lt_;
+    DeviceWeight w_;
+    std::int64_t l_;
     const Stream& stream_;
-    const float* w_;
-    std::int64_t rows_, cols_;
-    DeviceBuffer<float> in_, out_;
+    DeviceBuffer<float> y_, z_, spare_, partial_, small_;
+    DeviceBuffer<double> gram_partial_, gram_;
 };
 
 }  // namespace quantflow::cuda
