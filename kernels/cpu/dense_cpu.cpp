@@ -170,14 +170,6 @@ void gemm_tn(const TensorView& a, const float* b, std::int64_t p, float* c) {
     }
 }
 
-void gemm_tn_cols(const float* a, std::int64_t p, const TensorView& b, float* c) {
-    const std::int64_t n = b.cols;
-    std::vector<float> z(static_cast<std::size_t>(n * p));  // B^T A [n, p], then transposed
-    gemm_tn(b, a, p, z.data());
-    for (std::int64_t i = 0; i < n; ++i)
-        for (std::int64_t j = 0; j < p; ++j) c[j * n + i] = z[static_cast<std::size_t>(i * p + j)];
-}
-
 std::array<float, 256> code_values(QuantFormat format) {
     std::array<float, 256> v{};
     for (int c = 0; c < 256; ++c)

@@ -27,8 +27,6 @@ Matrix decode_matrix(const TensorView& w);
 void gemm_nn(const TensorView& a, const float* b, std::int64_t p, float* c);
 // C = A^T * B, B [m, p], C [n, p]: bands of A's columns.
 void gemm_tn(const TensorView& a, const float* b, std::int64_t p, float* c);
-// C = A^T * B, A [m, p] float, B [m, n] the weight, C [p, n].
-void gemm_tn_cols(const float* a, std::int64_t p, const TensorView& b, float* c);
 
 // The 256 values a code byte decodes to (e4m3 or int8), before the scale.
 std::array<float, 256> code_values(QuantFormat format);

@@ -1,10 +1,11 @@
 // Top-k singular subspaces on the CPU (spec 5.3): the randomized SVD of kernels/sketch_svd.cpp, its products
-// reading the weight in its file dtype (dense_cpu.cpp), by default; LAPACK gesdd with --full_matrix.
+// reading the weight in its file dtype (dense_cpu.cpp; bf16 weights on AMX tiles where the CPU has them), by default; LAPACK gesdd with --full_matrix.
 #include <cblas.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/amx_products_cpu.hpp"
 #include "kernels/cpu/cpu_backend.hpp"
 #include "kernels/cpu/dense_cpu.hpp"
 #include "kernels/sketch_svd.hpp"
@@ -14,12 +15,12 @@ namespace {
 
 class CpuPanels final : public SketchPanels {
 public:
-    CpuPanels(const TensorView& w, std::int64_t l) : w_(w), l_(l), y_(w.rows, l), z_(w.cols, l) {}
+    CpuPanels(const TensorView& w, std::int64_t l) : w_(w), l_(l), y_(w.rows, l), z_(w.cols, l), amx_(amx_usable() && amx_fits(w)) {}
     void set(SketchPanel p, const float* host) override { std::copy_n(host, panel(p).data.size(), panel(p).data.data()); }
     void get(SketchPanel p, float* host) override { std::copy(panel(p).data.begin(), panel(p).data.end(), host); }
     void multiply(SketchPanel to) override {
-        if (to == SketchPanel::Left) gemm_nn(w_, z_.data.data(), l_, y_.data.data());
-        else gemm_tn(w_, y_.data.data(), l_, z_.data.data());
+        if (to == SketchPanel::Left) (amx_ ? gemm_nn_amx : gemm_nn)(w_, z_.data.data(), l_, y_.data.data());
+        else (amx_ ? gemm_tn_amx : gemm_tn)(w_, y_.data.data(), l_, z_.data.data());
     }
     void gram(SketchPanel p, double* g) override {
         const Matrix& a = panel(p);
@@ -43,6 +44,7 @@ private:
     const TensorView& w_;
     std::int64_t l_;
     Matrix y_, z_;
+    bool amx_;  // bf16 weights on Intel AMX tiles (amx_products_cpu.hpp)
 };
 
 }  // namespace
