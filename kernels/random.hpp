@@ -39,4 +39,15 @@ inline void fill_normal(std::uint64_t stream_seed, double scale, std::span<float
     }
 }
 
+// out[i] = +-1 with equal odds: bit i % 64 of mix_seed(stream_seed + i / 64), the randomized SVD's sketch. A
+// Rademacher sketch finds the range as well as a Gaussian one (Halko, Martinsson & Tropp 2011, section 4.6), and
+// with the power iterations the subspace is the same to float rounding; fill_normal's Box-Muller took 8 ms for a
+// 5120 x 32 sketch (22 ms for 13824 x 32), 40% of the GPU's SVD of such a layer and 9% of the CPU's.
+inline void fill_signs(std::uint64_t stream_seed, std::span<float> out) {
+    for (std::size_t i = 0; i < out.size(); i += 64) {
+        const std::uint64_t bits = mix_seed(stream_seed + i / 64);
+        for (std::size_t j = 0; j < 64 && i + j < out.size(); ++j) out[i + j] = (bits >> j) & 1 ? 1.0f : -1.0f;
+    }
+}
+
 }  // namespace quantflow

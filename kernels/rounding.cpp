@@ -32,7 +32,7 @@ std::uint64_t svd_work_bytes(std::int64_t rows, std::int64_t cols, std::int64_t 
         return 4 * (2 * m * n + 2 * m * r + 2 * r * n + 3 * r * r + std::max(std::max(m, n), 4 * r * r + 4 * r) + r) + 32 * r;
     }
     // The sketch (kernels/sketch_svd.cpp, l = k + the default oversampling of 16): Y [m, l] and Z [n, l], the
-    // Gaussian columns [n, l], a right product's new panel and the Gram matrix's double copy of one (3 max(m, n) l
+    // sketch's random columns [n, l], a right product's new panel and the Gram matrix's double copy of one (3 max(m, n) l
     // floats), U [m, l] and the last Z brought back, V^T [k, n]; per thread, gemm_nn's 8 decoded rows or gemm_tn's
     // rows and partial sums.
     const std::uint64_t l = std::min(r, static_cast<std::uint64_t>(k) + 16);

@@ -28,7 +28,7 @@ struct LowRank {
 
 struct SvdSettings {
     std::int64_t k = 1;
-    std::uint64_t seed = 0;      // Gaussian sketch generator
+    std::uint64_t seed = 0;      // the sketch's random signs (fill_signs)
     // Sketch columns beyond k and power iterations (each followed by re-orthonormalisation, QR). Spec 5.3 names 10
     // and 4; 16 and 3 cost 30% less on the CPU (k + 16 = 32 columns fill the products' tiles, where 26 were padded to
     // 32, and 7 passes over W instead of 10: svd_cpu.cpp ends the iterations on the right) for a subspace as close:

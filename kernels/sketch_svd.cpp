@@ -59,7 +59,7 @@ LowRank sketch_svd(std::string_view name, std::int64_t rows, std::int64_t cols, 
     // >= 0.9993 where B's gave >= 0.9998 (tools/bench_svd_accuracy.py, structured WAN shapes, seeds 0 and 1).
     {
         std::vector<float> omega(static_cast<std::size_t>(n * l));
-        fill_normal(settings.seed, 1.0, omega);
+        fill_signs(settings.seed, omega);
         panels.set(SketchPanel::Right, omega.data());
     }
     panels.multiply(SketchPanel::Left);

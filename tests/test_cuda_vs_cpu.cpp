@@ -192,6 +192,23 @@ TEST_CASE("gpu randomized SVD overlaps the exact top-16 subspaces on structured 
     for (std::size_t i = 0; i < 16; ++i) CHECK(g.sigma[i] == qftest::relative(c.sigma[i], 1e-5));
 }
 
+// --full_matrix on a weight with both sides over 256: cuSOLVER's gesvd on the device (kernels/cuda/exact_svd.cu),
+// both orientations (the weight as its transpose, and written column by column), against LAPACK on the host.
+TEST_CASE("gpu exact SVD (cuSOLVER gesvd) equals LAPACK's, both orientations") {
+    for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{288, 320}, {320, 288}}) {
+        CAPTURE(rows);
+        const std::vector<std::byte> bytes = qftest::structured_bf16(rows, cols, 91);
+        const TensorView w{bytes.data(), DType::BF16, rows, cols};
+        const LowRank g = gpu().top_k_svd("w", w, {16, 0, 16, 3, true}), c = top_k_svd_cpu("w", w, {16, 0, 16, 3, true});
+        REQUIRE(g.k == 16);
+        for (std::size_t i = 0; i < 16; ++i) CHECK(g.sigma[i] == qftest::relative(c.sigma[i], 1e-4));
+        const double ou = qftest::subspace_overlap(g.u, c.u, rows, 16, true), ov = qftest::subspace_overlap(g.v, c.v, cols, 16, false);
+        MESSAGE("exact SVD overlap, GPU with LAPACK: u " << ou << ", v " << ov);
+        CHECK(ou >= 1 - 1e-4);
+        CHECK(ov >= 1 - 1e-4);
+    }
+}
+
 TEST_CASE("gpu rounding work: midpoint moves and moved codes identical to the CPU work's") {
     const std::int64_t rows = 384, cols = 512;
     const std::vector<std::byte> bytes = qftest::random_bf16(static_cast<std::size_t>(rows * cols), 21);

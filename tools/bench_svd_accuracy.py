@@ -12,10 +12,16 @@ recovered as W v / sigma or W^T u / sigma), then runs in float32, as the C++ cod
     each block orthonormalised against the previous ones, then Rayleigh-Ritz (SVD of K^T W).
 overlap_u = ||U_exact^T U||_F^2 / k (1 = same subspace), overlap_v likewise; passes = products with W or W^T;
 GFLOP = sum over passes of 2*M*N*columns / 1e9; time = numpy wall time of the whole variant.
+
+With --binary PATH/qf_bench_svd (built with quantflow; tools/bench_svd.cpp) the shapes' weights, rounded to bf16 as
+checkpoints hold them, also go through quantflow's own SVD on --device (cpu, cuda): the implementation, not a model
+of it (CholeskyQR2 on the backend's panels, AMX products on the CPU where present), with its time per layer.
 """
 import argparse
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -81,6 +87,25 @@ def block_krylov(w, k, p, q, rng):
     return kq @ ub[:, :k], vt[:k].T, [b] + [b, b] * q + [kq.shape[1]]
 
 
+def to_bf16(w):
+    """w (float32) rounded to bf16 (nearest even), returned as float32 and as the raw 16-bit words."""
+    bits = w.astype(np.float32).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return (rounded.astype(np.uint32) << 16).view(np.float32), rounded
+
+
+def quantflow_svd(words, m, n, args):
+    """U [m, k], V [n, k] and the timing line from quantflow's SVD (tools/bench_svd.cpp) of the bf16 weight."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "w.bf16")
+        words.tofile(path)
+        out = subprocess.run([args.binary, path, str(m), str(n), str(args.k), str(args.seed), args.device, os.path.join(tmp, "basis")],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        u = np.fromfile(os.path.join(tmp, "basis.u"), dtype=np.float32).reshape(m, args.k)
+        vt = np.fromfile(os.path.join(tmp, "basis.v"), dtype=np.float32).reshape(args.k, n)
+    return u, vt.T, out
+
+
 def overlap(exact, approx):
     return float(np.sum(np.square(exact.T @ approx.astype(np.float64))) / exact.shape[1])
 
@@ -88,6 +113,8 @@ def overlap(exact, approx):
 def bench_shape(m, n, args):
     rng = np.random.default_rng([args.seed, m, n])
     w = iid_weight(rng, m, n) if args.iid else structured_weight(rng, m, n, alpha=args.alpha)
+    if args.binary:
+        w, words = to_bf16(w)
     t0 = time.perf_counter()
     u_ex, s_ex, v_ex = exact_top_k(w, args.k + 1)
     print(f"\n{m}x{n} {'iid' if args.iid else 'structured'}: exact top-{args.k} in {time.perf_counter() - t0:.1f} s, "
@@ -95,6 +122,13 @@ def bench_shape(m, n, args):
     u_ex, v_ex = u_ex[:, :args.k], v_ex[:, :args.k]
     print(f"{'variant':<8} {'p':>3} {'q':>3} {'passes':>6} {'GFLOP':>8} {'time_s':>7} {'overlap_u':>10} {'overlap_v':>10}")
     rows = []
+    if args.binary:
+        u, v, line = quantflow_svd(words, m, n, args)
+        gflop, ou, ov = 2.0 * m * n * 7 * (args.k + 16) / 1e9, overlap(u_ex, u), overlap(v_ex, v)
+        print(f"quantflow ({line})\n{'quantflow':<8} {16:>3} {3:>3} {7:>6} {gflop:>8.1f} {'':>7} {ou:>10.5f} {ov:>10.5f}", flush=True)
+        rows.append((("quantflow", 16, 3), gflop, ou, ov))
+        if args.only_binary:
+            return rows
     for name, fn, settings in (("rsvd", rsvd, RSVD), ("right", rsvd_right, RIGHT), ("krylov", block_krylov, KRYLOV)):
         for p, q in settings:
             t0 = time.perf_counter()
@@ -114,6 +148,9 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--binary", help="qf_bench_svd: also measure quantflow's own SVD on the bf16-rounded weights")
+    ap.add_argument("--device", default="cpu", help="with --binary: cpu, cuda or cuda:N")
+    ap.add_argument("--only-binary", action="store_true", help="with --binary: skip the numpy variants")
     args = ap.parse_args(argv)
     print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, k {args.k}, alpha {args.alpha}, seed {args.seed}, "
           f"{'iid' if args.iid else 'structured'} weights, target overlap >= {TARGET}")

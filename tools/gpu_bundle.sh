@@ -18,9 +18,9 @@ done
 build=$root/build-gpu
 bundle=$root/.gpu_bundle
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DQF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$archs" >/dev/null
-cmake --build "$build" -j"$(nproc)" --target quantflow qf_gpu_tests qf_bench_skinny
+cmake --build "$build" -j"$(nproc)" --target quantflow qf_gpu_tests qf_bench_skinny qf_bench_svd
 rm -rf "$bundle" && mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/fixtures"
-cp "$build/quantflow" "$build/tests/qf_gpu_tests" "$build/qf_bench_skinny" "$bundle/bin/"
+cp "$build/quantflow" "$build/tests/qf_gpu_tests" "$build/qf_bench_skinny" "$build/qf_bench_svd" "$bundle/bin/"
 strip "$bundle"/bin/*
 # Shared libraries outside the C library and the CUDA toolkit.
 for exe in "$bundle"/bin/*; do ldd "$exe"; done | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
@@ -33,6 +33,7 @@ fixtures=$root/../shared/fixtures/reference
 cp "$fixtures/small_model.safetensors" "$fixtures/runs.json" "$bundle/fixtures/"
 cp "$root/tools/gpu_run.sh" "$root/tools/make_demo_model.py" "$root/tools/bench_gpu.py" "$root/tools/bench_rounding.py" \
    "$root/tools/bench_reference_rounding.py" "$root/tools/bench_multi_gpu.py" "$root/tools/gpu_sanitize.sh" \
-   "$root/tools/bench_quality.py" "$root/tools/make_structured_model.py" "$bundle/"
+   "$root/tools/bench_quality.py" "$root/tools/make_structured_model.py" \
+   "$root/tools/bench_svd_accuracy.py" "$bundle/"
 strip "$bundle"/lib/*.so* 2>/dev/null || true
 du -sh "$bundle"

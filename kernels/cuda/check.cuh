@@ -1,9 +1,10 @@
-// kernels/cuda/check.cuh: every CUDA and cuBLASLt call is checked; a failure becomes an Error
+// kernels/cuda/check.cuh: every CUDA, cuSOLVER and cuBLASLt call is checked; a failure becomes an Error
 // that names the call, the place and the library's text.
 #pragma once
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <cusolverDn.h>
 
 #include <string>
 
@@ -22,6 +23,13 @@ namespace quantflow::cuda {
         const cudaError_t qf_status_ = (call);                                                     \
         if (qf_status_ != cudaSuccess)                                                             \
             ::quantflow::cuda::fail(#call, __FILE__, __LINE__, cudaGetErrorString(qf_status_));    \
+    } while (0)
+
+#define QF_CUSOLVER_CHECK(call)                                                                           \
+    do {                                                                                                  \
+        const cusolverStatus_t qf_status_ = (call);                                                       \
+        if (qf_status_ != CUSOLVER_STATUS_SUCCESS)                                                        \
+            ::quantflow::cuda::fail(#call, __FILE__, __LINE__, "cusolver status " + std::to_string(qf_status_)); \
     } while (0)
 
 #define QF_CUBLAS_CHECK(call)                                                                              \

@@ -32,7 +32,10 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     // The sketch's panels (kernels/cuda/svd.cu): Y, Z and a spare of max(rows, cols) x l floats, and the partial
     // sums of W^T Y (up to 32 slices of cols x l), l = k + the default oversampling.
     const auto l_cols = static_cast<std::uint64_t>(l.basis_k + SvdSettings{}.oversample);
-    const std::uint64_t svd = 4 * l_cols * (3 * static_cast<std::uint64_t>(std::max(l.rows, l.cols)) + 32 * static_cast<std::uint64_t>(l.cols));
+    // The exact SVD of a large weight (--full_matrix) holds cuSOLVER's matrices instead (exact_svd.cuh).
+    const bool device_exact = l.exact_svd && !exact_svd_is_cheap(l.rows, l.cols);
+    const std::uint64_t svd = device_exact ? cuda::exact_svd_device_bytes(l.rows, l.cols)
+                                           : 4 * l_cols * (3 * static_cast<std::uint64_t>(std::max(l.rows, l.cols)) + 32 * static_cast<std::uint64_t>(l.cols));
     if (!host_fallback(l).empty()) return {Backend::layer_memory(l).host, weight + svd + basis};
     const std::uint64_t adam = l.optimizer == Optimizer::Original ? 0 : 12 * n + static_cast<std::uint64_t>(l.rows) * 16 * 12;
     // nvfp4's learned rounding takes the wide finish (cost share 1: nearly every element has an admissible move,
@@ -42,8 +45,13 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                  static_cast<std::uint64_t>(l.rows + l.cols) * 32;
     // The exact SVD (--full_matrix, small sides) runs on the host: LAPACK's copies and workspace count there.
-    // The sketch's host side (its Gaussian columns, U and the last Z) comes before the pool.
-    const std::uint64_t exact = l.exact_svd ? svd_work_bytes(l.rows, l.cols, l.basis_k, true, 1) : 0;
+    // The sketch's host side (its random columns, U and the last Z) comes before the pool; the exact SVD of a
+    // small weight runs on the host with LAPACK, a large one's factors come back whole (V^T n x n, U m x k).
+    const std::uint64_t exact = !l.exact_svd ? 0
+                                : device_exact ? 4 * static_cast<std::uint64_t>(std::min(l.rows, l.cols)) *
+                                                     static_cast<std::uint64_t>(std::min(l.rows, l.cols) + 2 * l.basis_k) +
+                                                     4 * static_cast<std::uint64_t>(std::max(l.rows, l.cols) * l.basis_k)
+                                               : svd_work_bytes(l.rows, l.cols, l.basis_k, true, 1);
     const std::uint64_t sketch = l.exact_svd ? 0 : svd_work_bytes(l.rows, l.cols, l.basis_k, false, 0);
     return {std::max(pool * 64, sketch) + exact, weight + 8 * n + n + std::max({svd, adam, finish}) + basis};
 }
@@ -72,12 +80,13 @@ std::unique_ptr<WeightHold> CudaBackend::hold(std::string_view name, const Tenso
 }
 
 LowRank CudaBackend::top_k_svd(std::string_view name, const TensorView& w, const SvdSettings& settings) {
-    if (settings.exact) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd on the host
+    if (settings.exact && exact_svd_is_cheap(w.rows, w.cols)) return host_->top_k_svd(name, w, settings);  // LAPACK gesdd
     const cuda::DeviceScope on(device_, cuda::DeviceScope::Mode::Checked);
     // A stream of its own (from a pool): the jobs in flight run their SVDs side by side.
     SketchLease lease(*this);
     const auto& s = lease.slot->stream;
     const DeviceWeightRef uw = device_weight(w, s);
+    if (settings.exact) return cuda::exact_svd(name, uw.view, settings.k, s);
     cuda::DevicePanels panels(uw.view, sketch_columns(w.rows, w.cols, settings), s);
     return sketch_svd(name, w.rows, w.cols, settings, panels);
 }

@@ -13,6 +13,7 @@
 
 #include "kernels/backend.hpp"
 #include "kernels/cuda/adam.cuh"
+#include "kernels/cuda/exact_svd.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/quantize.cuh"
 #include "kernels/cuda/rounding_work.cuh"
