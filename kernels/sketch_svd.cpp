@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/host_linalg.hpp"
 #include "kernels/random.hpp"

@@ -3,8 +3,9 @@
 # over the GPU tests.
 #
 # initcheck once reported 235,604 uninitialised global-memory reads inside cuSOLVER's geqr2 kernels (under
-# Xgesvdr -> Xgeqrf), from buffers quantflow handed over unwritten. cuSOLVER has since left the code base: the
-# randomized SVD's products are cuBLASLt GEMMs and its QR runs on the host (kernels/sketch_svd.hpp).
+# Xgesvdr -> Xgeqrf), from buffers quantflow handed over unwritten. The randomized SVD now runs on kernels of our
+# own (kernels/cuda/svd.cu); cuSOLVER's gesvd serves only --full_matrix (kernels/cuda/exact_svd.cu), and every
+# buffer it gets is written first.
 #
 # usage: bash tools/gpu_sanitize.sh [seconds per tool, default 150]
 set -uo pipefail

@@ -2,7 +2,6 @@
 
 #include <memory>
 #include <string>
-#include <utility>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/elements.cuh"
@@ -44,43 +43,29 @@ void project_rows_lt(const LtHandle& lt, const DeviceWeight& w, const ScaleGrid&
     rows_times_vt_lt(lt, w.rows, w.cols, e_work, v, k, t, s);
 }
 
-void lt_matmul(const LtHandle& lt, const LtProduct& p, const void* a, const void* b, void* c, cudaStream_t s) {
-    const bool f64 = p.type == CUDA_R_64F;
+void rows_times_vt_lt(const LtHandle& lt, std::int64_t m, std::int64_t n, const double* e, const double* v, int k, double* t,
+                      cudaStream_t s) {
+    // Row-major matrices are their column-major transposes: T^T (k x m, ld k) = V' (n x k, ld n)^T * E' (n x m, ld n).
     LtObject<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy> desc;
-    QF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.p, f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F, p.type));
-    QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.p, CUBLASLT_MATMUL_DESC_TRANSA, &p.op_a, sizeof p.op_a));
-    QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.p, CUBLASLT_MATMUL_DESC_TRANSB, &p.op_b, sizeof p.op_b));
-    const auto stored = [](cublasOperation_t op, std::int64_t rows, std::int64_t cols) {
-        return op == CUBLAS_OP_N ? std::pair{rows, cols} : std::pair{cols, rows};
-    };
-    const auto [a_rows, a_cols] = stored(p.op_a, p.m, p.k);
-    const auto [b_rows, b_cols] = stored(p.op_b, p.k, p.n);
-    LtObject<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy> la, lb, lc;
-    const auto u = [](std::int64_t x) { return static_cast<std::uint64_t>(x); };
-    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la.p, p.type, u(a_rows), u(a_cols), a_rows));
-    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb.p, p.type, u(b_rows), u(b_cols), b_rows));
-    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc.p, p.type, u(p.m), u(p.n), p.m));
+    QF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.p, CUBLAS_COMPUTE_64F, CUDA_R_64F));
+    const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+    QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.p, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
+    QF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.p, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
+    LtObject<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy> a, b, c;
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a.p, CUDA_R_64F, static_cast<std::uint64_t>(n), static_cast<std::uint64_t>(k), n));
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b.p, CUDA_R_64F, static_cast<std::uint64_t>(n), static_cast<std::uint64_t>(m), n));
+    QF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c.p, CUDA_R_64F, static_cast<std::uint64_t>(k), static_cast<std::uint64_t>(m), k));
     LtObject<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy> pref;
     QF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.p));
     const std::uint64_t workspace = 0;
     QF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    QF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt.get(), desc.p, la.p, lb.p, lc.p, lc.p, pref.p, 1, &result, &found));
+    QF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt.get(), desc.p, a.p, b.p, c.p, c.p, pref.p, 1, &result, &found));
     if (found == 0)
-        throw Error(std::string("cuBLASLt: no ") + (f64 ? "double" : "float") + " GEMM for " + std::to_string(p.m) + "x" +
-                    std::to_string(p.k) + " times " + std::to_string(p.k) + "x" + std::to_string(p.n));
-    const double one64 = 1.0, zero64 = 0.0;
-    const float one32 = 1.0f, zero32 = 0.0f;
-    const void* one = f64 ? static_cast<const void*>(&one64) : &one32;
-    const void* zero = f64 ? static_cast<const void*>(&zero64) : &zero32;
-    QF_CUBLAS_CHECK(cublasLtMatmul(lt.get(), desc.p, one, a, la.p, b, lb.p, zero, c, lc.p, c, lc.p, &result.algo, nullptr, 0, s));
-}
-
-void rows_times_vt_lt(const LtHandle& lt, std::int64_t m, std::int64_t n, const double* e, const double* v, int k, double* t,
-                      cudaStream_t s) {
-    // Row-major matrices are their column-major transposes: T^T (k x m, ld k) = V' (n x k, ld n)^T * E' (n x m, ld n).
-    lt_matmul(lt, {CUDA_R_64F, CUBLAS_OP_T, CUBLAS_OP_N, k, m, n}, v, e, t, s);
+        throw Error("cuBLASLt: no double GEMM for a " + std::to_string(m) + "x" + std::to_string(n) + " projection on k " + std::to_string(k));
+    const double one = 1.0, zero = 0.0;
+    QF_CUBLAS_CHECK(cublasLtMatmul(lt.get(), desc.p, &one, v, a.p, e, b.p, &zero, t, c.p, t, c.p, &result.algo, nullptr, 0, s));
 }
 
 }  // namespace quantflow::cuda

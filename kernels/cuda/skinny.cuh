@@ -34,16 +34,6 @@ private:
 void project_rows_lt(const LtHandle& lt, const DeviceWeight& w, const ScaleGrid& g, const std::uint8_t* codes, const float* scales,
                      CodeKind kind, const double* v, int k, double* e_work, double* t, cudaStream_t s);
 
-// One GEMM C = op(A) op(B) on column-major matrices with leading dimensions their stored rows (C m x n), in
-// float or double with that compute type. No workspace: the algorithms chosen never split the sums across
-// blocks, so results are deterministic.
-struct LtProduct {
-    cudaDataType type;
-    cublasOperation_t op_a, op_b;
-    std::int64_t m, n, k;
-};
-void lt_matmul(const LtHandle& lt, const LtProduct& p, const void* a, const void* b, void* c, cudaStream_t s);
-
 // The GEMM alone on a given e (m x n doubles): t[r, j] = sum_c e[r, c] * v[j, c].
 void rows_times_vt_lt(const LtHandle& lt, std::int64_t m, std::int64_t n, const double* e, const double* v, int k, double* t,
                       cudaStream_t s);
