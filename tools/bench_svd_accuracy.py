@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_structured_model import iid_weight, structured_weight  # noqa: E402
+from make_structured_model import iid_weight, structured_weight, to_bf16_bytes  # noqa: E402
 
 SHAPES = {"wan": [(5120, 5120), (13824, 5120), (5120, 13824)], "small": [(512, 512), (1382, 512)]}
 RSVD = [(10, 4)] + [(16, q) for q in (1, 2, 3, 4)]
@@ -87,13 +87,6 @@ def block_krylov(w, k, p, q, rng):
     return kq @ ub[:, :k], vt[:k].T, [b] + [b, b] * q + [kq.shape[1]]
 
 
-def to_bf16(w):
-    """w (float32) rounded to bf16 (nearest even), returned as float32 and as the raw 16-bit words."""
-    bits = w.astype(np.float32).view(np.uint32)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-    return (rounded.astype(np.uint32) << 16).view(np.float32), rounded
-
-
 def quantflow_svd(words, m, n, args):
     """U [m, k], V [n, k] and the timing line from quantflow's SVD (tools/bench_svd.cpp) of the bf16 weight."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,8 +106,9 @@ def overlap(exact, approx):
 def bench_shape(m, n, args):
     rng = np.random.default_rng([args.seed, m, n])
     w = iid_weight(rng, m, n) if args.iid else structured_weight(rng, m, n, alpha=args.alpha)
-    if args.binary:
-        w, words = to_bf16(w)
+    if args.binary:  # the weight as checkpoints hold it: bf16 words, and their float values for the exact SVD
+        words = np.frombuffer(to_bf16_bytes(w.astype(np.float32).copy()), dtype="<u2")
+        w = (words.astype(np.uint32) << 16).view(np.float32).reshape(m, n)
     t0 = time.perf_counter()
     u_ex, s_ex, v_ex = exact_top_k(w, args.k + 1)
     print(f"\n{m}x{n} {'iid' if args.iid else 'structured'}: exact top-{args.k} in {time.perf_counter() - t0:.1f} s, "

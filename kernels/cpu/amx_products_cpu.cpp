@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/dense_cpu.hpp"
 #include "kernels/numerics.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__CUDACC__)
@@ -217,16 +218,12 @@ void gemm_nn_amx(const TensorView& w, const float* b, std::int64_t p, float* c) 
     const auto* data = reinterpret_cast<const std::uint16_t*>(w.data);
     for (std::int64_t t0 = 0; t0 < p; t0 += kChunk) {
         const std::vector<std::uint16_t> packed = pack(b, w.cols, p, t0, true);
-        oneapi::tbb::parallel_for(std::int64_t{0}, w.rows / 64, [&](std::int64_t t) {  // tasks of 64 rows: two blocks
+        // Tasks of 64 rows (two blocks; the last may hold one), the tiles configured once per task.
+        oneapi::tbb::parallel_for(std::int64_t{0}, (w.rows + 63) / 64, [&](std::int64_t t) {
             configure_tiles();
             for (std::int64_t r = t * 64; r < std::min(w.rows, (t + 1) * 64); r += 32) nn_rows(data, w.cols, packed.data(), r, c, p, t0);
             release_tiles();
         });
-        if (w.rows % 64 != 0) {
-            configure_tiles();
-            nn_rows(data, w.cols, packed.data(), w.rows - 32, c, p, t0);
-            release_tiles();
-        }
     }
 }
 
@@ -244,10 +241,10 @@ void gemm_tn_amx(const TensorView& w, const float* b, std::int64_t p, float* c) 
     }
 }
 
-#else
+#else  // no tiles in this build (amx_usable() is false): the float loops keep the contract
 
-void gemm_nn_amx(const TensorView&, const float*, std::int64_t, float*) {}
-void gemm_tn_amx(const TensorView&, const float*, std::int64_t, float*) {}
+void gemm_nn_amx(const TensorView& w, const float* b, std::int64_t p, float* c) { gemm_nn(w, b, p, c); }
+void gemm_tn_amx(const TensorView& w, const float* b, std::int64_t p, float* c) { gemm_tn(w, b, p, c); }
 
 #endif
 

@@ -1,9 +1,9 @@
-// Top-k singular subspaces on the CPU (spec 5.3): the randomized SVD of kernels/sketch_svd.cpp, its products
-// reading the weight in its file dtype (dense_cpu.cpp; bf16 weights on AMX tiles where the CPU has them), by default; LAPACK gesdd with --full_matrix.
+// Top-k singular subspaces on the CPU (spec 5.3): by default the randomized SVD of kernels/sketch_svd.cpp, its
+// products reading the weight in its file dtype (dense_cpu.cpp; bf16 weights on AMX tiles where the CPU has them,
+// amx_products_cpu.hpp); LAPACK gesdd with --full_matrix.
 #include <cblas.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "kernels/cpu/amx_products_cpu.hpp"
 #include "kernels/cpu/cpu_backend.hpp"

@@ -44,7 +44,6 @@ LayerMemory CudaBackend::layer_memory(const LayerWork& l) const {
     const std::uint64_t found = wide ? n : n / 16 + (1u << 20), pool = std::min(found, finish_pool_size(n, finish_tuning(l.thorough_finish).pool_divisor));
     const std::uint64_t finish = found * (sizeof(MidpointMove) + 16) + pool * 2 * sizeof(MidpointMove) +
                                  static_cast<std::uint64_t>(l.rows + l.cols) * 32;
-    // The exact SVD (--full_matrix, small sides) runs on the host: LAPACK's copies and workspace count there.
     // The sketch's host side (its random columns, U and the last Z) comes before the pool; the exact SVD of a
     // small weight runs on the host with LAPACK, a large one's factors come back whole (V^T n x n, U m x k).
     const std::uint64_t exact = !l.exact_svd ? 0

@@ -83,13 +83,14 @@ __global__ void times_transposed_kernel(DeviceWeight w, const float* y, std::int
     for (int j = 0; j < width; ++j) out[j] = acc[j];
 }
 
-// z[i] = sum_s partial[s, i], in slice order.
-__global__ void sum_slices_kernel(const float* partial, std::int64_t slices, std::int64_t count, float* z) {
+// out[i] = sum_s partial[s, i], in slice order (W^T Y's columns in float, the Gram matrices in double).
+template <typename T>
+__global__ void sum_slices_kernel(const T* partial, std::int64_t slices, std::int64_t count, T* out) {
     const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
     if (i >= count) return;
-    float sum = 0.0f;
+    T sum = 0;
     for (std::int64_t s = 0; s < slices; ++s) sum += partial[s * count + i];
-    z[i] = sum;
+    out[i] = sum;
 }
 
 // partial[s, e] for entries e = (a, b) of the l x l Gram matrix: the sum over slice s's panel rows of
@@ -111,14 +112,6 @@ __global__ void gram_kernel(const float* p, std::int64_t rows, std::int64_t l, s
             acc += static_cast<double>(panel_rows[r * l + a]) * static_cast<double>(panel_rows[r * l + b]);
     }
     if (e < l * l) partial[s * l * l + e] = acc;
-}
-
-__global__ void sum_gram_kernel(const double* partial, std::int64_t slices, std::int64_t count, double* g) {
-    const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-    if (i >= count) return;
-    double sum = 0.0;
-    for (std::int64_t s = 0; s < slices; ++s) sum += partial[s * count + i];
-    g[i] = sum;
 }
 
 // out[r, j] = sum_i p[r, i] rr[i, j], a thread per output element.
@@ -164,7 +157,7 @@ void DevicePanels::multiply(SketchPanel to) {
         const dim3 grid(blocks_for(w_.cols), static_cast<unsigned int>(slices), chunks);
         times_transposed_kernel<<<grid, kThreads, 0, stream_.get()>>>(w_, y_.get(), l_, slice_rows, partial_.get());
         QF_CUDA_CHECK(cudaGetLastError());
-        sum_slices_kernel<<<blocks_for(w_.cols * l_), kThreads, 0, stream_.get()>>>(partial_.get(), slices, w_.cols * l_, z_.get());
+        sum_slices_kernel<float><<<blocks_for(w_.cols * l_), kThreads, 0, stream_.get()>>>(partial_.get(), slices, w_.cols * l_, z_.get());
     }
     QF_CUDA_CHECK(cudaGetLastError());
 }
@@ -176,7 +169,7 @@ void DevicePanels::gram(SketchPanel p, double* g) {
     const auto shared = static_cast<std::size_t>(tile_rows * l_) * sizeof(float);
     gram_kernel<<<grid, kThreads, shared, stream_.get()>>>(panel(p).get(), rows, l_, slice_rows, tile_rows, gram_partial_.get());
     QF_CUDA_CHECK(cudaGetLastError());
-    sum_gram_kernel<<<blocks_for(l_ * l_), kThreads, 0, stream_.get()>>>(gram_partial_.get(), slices, l_ * l_, gram_.get());
+    sum_slices_kernel<double><<<blocks_for(l_ * l_), kThreads, 0, stream_.get()>>>(gram_partial_.get(), slices, l_ * l_, gram_.get());
     QF_CUDA_CHECK(cudaGetLastError());
     QF_CUDA_CHECK(cudaMemcpyAsync(g, gram_.get(), static_cast<std::size_t>(l_ * l_) * sizeof(double), cudaMemcpyDeviceToHost, stream_.get()));
     stream_.sync();
